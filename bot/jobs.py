@@ -1,0 +1,220 @@
+"""What Easel does with one job. Each step records its progress, so a job taken again after a crash resumes
+where it stopped: the same OpenAI response is collected, images already in Slack are not posted twice."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from bot import messages
+from bot.imaging import GenerationError, OpenAIImages, Outcome, Turn
+from bot.publishing import EXTENSIONS, CannotPost, DownloadError, SlackPublisher, SlackUnavailable, sniff
+from storage import Store
+from storage.models import Generation, Job, JobKind, JobStatus, Thread
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    def __init__(self, *, store: Store, images: OpenAIImages, slack: SlackPublisher):
+        self._store = store
+        self._images = images
+        self._slack = slack
+
+    # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
+
+    async def notice(self, job: Job) -> None:
+        if job.kind is JobKind.NOTICE:
+            await self._slack.post(job.channel_id, job.thread_ts, job.text)
+            await self._store.finish(job.id, status=JobStatus.DONE)
+            return
+        if job.source != "command":
+            await self._slack.react(job.channel_id, job.message_ts or "")
+            await self._store.noticed(job.id)
+            return
+        root_ts = job.progress.get("root_ts")
+        if not root_ts:
+            text = messages.command_root(user_id=job.user_id, prompt=job.text, resolved=job.options.get("shown", {}))
+            try:
+                [root_ts, *_] = await self._slack.post(job.channel_id, None, text)
+            except CannotPost:
+                if job.response_url:
+                    await self._slack.respond(job.response_url, messages.CANNOT_POST)
+                await self._store.finish(job.id, status=JobStatus.FAILED, error="cannot post in channel")
+                return
+            await self._store.update_job(job.id, progress={"root_ts": root_ts})
+        await self._slack.react(job.channel_id, root_ts)
+        await self._store.noticed(job.id, thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
+
+    # -- stage 2: the generation itself -----------------------------------------------------------------------
+
+    async def run(self, job: Job) -> None:
+        sign_ts = job.message_ts or job.thread_ts or ""
+        status, error = JobStatus.DONE, None
+        try:
+            await self._generate(job)
+        except GenerationError as e:
+            status, error = JobStatus.FAILED, f"{e.kind}: {e.detail}"
+            await self._record_failure(job, error)
+            await self._tell(job, e.user_message)
+        except DownloadError as e:
+            status, error = JobStatus.FAILED, f"download: {e}"
+            await self._tell(job, f":warning: I couldn't use an attached file: {e} Nothing was sent to the image model.")
+        except SlackUnavailable as e:
+            status, error = JobStatus.FAILED, f"slack: {e}"
+            await self._tell(job, messages.SLACK_FAILED.format(reason=e))
+        except CannotPost as e:
+            status, error = JobStatus.FAILED, f"cannot post: {e}"
+            if job.response_url:
+                await self._slack.respond(job.response_url, messages.CANNOT_POST)
+        except Exception as e:  # a bug or an unexpected answer: the user hears, the job ends, the worker lives
+            log.exception("job %s failed unexpectedly", job.id)
+            status, error = JobStatus.FAILED, f"internal: {type(e).__name__}: {e}"
+            await self._tell(job, messages.INTERNAL)
+        await self._slack.unreact(job.channel_id, sign_ts)
+        if status is JobStatus.FAILED:
+            await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
+        await self._store.finish(job.id, status=status, error=error)
+        log.info("job %s %s%s", job.id, status.value, f" ({error})" if error else "")
+
+    async def _tell(self, job: Job, text: str) -> None:
+        """Say what happened in the thread; never raises (the job is failing already)."""
+        try:
+            await self._slack.post(job.channel_id, job.thread_ts, text)
+        except Exception as e:  # noqa: BLE001 - nothing more can be done for this job
+            log.warning("could not tell job %s's thread about its failure: %s", job.id, type(e).__name__)
+
+    async def _inputs(self, job: Job) -> tuple[tuple[str, bytes], ...]:
+        inputs = []
+        for f in job.files:
+            url = f.get("url") or (await self._slack.file_url(f["id"]))[0]
+            inputs.append(await self._slack.download(url))
+        return tuple(inputs)
+
+    async def _last_image(self, thread: Thread | None) -> tuple[tuple[str, bytes], ...]:
+        """The thread's newest image, to carry into a new chain when OpenAI has forgotten the old one."""
+        if thread is None or not thread.last_image_file_id:
+            return ()
+        try:
+            url, _ = await self._slack.file_url(thread.last_image_file_id)
+            return (await self._slack.download(url),)
+        except Exception as e:  # noqa: BLE001 - starting over without it is still better than failing
+            log.warning("could not fetch the thread's last image: %s", e)
+            return ()
+
+    async def _generate(self, job: Job) -> None:
+        assert job.thread_ts is not None, "a generate job runs only once its thread is known"
+        thread = await self._store.thread(team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts)
+        turn = Turn(
+            prompt=job.text,
+            tool=job.options["tool"],
+            force_image=job.force_image,
+            images=await self._inputs(job),
+            previous_response_id=thread.last_response_id if thread else None,
+            metadata={"easel_job": str(job.id)},
+        )
+        notices = list(job.options.get("notices", []))
+
+        async def started(response_id: str) -> None:
+            await self._store.update_job(job.id, response_id=response_id)
+
+        began = time.time()
+        try:
+            outcome = await self._images.run(turn, resume_id=job.response_id, on_started=started)
+        except GenerationError as e:
+            if e.kind != "chain_expired":
+                raise
+            log.info("job %s: chain %s expired; starting a new chain", job.id, turn.previous_response_id)
+            turn = dataclasses.replace(
+                turn, previous_response_id=None, images=turn.images + await self._last_image(thread)
+            )
+            notices.insert(0, messages.CHAIN_EXPIRED.split(" ", 1)[1])
+            outcome = await self._images.run(turn, on_started=started)
+        await self._publish(job, outcome, notices=notices, queued_ms=_ms(began - job.created_at),
+                            generation_ms=_ms(time.time() - began))
+
+    async def _publish(self, job: Job, outcome: Outcome, *, notices: list[str], queued_ms: int,
+                       generation_ms: int) -> None:
+        assert job.thread_ts is not None
+        files: dict[str, str] = dict(job.progress.get("files", {}))
+        base = self._generation(job, outcome, queued_ms=queued_ms, generation_ms=generation_ms)
+        last_file = None
+        for i, image in enumerate(outcome.images):
+            if str(i) in files:  # posted before a restart
+                last_file = files[str(i)]
+                continue
+            mimetype = sniff(image.data) or f"image/{image.output_format or 'png'}"
+            t0 = time.time()
+            file_id = await self._slack.upload(
+                channel=job.channel_id,
+                thread_ts=job.thread_ts,
+                data=image.data,
+                filename=f"easel-{job.id}-{i + 1}.{EXTENSIONS.get(mimetype, 'png')}",
+                comment=messages.image_comment(
+                    revised_prompt=image.revised_prompt, notices=notices, index=i, count=len(outcome.images)
+                ),
+            )
+            files[str(i)] = last_file = file_id
+            await self._store.update_job(job.id, progress={"files": files})
+            await self._store.add_generation(dataclasses.replace(
+                base,
+                status="posted",
+                image_call_id=image.call_id,
+                revised_prompt=image.revised_prompt,
+                slack_file_id=file_id,
+                upload_ms=_ms(time.time() - t0),
+                usage=base.usage if i == 0 else None,  # usage is per response: counted once
+                tool_usage=base.tool_usage if i == 0 else None,
+            ))
+        if outcome.blocked and outcome.images and not job.progress.get("blocked_posted"):
+            await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
+            await self._store.update_job(job.id, progress={"blocked_posted": True})
+        if outcome.text.strip() and not job.progress.get("text_posted"):
+            text = outcome.text
+            if notices and not outcome.images:
+                text = "\n".join([*(f":information_source: {n}" for n in notices), text])
+            await self._slack.post(job.channel_id, job.thread_ts, text)
+            await self._store.update_job(job.id, progress={"text_posted": True})
+            if not outcome.images:
+                await self._store.add_generation(dataclasses.replace(base, status="text"))
+        await self._store.advance_thread(
+            team_id=job.team_id,
+            channel_id=job.channel_id,
+            thread_ts=job.thread_ts,
+            response_id=outcome.response_id,
+            image_file_id=last_file,
+        )
+
+    def _generation(self, job: Job, outcome: Outcome | None, **timings: Any) -> Generation:
+        tool = job.options.get("tool", {})
+        return Generation(
+            job_id=job.id,
+            team_id=job.team_id,
+            channel_id=job.channel_id,
+            thread_ts=job.thread_ts,
+            user_id=job.user_id,
+            request_text=job.text,
+            options=tool,
+            model=self._images.model,
+            image_model=tool.get("model"),
+            response_id=outcome.response_id if outcome else job.response_id,
+            usage=outcome.usage if outcome else None,
+            tool_usage=outcome.tool_usage if outcome else None,
+            status="failed",
+            **timings,
+        )
+
+    async def _record_failure(self, job: Job, error: str) -> None:
+        try:
+            current = await self._store.job(job.id)
+            await self._store.add_generation(
+                dataclasses.replace(self._generation(current, None), status="failed", error=error)
+            )
+        except Exception as e:  # noqa: BLE001 - bookkeeping must not hide the failure itself
+            log.warning("could not record the failure of job %s: %s", job.id, e)
+
+
+def _ms(seconds: float) -> int:
+    return max(0, int(seconds * 1000))

@@ -1,0 +1,224 @@
+"""The Slack output side: messages, reactions, image uploads, and downloads of files users attach.
+
+The bot token is sent only to the configured Web API (through slack_sdk) and, for downloads, only to Slack's
+file host or the Web API's own host. Redirects are followed by hand so the token never leaves those hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot import messages
+
+log = logging.getLogger(__name__)
+
+SLACK_FILE_HOST = "files.slack.com"
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+_CANNOT_POST = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+class CannotPost(Exception):
+    """Slack will not let Easel post in this conversation."""
+
+
+class SlackUnavailable(Exception):
+    """Slack kept failing after the retries."""
+
+
+class DownloadError(Exception):
+    """An attachment could not be used; str(e) says why, for the user."""
+
+
+def retry_handlers(*, rate_limit_retries: int = 3) -> list[Any]:
+    """What the Web API client retries on its own: connection errors, 429 (after Retry-After), 5xx."""
+    return [
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
+        AsyncServerErrorRetryHandler(max_retry_count=2),
+    ]
+
+
+def sniff(data: bytes) -> str | None:
+    """The image type from the bytes themselves."""
+    for magic, mimetype in _MAGIC:
+        if data.startswith(magic):
+            return mimetype
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+class SlackPublisher:
+    """Posts into threads through the given `AsyncWebClient`."""
+
+    def __init__(self, client: AsyncWebClient, *, attempts: int = 3, backoff: float = 1.0):
+        self.client = client
+        self._attempts = attempts
+        self._backoff = backoff
+        api = urlsplit(client.base_url)
+        self._allowed = {(api.scheme, api.netloc), ("https", SLACK_FILE_HOST)}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self.client, method)(**kwargs)
+        except SlackApiError as e:
+            error = e.response.get("error") if e.response is not None else None
+            if error in _CANNOT_POST:
+                raise CannotPost(error) from e
+            raise
+
+    async def react(self, channel: str, ts: str, name: str = messages.WORKING_REACTION) -> None:
+        """Best effort: a missing reaction must not fail a request."""
+        try:
+            await self.client.reactions_add(channel=channel, timestamp=ts, name=name)
+        except SlackApiError as e:
+            if e.response.get("error") != "already_reacted":
+                log.warning("reactions.add failed: %s", e.response.get("error"))
+
+    async def unreact(self, channel: str, ts: str, name: str = messages.WORKING_REACTION) -> None:
+        try:
+            await self.client.reactions_remove(channel=channel, timestamp=ts, name=name)
+        except SlackApiError as e:
+            if e.response.get("error") != "no_reaction":
+                log.warning("reactions.remove failed: %s", e.response.get("error"))
+
+    async def post(self, channel: str, thread_ts: str | None, text: str) -> list[str]:
+        """Post `text` (split where Slack needs it) into the thread; returns the message timestamps."""
+        stamps = []
+        for part in messages.split_for_slack(text):
+            response = await self._call(
+                "chat_postMessage", channel=channel, thread_ts=thread_ts, text=part, unfurl_links=False
+            )
+            stamps.append(response["ts"])
+        return stamps
+
+    async def upload(self, *, channel: str, thread_ts: str, data: bytes, filename: str, comment: str) -> str:
+        """Upload one image into the thread with its comment; returns the Slack file id. Retried as a whole
+        when a step of the three-step upload fails."""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                response = await self._call(
+                    "files_upload_v2",
+                    content=data,
+                    filename=filename,
+                    title=filename,
+                    channel=channel,
+                    thread_ts=thread_ts,
+                    initial_comment=comment,
+                )
+                return str(response["files"][0]["id"])
+            except CannotPost:
+                raise
+            except (SlackApiError, SlackRequestError, aiohttp.ClientError, TimeoutError) as e:
+                reason = e.response.get("error") if isinstance(e, SlackApiError) else type(e).__name__
+                log.warning("upload attempt %d/%d failed: %s", attempt, self._attempts, reason)
+                if attempt == self._attempts:
+                    raise SlackUnavailable(str(reason)) from e
+                await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    async def respond(self, response_url: str, text: str) -> None:
+        """A private answer to a slash command, through its response_url (no token involved)."""
+        try:
+            await AsyncWebhookClient(response_url, timeout=10).send(text=text, response_type="ephemeral")
+        except (aiohttp.ClientError, TimeoutError) as e:
+            log.warning("response_url failed: %s", type(e).__name__)
+
+    # -- downloads ---------------------------------------------------------------------------------------
+
+    def token_may_go_to(self, url: str) -> bool:
+        parts = urlsplit(url)
+        return (parts.scheme, parts.netloc) in self._allowed
+
+    async def file_url(self, file_id: str) -> tuple[str, str]:
+        """(download URL, name) of a Slack file, from files.info."""
+        info = (await self._call("files_info", file=file_id))["file"]
+        return info.get("url_private_download") or info.get("url_private"), info.get("name") or file_id
+
+    async def download(self, url: str) -> tuple[str, bytes]:
+        """Fetch an attachment with the bot token. Returns (mimetype from the bytes, bytes)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, sock_connect=10))
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return await self._download_once(url)
+            except _Transient as e:
+                if attempt == self._attempts:
+                    raise DownloadError(f"Slack did not deliver the file ({e}).") from None
+                await asyncio.sleep(e.retry_after if e.retry_after is not None else self._backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
+    async def _download_once(self, url: str) -> tuple[str, bytes]:
+        assert self._session is not None
+        for _ in range(4):
+            if not self.token_may_go_to(url):
+                raise DownloadError("its address is not on Slack's file host, so Easel will not send its token there.")
+            headers = {"Authorization": f"Bearer {self.client.token}"}
+            try:
+                async with self._session.get(url, headers=headers, allow_redirects=False) as r:
+                    if r.status in (301, 302, 303, 307, 308) and "Location" in r.headers:
+                        url = urljoin(url, r.headers["Location"])
+                        continue
+                    if r.status == 429 or r.status >= 500:
+                        retry = r.headers.get("Retry-After")
+                        raise _Transient(f"HTTP {r.status}", float(retry) if retry and retry.isdigit() else None)
+                    if r.status != 200:
+                        raise DownloadError(f"Slack answered HTTP {r.status}.")
+                    if r.content_type == "text/html":
+                        raise DownloadError(messages.HTML_INSTEAD)
+                    data = await _read_capped(r, MAX_DOWNLOAD_BYTES)
+            except (aiohttp.ClientError, TimeoutError) as e:
+                raise _Transient(type(e).__name__, None) from e
+            mimetype = sniff(data)
+            if mimetype is None:
+                if data.lstrip()[:1] == b"<":
+                    raise DownloadError(messages.HTML_INSTEAD)
+                raise DownloadError(messages.NOT_AN_IMAGE)
+            return mimetype, data
+        raise DownloadError("Slack redirected the download too many times.")
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str, retry_after: float | None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    if response.content_length is not None and response.content_length > limit:
+        raise DownloadError(messages.too_large(limit // (1024 * 1024)))
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(256 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise DownloadError(messages.too_large(limit // (1024 * 1024)))
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,147 @@
+"""The job runner: takes jobs from the database and runs them, in this process, next to the Slack listener.
+
+Two loops claim work: the noticer shows a sign of work on every new job at once (its own small concurrency,
+never held up by generations), and the runner starts generations while a slot is free (at most
+`max_generations` at a time). A heartbeat renews the leases of the jobs this worker holds, so another process
+can take over only the jobs of a worker that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+
+from bot.jobs import JobRunner
+from storage import Store
+from storage.models import Job
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        runner: JobRunner,
+        max_generations: int,
+        lease: float = 60.0,
+        poll: float = 1.0,
+        notice_concurrency: int = 16,
+        worker_id: str | None = None,
+    ):
+        self._store = store
+        self._runner = runner
+        self._lease = lease
+        self._poll = poll
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._generation_slots = asyncio.Semaphore(max_generations)
+        self._notice_slots = asyncio.Semaphore(notice_concurrency)
+        self._new_work = asyncio.Event()
+        self._queued_work = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: dict[asyncio.Task[None], Job] = {}
+        self._loops: list[asyncio.Task[None]] = []
+
+    def wake(self) -> None:
+        """New jobs were stored (by this process): look now instead of at the next poll."""
+        self._new_work.set()
+        self._queued_work.set()
+
+    @property
+    def busy(self) -> int:
+        return len(self._tasks)
+
+    def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._claim_loop(self._store.claim_new, self._notice_slots, self._new_work,
+                                                 self._notice), name="easel-noticer"),
+            asyncio.create_task(self._claim_loop(self._store.claim, self._generation_slots, self._queued_work,
+                                                 self._run), name="easel-runner"),
+            asyncio.create_task(self._heartbeat(), name="easel-heartbeat"),
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Take no new work; give running jobs `grace` seconds; hand the rest back for the next start."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self.wake()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._tasks:
+            log.info("waiting up to %.0f s for %d running job(s)", grace, len(self._tasks))
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace or None)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in pending:
+                job = self._tasks.pop(task, None)
+                if job is not None:
+                    with contextlib.suppress(Exception):
+                        await self._store.release(job.id, worker_id=self.worker_id)
+                    log.info("job %s handed back unfinished", job.id)
+
+    async def _claim_loop(
+        self,
+        claim: Callable[..., Awaitable[Job | None]],
+        slots: asyncio.Semaphore,
+        wake: asyncio.Event,
+        work: Callable[[Job], Awaitable[None]],
+    ) -> None:
+        while not self._stopping.is_set():
+            await slots.acquire()
+            wake.clear()
+            try:
+                job = await claim(worker_id=self.worker_id, lease=self._lease)
+            except Exception:
+                slots.release()
+                log.exception("claiming a job failed; retrying")
+                await self._wait(wake)
+                continue
+            if job is None:
+                slots.release()
+                await self._wait(wake)
+                continue
+            task = asyncio.create_task(work(job), name=f"easel-job-{job.id}")
+            self._tasks[task] = job
+            task.add_done_callback(lambda t, s=slots: self._done(t, s))
+
+    def _done(self, task: asyncio.Task[None], slots: asyncio.Semaphore) -> None:
+        self._tasks.pop(task, None)
+        slots.release()
+        self._queued_work.set()  # a thread's next job may be runnable now
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job task crashed", exc_info=task.exception())
+
+    async def _wait(self, event: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), self._poll)
+
+    async def _notice(self, job: Job) -> None:
+        try:
+            await self._runner.notice(job)
+        except Exception:
+            # Slack refused the sign of work: leave the job to run anyway rather than lose it.
+            log.exception("job %s: showing a sign of work failed", job.id)
+            if job.source != "command":
+                await self._store.noticed(job.id)
+        self._queued_work.set()
+
+    async def _run(self, job: Job) -> None:
+        await self._runner.run(job)
+
+    async def _heartbeat(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._lease / 3)
+            try:
+                await self._store.renew(worker_id=self.worker_id, lease=self._lease)
+            except Exception:
+                log.exception("renewing job leases failed")

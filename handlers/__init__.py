@@ -1,0 +1,14 @@
+"""Slack listeners. Each acknowledges at once and turns a payload into a stored job; none does slow work."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.service import Intake
+from handlers import commands, events
+from handlers.payloads import Context
+
+
+def register_handlers(app: AsyncApp, *, intake: Intake, ctx: Context) -> None:
+    events.register(app, intake=intake, ctx=ctx)
+    commands.register(app, intake=intake, ctx=ctx)

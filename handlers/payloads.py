@@ -1,0 +1,209 @@
+"""Pure translation of Slack payloads into jobs. No I/O: the listeners do the one database look-up needed.
+
+Decisions made here:
+- which messages are for Easel (mentions, DMs, replies in threads Easel owns) and which are ignored;
+- the de-duplication key: one Slack message is one job, however often and by whichever event it arrives
+  (`app_mention` and `message` for the same message share channel and ts);
+- flags, attachments and empty prompts, checked before anything is sent anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import re
+from typing import Any
+
+from bot import messages, models, options
+from storage.models import JobKind, NewJob, Thread
+
+HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
+IMAGE_MIMETYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+MAX_ATTACHMENT_MB = 20
+MAX_PROMPT_CHARS = 32_000
+_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What translation needs besides the payload."""
+
+    defaults: options.Defaults
+    table: models.ModelTable
+
+
+@dataclasses.dataclass(frozen=True)
+class Routed:
+    """A job to store, whether it starts Easel's ownership of its thread, and the thread's new sticky flags."""
+
+    job: NewJob
+    start_thread: bool = False
+    thread_options: dict[str, Any] | None = None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def clean_text(text: Any, bot_user_id: str | None) -> str:
+    """Slack's wire text to what the user typed: drop the mention of Easel, unescape, unwrap links."""
+    if not isinstance(text, str):
+        return ""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", " ", text)
+    text = _LINK.sub(lambda m: m.group(2) or m.group(1), text)
+    text = html.unescape(text.replace("&nbsp;", " "))
+    return " ".join(text.replace("\r", "").split(" ")).strip()
+
+
+def thread_of(event: dict[str, Any]) -> str | None:
+    """The thread a message was posted in, if it is a reply (not a thread root)."""
+    thread_ts, ts = _str(event.get("thread_ts")), _str(event.get("ts"))
+    return thread_ts if thread_ts and thread_ts != ts else None
+
+
+def is_ignored(event: dict[str, Any], *, bot_user_id: str | None, bot_id: str | None) -> bool:
+    """Edits, deletions, Easel's own messages and other bots' never make a job."""
+    if event.get("subtype") not in HANDLED_SUBTYPES or event.get("hidden"):
+        return True
+    if event.get("bot_id") or event.get("bot_profile"):
+        return True
+    user = _str(event.get("user"))
+    if user is None or user == bot_user_id:
+        return True
+    return not (_str(event.get("channel")) and _str(event.get("ts")))
+
+
+def _is_dm(event: dict[str, Any]) -> bool:
+    return event.get("channel_type") == "im" or str(event.get("channel", "")).startswith("D")
+
+
+def _mentions(event: dict[str, Any], bot_user_id: str | None) -> bool:
+    text = event.get("text") if isinstance(event.get("text"), str) else ""
+    return event.get("type") == "app_mention" or bool(bot_user_id and f"<@{bot_user_id}" in text)
+
+
+def attachments(event: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """The attached files Easel will download, or the message explaining why one cannot be used."""
+    files = event.get("files")
+    if not isinstance(files, list):
+        return [], None
+    kept: list[dict[str, Any]] = []
+    for f in files:
+        if not isinstance(f, dict) or not _str(f.get("id")):
+            continue
+        name = _str(f.get("name")) or _str(f.get("title")) or str(f["id"])
+        mimetype = _str(f.get("mimetype")) or ""
+        if mimetype not in IMAGE_MIMETYPES:
+            return [], messages.attachment_problem(name, messages.NOT_AN_IMAGE)
+        size = f.get("size")
+        if isinstance(size, int) and size > MAX_ATTACHMENT_MB * 1024 * 1024:
+            return [], messages.attachment_problem(name, messages.too_large(MAX_ATTACHMENT_MB))
+        kept.append({
+            "id": f["id"],
+            "name": name,
+            "mimetype": mimetype,
+            "size": size if isinstance(size, int) else None,
+            "url": _str(f.get("url_private_download")) or _str(f.get("url_private")),
+        })
+    return kept, None
+
+
+def route_event(
+    event: dict[str, Any],
+    *,
+    team_id: str,
+    bot_user_id: str | None,
+    thread: Thread | None,
+    ctx: Context,
+) -> Routed | None:
+    """Decide what a message or app_mention event asks of Easel. `thread` is Easel's record of the thread the
+    message was posted in (None when it is not a reply, or the thread is not Easel's)."""
+    channel, ts, user = event["channel"], event["ts"], event["user"]
+    in_thread = thread_of(event)
+    if thread is not None:
+        source = "reply"
+    elif _mentions(event, bot_user_id):
+        source = "mention"
+    elif _is_dm(event):
+        source = "dm"
+    else:
+        return None  # channel chatter, or a reply in a thread that is not Easel's
+    base = {
+        "dedupe_key": f"msg:{team_id}:{channel}:{ts}",
+        "source": source,
+        "team_id": team_id,
+        "channel_id": channel,
+        "user_id": user,
+        "message_ts": ts,
+        "thread_ts": in_thread or ts,
+    }
+    start = thread is None
+
+    def notice(text: str) -> Routed:
+        return Routed(job=NewJob(kind=JobKind.NOTICE, text=text, **base), start_thread=False)
+
+    files, problem = attachments(event)
+    if problem:
+        return notice(problem)
+    try:
+        prompt, asked = options.parse(clean_text(event.get("text"), bot_user_id))
+    except options.OptionError as e:
+        return notice(messages.bad_option(e))
+    if not prompt and not files:
+        if thread is not None and not asked.as_dict():
+            return None  # an empty reply in Easel's thread (a file-less share, say): nothing to do
+        return notice(messages.help_text(models=ctx.table.available(), default_model=ctx.defaults.model))
+    if len(prompt) > MAX_PROMPT_CHARS:
+        return notice(f":warning: That prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
+    sticky = {**(thread.options if thread else {}), **asked.as_dict()}
+    try:
+        resolved = options.resolve(options.ImageOptions(**sticky), defaults=ctx.defaults, table=ctx.table)
+    except options.OptionError as e:
+        return notice(messages.bad_option(e))
+    job = NewJob(
+        kind=JobKind.GENERATE,
+        text=prompt or "Use the attached image(s).",
+        options=_job_options(resolved, fresh=bool(asked.as_dict())),
+        files=files,
+        force_image=False,
+        **base,
+    )
+    return Routed(job=job, start_thread=start, thread_options=sticky)
+
+
+def _job_options(resolved: options.Resolved, *, fresh: bool) -> dict[str, Any]:
+    return {"tool": resolved.tool(), "notices": list(resolved.notices) if fresh else []}
+
+
+def route_command(command: dict[str, Any], *, ctx: Context) -> Routed | str:
+    """`/imagine ...`: a job, or the text to answer privately (help, or what is wrong with the flags)."""
+    text = clean_text(command.get("text"), None)
+    if text.lower() in ("", "help", "-h", "--help"):
+        return messages.help_text(models=ctx.table.available(), default_model=ctx.defaults.model)
+    try:
+        prompt, asked = options.parse(text)
+        if not prompt:
+            raise options.OptionError("There is no prompt, only options. Say what to draw, e.g. `/imagine a red fox`.")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise options.OptionError(f"That prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
+        resolved = options.resolve(asked, defaults=ctx.defaults, table=ctx.table)
+    except options.OptionError as e:
+        return messages.bad_option(e)
+    team, channel, user = command.get("team_id"), command.get("channel_id"), command.get("user_id")
+    trigger = _str(command.get("trigger_id"))
+    if not (_str(team) and _str(channel) and _str(user) and trigger):
+        return ":warning: Slack sent this command without its team, channel, user or trigger; try again."
+    job = NewJob(
+        dedupe_key=f"cmd:{team}:{trigger}",
+        kind=JobKind.GENERATE,
+        source="command",
+        team_id=team,
+        channel_id=channel,
+        user_id=user,
+        text=prompt,
+        options={**_job_options(resolved, fresh=True), "sticky": asked.as_dict(), "shown": resolved.as_dict()},
+        force_image=True,
+        response_url=_str(command.get("response_url")),
+    )
+    return Routed(job=job)

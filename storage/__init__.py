@@ -1,0 +1,69 @@
+"""Persistence for Easel. `await open_store(url)` returns a migrated `Store`.
+
+Drivers are imported by SQLAlchemy only for the URL in use (aiosqlite for sqlite:, asyncpg for postgresql:).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from storage.store import DuplicateJob, Store
+
+__all__ = ["DuplicateJob", "Store", "driver_url", "open_store"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def driver_url(url: str) -> str:
+    """`sqlite:////abs.db` -> aiosqlite, `postgresql://...` -> asyncpg."""
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str) -> AsyncEngine:
+    target = driver_url(url)
+    if target.startswith("sqlite"):
+        # SQLite has one writer: one connection serialises writes without "database is locked" errors.
+        engine = create_async_engine(target, pool_size=1, max_overflow=0, pool_timeout=60)
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(target, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _upgrade(sync_conn: Any) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = sync_conn
+    command.upgrade(cfg, "head")
+
+
+async def open_store(url: str) -> Store:
+    """Connect, bring the schema to the newest migration, and return the store."""
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return Store(engine)

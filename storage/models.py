@@ -1,0 +1,108 @@
+"""Rows as plain frozen dataclasses; JSON-safe fields only."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class JobKind(str, enum.Enum):
+    GENERATE = "generate"  # ask OpenAI, post what comes back
+    NOTICE = "notice"  # post a fixed text in the thread (help, a bad flag): no OpenAI call
+
+
+@dataclasses.dataclass(frozen=True)
+class NewJob:
+    """A request accepted from Slack, before it has an id."""
+
+    dedupe_key: str
+    kind: JobKind
+    source: str  # mention | reply | dm | command
+    team_id: str
+    channel_id: str
+    user_id: str
+    text: str
+    message_ts: str | None = None
+    thread_ts: str | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    files: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    force_image: bool = False
+    response_url: str | None = None  # a slash command's, to answer privately when posting fails
+
+    @property
+    def thread_key(self) -> str:
+        if self.thread_ts is None:  # a slash command: its thread does not exist yet
+            return f"new:{self.dedupe_key}"
+        return f"{self.team_id}:{self.channel_id}:{self.thread_ts}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    id: int
+    dedupe_key: str
+    kind: JobKind
+    source: str
+    team_id: str
+    channel_id: str
+    user_id: str
+    message_ts: str | None
+    thread_ts: str | None
+    thread_key: str
+    text: str
+    options: dict[str, Any]
+    files: list[dict[str, Any]]
+    force_image: bool
+    response_url: str | None
+    status: JobStatus
+    attempts: int
+    noticed: bool
+    response_id: str | None
+    progress: dict[str, Any]
+    error: str | None
+    created_at: float
+    started_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Thread:
+    team_id: str
+    channel_id: str
+    thread_ts: str
+    started_by: str
+    last_response_id: str | None
+    last_image_file_id: str | None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """One outcome of a generate job: an image posted, a text answer, or a failure."""
+
+    job_id: int
+    team_id: str
+    channel_id: str
+    thread_ts: str | None
+    user_id: str
+    request_text: str
+    options: dict[str, Any]
+    model: str
+    status: str  # posted | text | failed
+    image_model: str | None = None
+    response_id: str | None = None
+    image_call_id: str | None = None
+    revised_prompt: str | None = None
+    slack_file_id: str | None = None
+    usage: dict[str, Any] | None = None
+    tool_usage: dict[str, Any] | None = None
+    error: str | None = None
+    queued_ms: int | None = None
+    generation_ms: int | None = None
+    upload_ms: int | None = None

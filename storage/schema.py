@@ -1,0 +1,86 @@
+"""The tables, one schema for SQLite and PostgreSQL (SQLAlchemy Core). Migrations create and change them.
+
+Times are Unix seconds (float) so both dialects compare them the same way.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+threads = sa.Table(
+    "threads",
+    metadata,
+    sa.Column("team_id", sa.String(32), primary_key=True),
+    sa.Column("channel_id", sa.String(32), primary_key=True),
+    sa.Column("thread_ts", sa.String(32), primary_key=True),
+    sa.Column("started_by", sa.String(32), nullable=False),
+    sa.Column("last_response_id", sa.String(128)),
+    sa.Column("last_image_file_id", sa.String(64)),
+    sa.Column("options", sa.JSON, nullable=False),  # image flags that stick to the thread
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dedupe_key", sa.String(200), nullable=False, unique=True),  # one Slack message, one job
+    sa.Column("kind", sa.String(16), nullable=False),  # generate | notice
+    sa.Column("source", sa.String(16), nullable=False),  # mention | reply | dm | command
+    sa.Column("team_id", sa.String(32), nullable=False),
+    sa.Column("channel_id", sa.String(32), nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("message_ts", sa.String(32)),  # the user's message; none for a slash command
+    sa.Column("thread_ts", sa.String(32)),  # none for a slash command until its root message is posted
+    sa.Column("thread_key", sa.String(200), nullable=False),  # jobs with one key run one after another
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("response_url", sa.Text),
+    sa.Column("options", sa.JSON, nullable=False),
+    sa.Column("files", sa.JSON, nullable=False),
+    sa.Column("force_image", sa.Boolean, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # queued | running | done | failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("noticed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("response_id", sa.String(128)),
+    sa.Column("progress", sa.JSON, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("worker_id", sa.String(64)),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Index("ix_jobs_status_id", "status", "id"),
+    sa.Index("ix_jobs_thread_key", "thread_key", "id"),
+    sa.Index("ix_jobs_user_status", "team_id", "user_id", "status"),
+)
+
+generations = sa.Table(
+    "generations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("team_id", sa.String(32), nullable=False),
+    sa.Column("channel_id", sa.String(32), nullable=False),
+    sa.Column("thread_ts", sa.String(32)),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("request_text", sa.Text, nullable=False),
+    sa.Column("options", sa.JSON, nullable=False),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("image_model", sa.String(64)),
+    sa.Column("response_id", sa.String(128)),
+    sa.Column("image_call_id", sa.String(128)),
+    sa.Column("revised_prompt", sa.Text),
+    sa.Column("slack_file_id", sa.String(64)),
+    sa.Column("usage", sa.JSON),
+    sa.Column("tool_usage", sa.JSON),
+    sa.Column("status", sa.String(16), nullable=False),  # posted | text | failed
+    sa.Column("error", sa.Text),
+    sa.Column("queued_ms", sa.Integer),
+    sa.Column("generation_ms", sa.Integer),
+    sa.Column("upload_ms", sa.Integer),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_generations_job", "job_id"),
+)

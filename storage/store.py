@@ -1,0 +1,334 @@
+"""The database behind Easel: jobs, thread chains, generations. SQLAlchemy Core, async, SQLite or PostgreSQL.
+
+A job moves through these states:
+
+    new --(noticer: shows a sign of work)--> noticing --> queued --(runner)--> running --> done | failed
+
+`noticing` and `running` carry a lease (`worker_id`, `lease_until`) that the owner renews; a job whose lease ran
+out (its process died) is taken again by the next claim. Jobs with the same `thread_key` run one after another,
+in id order; different threads run in parallel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage import models
+from storage.schema import generations, jobs, threads
+
+_ACTIVE = ("new", "noticing", "queued", "running")
+
+
+class DuplicateJob(Exception):
+    """This Slack message or command was accepted before."""
+
+
+def _job(row: Any) -> models.Job:
+    m = row._mapping
+    return models.Job(
+        id=m["id"],
+        dedupe_key=m["dedupe_key"],
+        kind=models.JobKind(m["kind"]),
+        source=m["source"],
+        team_id=m["team_id"],
+        channel_id=m["channel_id"],
+        user_id=m["user_id"],
+        message_ts=m["message_ts"],
+        thread_ts=m["thread_ts"],
+        thread_key=m["thread_key"],
+        text=m["text"],
+        options=dict(m["options"] or {}),
+        files=list(m["files"] or []),
+        force_image=bool(m["force_image"]),
+        response_url=m["response_url"],
+        status=models.JobStatus(m["status"]) if m["status"] in models.JobStatus._value2member_map_ else m["status"],
+        attempts=m["attempts"],
+        noticed=bool(m["noticed"]),
+        response_id=m["response_id"],
+        progress=dict(m["progress"] or {}),
+        error=m["error"],
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+    )
+
+
+class Store:
+    """All persistence Easel does. Methods are keyword-only where it helps reading call sites."""
+
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> bool:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return True
+
+    def _insert(self, table: sa.Table) -> Any:
+        return (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(table)
+
+    # -- accepting requests ------------------------------------------------------------------------------
+
+    async def enqueue(
+        self, new: models.NewJob, *, start_thread: bool = False, thread_options: dict[str, Any] | None = None
+    ) -> models.Job:
+        """Store a request as a job (status `new`). Raises DuplicateJob if its dedupe key was seen before.
+
+        `start_thread` also records the thread as Easel's, in the same transaction, so a reply that arrives a
+        moment later is recognised. `thread_options` become the thread's sticky image options.
+        """
+        now = time.time()
+        values = {
+            "dedupe_key": new.dedupe_key,
+            "kind": new.kind.value,
+            "source": new.source,
+            "team_id": new.team_id,
+            "channel_id": new.channel_id,
+            "user_id": new.user_id,
+            "message_ts": new.message_ts,
+            "thread_ts": new.thread_ts,
+            "thread_key": new.thread_key,
+            "text": new.text,
+            "options": new.options,
+            "files": new.files,
+            "force_image": new.force_image,
+            "response_url": new.response_url,
+            "status": "new",
+            "attempts": 0,
+            "noticed": False,
+            "progress": {},
+            "created_at": now,
+        }
+        stmt = self._insert(jobs).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(stmt.returning(*jobs.c))).first()
+            if row is None:
+                raise DuplicateJob(new.dedupe_key)
+            if start_thread and new.thread_ts is not None:
+                await self._ensure_thread(conn, new.team_id, new.channel_id, new.thread_ts, new.user_id, now)
+            if thread_options is not None and new.thread_ts is not None:
+                await conn.execute(
+                    sa.update(threads)
+                    .where(*self._thread_is(new.team_id, new.channel_id, new.thread_ts))
+                    .values(options=thread_options)
+                )
+        return _job(row)
+
+    @staticmethod
+    def _thread_is(team_id: str, channel_id: str, thread_ts: str) -> tuple[Any, ...]:
+        return threads.c.team_id == team_id, threads.c.channel_id == channel_id, threads.c.thread_ts == thread_ts
+
+    async def _ensure_thread(
+        self, conn: Any, team: str, channel: str, ts: str, user: str, now: float, options: dict | None = None
+    ) -> None:
+        stmt = self._insert(threads).values(
+            team_id=team, channel_id=channel, thread_ts=ts, started_by=user, options=options or {},
+            created_at=now, updated_at=now,
+        )
+        await conn.execute(stmt.on_conflict_do_nothing(index_elements=["team_id", "channel_id", "thread_ts"]))
+
+    # -- claiming work -----------------------------------------------------------------------------------
+
+    async def _claim(self, candidates: sa.Select, takeable: Any, values: dict[str, Any]) -> models.Job | None:
+        if self.dialect == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.id == candidates.scalar_subquery(), takeable)
+            .values(**values)
+            .returning(*jobs.c)
+        )
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(stmt)).first()
+        return _job(row) if row is not None else None
+
+    async def claim_new(self, *, worker_id: str, lease: float) -> models.Job | None:
+        """Take the oldest job that has had no sign of work yet (or whose noticer died)."""
+        now = time.time()
+        takeable = sa.or_(
+            jobs.c.status == "new", sa.and_(jobs.c.status == "noticing", jobs.c.lease_until < now)
+        )
+        candidates = sa.select(jobs.c.id).where(takeable).order_by(jobs.c.id).limit(1)
+        return await self._claim(
+            candidates, takeable, {"status": "noticing", "worker_id": worker_id, "lease_until": now + lease}
+        )
+
+    async def claim(self, *, worker_id: str, lease: float) -> models.Job | None:
+        """Take the oldest runnable job: queued (or running with a dead owner), and first in its thread."""
+        now = time.time()
+        earlier = jobs.alias("earlier")
+        blocked = (
+            sa.select(earlier.c.id)
+            .where(
+                earlier.c.thread_key == jobs.c.thread_key,
+                earlier.c.id < jobs.c.id,
+                earlier.c.status.in_(_ACTIVE),
+                earlier.c.kind == models.JobKind.GENERATE.value,
+            )
+            .exists()
+        )
+        takeable = sa.or_(
+            jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.lease_until < now)
+        )
+        candidates = (
+            sa.select(jobs.c.id)
+            .where(takeable, jobs.c.kind == models.JobKind.GENERATE.value, ~blocked)
+            .order_by(jobs.c.id)
+            .limit(1)
+        )
+        return await self._claim(
+            candidates,
+            takeable,
+            {
+                "status": "running",
+                "worker_id": worker_id,
+                "lease_until": now + lease,
+                "attempts": jobs.c.attempts + 1,
+                "started_at": sa.func.coalesce(jobs.c.started_at, now),
+            },
+        )
+
+    async def renew(self, *, worker_id: str, lease: float) -> int:
+        """Extend the lease of every job this worker holds. Returns how many."""
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.worker_id == worker_id, jobs.c.status.in_(("noticing", "running")))
+            .values(lease_until=time.time() + lease)
+        )
+        async with self.engine.begin() as conn:
+            return (await conn.execute(stmt)).rowcount
+
+    async def release_all(self) -> int:
+        """At start-up of a single-process deployment: every leased job belongs to a dead process."""
+        async with self.engine.begin() as conn:
+            n = (await conn.execute(
+                sa.update(jobs).where(jobs.c.status == "noticing").values(status="new", worker_id=None)
+            )).rowcount
+            n += (await conn.execute(
+                sa.update(jobs).where(jobs.c.status == "running").values(status="queued", worker_id=None)
+            )).rowcount
+        return n
+
+    async def release(self, job_id: int, *, worker_id: str) -> None:
+        """Give a job back (graceful stop): it runs again on the next start, resuming from its progress."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == "running")
+                .values(status="queued", worker_id=None, lease_until=None)
+            )
+            await conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == "noticing")
+                .values(status="new", worker_id=None, lease_until=None)
+            )
+
+    # -- progress of one job -------------------------------------------------------------------------------
+
+    async def noticed(
+        self, job_id: int, *, thread_ts: str | None = None, thread_options: dict[str, Any] | None = None
+    ) -> None:
+        """The sign of work is up: the job may run. A slash command's job gets its thread here."""
+        values: dict[str, Any] = {"status": "queued", "noticed": True, "worker_id": None, "lease_until": None}
+        async with self.engine.begin() as conn:
+            if thread_ts is not None:
+                job = _job((await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).one())
+                values["thread_ts"] = thread_ts
+                values["thread_key"] = f"{job.team_id}:{job.channel_id}:{thread_ts}"
+                await self._ensure_thread(
+                    conn, job.team_id, job.channel_id, thread_ts, job.user_id, time.time(), thread_options
+                )
+            await conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "noticing").values(**values)
+            )
+
+    async def update_job(self, job_id: int, **values: Any) -> None:
+        """Record progress: `response_id`, `progress` (merged key by key into what is stored)."""
+        async with self.engine.begin() as conn:
+            if "progress" in values:
+                current = (await conn.execute(sa.select(jobs.c.progress).where(jobs.c.id == job_id))).scalar_one()
+                values["progress"] = {**(current or {}), **values["progress"]}
+            await conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
+
+    async def finish(self, job_id: int, *, status: models.JobStatus, error: str | None = None) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(status=status.value, error=error, finished_at=time.time(), worker_id=None, lease_until=None)
+            )
+
+    async def job(self, job_id: int) -> models.Job:
+        async with self.engine.connect() as conn:
+            return _job((await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).one())
+
+    async def jobs(self) -> list[models.Job]:
+        async with self.engine.connect() as conn:
+            return [_job(r) for r in (await conn.execute(sa.select(jobs).order_by(jobs.c.id))).all()]
+
+    async def waiting_ahead(self, job: models.Job) -> int:
+        """How many generate jobs are waiting before this one for a free generation slot."""
+        stmt = sa.select(sa.func.count()).where(
+            jobs.c.kind == models.JobKind.GENERATE.value,
+            jobs.c.status.in_(("new", "noticing", "queued")),
+            jobs.c.id < job.id,
+        )
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+
+    async def pending_for_user(self, *, team_id: str, user_id: str) -> int:
+        stmt = sa.select(sa.func.count()).where(
+            jobs.c.team_id == team_id,
+            jobs.c.user_id == user_id,
+            jobs.c.kind == models.JobKind.GENERATE.value,
+            jobs.c.status.in_(_ACTIVE),
+        )
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+
+    # -- threads -----------------------------------------------------------------------------------------------
+
+    async def thread(self, *, team_id: str, channel_id: str, thread_ts: str) -> models.Thread | None:
+        stmt = sa.select(threads).where(*self._thread_is(team_id, channel_id, thread_ts))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        values = {k: row._mapping[k] for k in models.Thread.__dataclass_fields__}
+        return models.Thread(**{**values, "options": dict(values["options"] or {})})
+
+    async def advance_thread(
+        self, *, team_id: str, channel_id: str, thread_ts: str, response_id: str, image_file_id: str | None
+    ) -> None:
+        """Move the thread's chain to `response_id` (and remember its latest image, if it has a new one)."""
+        values: dict[str, Any] = {"last_response_id": response_id, "updated_at": time.time()}
+        if image_file_id:
+            values["last_image_file_id"] = image_file_id
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(threads).where(*self._thread_is(team_id, channel_id, thread_ts)).values(**values)
+            )
+
+    # -- generations and usage -----------------------------------------------------------------------------
+
+    async def add_generation(self, gen: models.Generation) -> None:
+        values = {f: getattr(gen, f) for f in models.Generation.__dataclass_fields__}
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.insert(generations).values(**values, created_at=time.time()))
+
+    async def generations(self, *, job_id: int | None = None) -> Sequence[dict[str, Any]]:
+        stmt = sa.select(generations).order_by(generations.c.id)
+        if job_id is not None:
+            stmt = stmt.where(generations.c.job_id == job_id)
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(stmt)).all()]

@@ -1,0 +1,830 @@
+"""A fake Slack Web API served by aiohttp on 127.0.0.1, for driving the real slack_sdk in tests.
+
+Point ``AsyncWebClient(token=..., base_url=fake.api_url)`` at it. Every request is recorded as a
+:class:`Call`; the fake keeps just enough state (messages, reactions, uploads, shared files) to answer
+the way Slack does and to let tests assert on what the app did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import mimetypes
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+__all__ = ["Call", "FakeSlack", "DEFAULT_SCOPES", "next_ts"]
+
+DEFAULT_SCOPES: tuple[str, ...] = (
+    "app_mentions:read",
+    "chat:write",
+    "channels:history",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+    "commands",
+    "files:read",
+    "files:write",
+    "reactions:write",
+    "assistant:write",
+)
+
+MAX_TEXT_LEN = 40_000
+_LOGIN_PAGE = (
+    "<!DOCTYPE html><html><head><title>Slack</title></head>"
+    '<body><h1>Sign in to your workspace</h1><form action="/signin"></form></body></html>'
+)
+
+_last_ts_us = 0
+
+
+def next_ts() -> str:
+    """Return a Slack-style timestamp ("1700000000.000100") unique and increasing within this process."""
+    global _last_ts_us
+    now_us = time.time_ns() // 1000
+    _last_ts_us = max(now_us, _last_ts_us + 1)
+    return f"{_last_ts_us // 1_000_000}.{_last_ts_us % 1_000_000:06d}"
+
+
+class _CIDict(dict[str, str]):
+    """A plain dict of headers whose lookups ignore case (keys keep the case they were sent with)."""
+
+    def _find(self, key: object) -> str | None:
+        if isinstance(key, str):
+            low = key.lower()
+            for k in dict.keys(self):
+                if k.lower() == low:
+                    return k
+        return None
+
+    def __getitem__(self, key: str) -> str:
+        real = self._find(key)
+        if real is None:
+            raise KeyError(key)
+        return dict.__getitem__(self, real)
+
+    def __contains__(self, key: object) -> bool:
+        return self._find(key) is not None
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        real = self._find(key)
+        return default if real is None else dict.__getitem__(self, real)
+
+
+@dataclass
+class Call:
+    """One request the fake received."""
+
+    method: str  # "chat.postMessage", ..., or "upload" / "download" / "response_url"
+    args: dict[str, Any]  # merged query + form + JSON body (JSON-string args such as `files` left as given)
+    headers: dict[str, str]  # case-insensitive lookups
+    body: bytes = b""  # raw request body
+    path: str = ""  # request path, e.g. "/api/chat.postMessage" or "/response/r1"
+
+
+@dataclass
+class _Fault:
+    status: int
+    retry_after: int | None
+    error: str
+
+
+@dataclass
+class _StoredFile:
+    id: str
+    name: str
+    title: str
+    mimetype: str
+    content: bytes
+    user: str
+    created: int
+    serve_html: bool = False
+    shares: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # channel -> [{ts, thread_ts}]
+
+
+class FakeSlack:
+    """Fake Slack Web API; use as ``async with FakeSlack() as fake:``."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test-token",
+        team_id: str = "T0001",
+        bot_user_id: str = "UBOT",
+        bot_id: str = "BBOT",
+        team: str = "Easel Test",
+        scopes: Sequence[str] = DEFAULT_SCOPES,
+    ) -> None:
+        self.bot_token = bot_token
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.team = team
+        self.scopes = list(scopes)
+        self.url = ""
+        self.api_url = ""
+
+        self.calls: list[Call] = []
+        self.messages: list[dict[str, Any]] = []
+        self.deleted_messages: list[dict[str, Any]] = []
+        self.ephemerals: list[dict[str, Any]] = []
+        self.uploads: dict[str, bytes] = {}
+        self.shared_files: list[dict[str, Any]] = []
+        self.reactions: dict[tuple[str, str], set[str]] = defaultdict(set)
+
+        self._timeline: list[dict[str, Any]] = []  # messages, file shares and seeded messages, in order
+        self._files: dict[str, _StoredFile] = {}
+        self._pending_uploads: dict[str, dict[str, Any]] = {}  # file_id -> {filename, length, alt_txt}
+        self._faults: dict[str, deque[_Fault]] = defaultdict(deque)
+        self._ids = itertools.count(1)
+        self._cond = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Serve on 127.0.0.1 with an OS-chosen port; sets ``url`` and ``api_url``."""
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_post("/upload/{file_id}", self._handle_upload)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._handle_download)
+        app.router.add_post("/response/{key}", self._handle_response_url)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.api_url = self.url + "/api/"
+
+    async def close(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeSlack:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ inspection
+
+    def calls_to(self, method: str) -> list[Call]:
+        """All recorded calls to ``method``, oldest first."""
+        return [c for c in self.calls if c.method == method]
+
+    async def wait_for(self, method: str, count: int = 1, timeout: float = 10.0) -> list[Call]:  # noqa: ASYNC109
+        """Wait until at least ``count`` calls to ``method`` were recorded; return them all."""
+        await self.wait_until(
+            lambda: len(self.calls_to(method)) >= count,
+            timeout=timeout,
+            what=f"{count} call(s) to {method}",
+        )
+        return self.calls_to(method)
+
+    async def wait_until(
+        self,
+        predicate: Callable[[], Any],
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 - a deadline parameter is the point of this helper
+        what: str = "",
+    ) -> Any:
+        """Wait until ``predicate()`` is truthy (re-checked after each recorded call); return its value."""
+        result: Any = None
+
+        def check() -> bool:
+            nonlocal result
+            result = predicate()
+            return bool(result)
+
+        async with self._cond:
+            try:
+                await asyncio.wait_for(self._cond.wait_for(check), timeout)
+            except TimeoutError:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what or predicate!r}; {self.summary()}"
+                ) from None
+        return result
+
+    def summary(self) -> str:
+        """A short description of the calls recorded so far (for assertion messages)."""
+        if not self.calls:
+            return "no calls recorded"
+        lines = [f"{len(self.calls)} call(s):"]
+        for c in self.calls[-30:]:
+            args = {k: (v if len(repr(v)) < 80 else repr(v)[:77] + "...") for k, v in c.args.items()}
+            lines.append(f"  {c.method} {args}")
+        return "\n".join(lines)
+
+    def thread(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """Messages and file shares in that thread (root included when known), in the order they happened."""
+        return [
+            m
+            for m in self._timeline
+            if m.get("channel") == channel and (m.get("ts") == thread_ts or m.get("thread_ts") == thread_ts)
+        ]
+
+    def message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        """The message (or file share) with that ts in that channel, if any."""
+        for m in self._timeline:
+            if m.get("channel") == channel and m.get("ts") == ts:
+                return m
+        return None
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def add_file(
+        self,
+        content: bytes,
+        *,
+        name: str = "input.png",
+        mimetype: str = "image/png",
+        serve_html: bool = False,
+        title: str | None = None,
+        user: str = "U0001",
+    ) -> dict[str, Any]:
+        """Register a downloadable file and return its Slack file object as it appears in events."""
+        self._require_started()
+        f = _StoredFile(
+            id=self._new_id("F"),
+            name=name,
+            title=title if title is not None else name,
+            mimetype=mimetype,
+            content=content,
+            user=user,
+            created=int(time.time()),
+            serve_html=serve_html,
+        )
+        self._files[f.id] = f
+        return self._file_object(f)
+
+    def add_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str = "U0001",
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        files: list[dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Seed a (user) message into the history that conversations.replies/history read."""
+        msg: dict[str, Any] = {"type": "message", "channel": channel, "user": user, "text": text}
+        msg["ts"] = ts or next_ts()
+        msg["thread_ts"] = thread_ts
+        if files:
+            msg["files"] = files
+            msg["upload"] = False
+        msg.update(extra)
+        self._timeline.append(msg)
+        return msg
+
+    def add_fault(
+        self,
+        method: str,
+        *,
+        status: int = 429,
+        retry_after: int | None = 1,
+        error: str = "ratelimited",
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` calls to ``method`` (or "upload"/"download") fail."""
+        for _ in range(times):
+            self._faults[method].append(_Fault(status=status, retry_after=retry_after, error=error))
+
+    def response_url(self, key: str = "r1") -> str:
+        """A response_url on this fake; POSTs to it are recorded as Call(method="response_url")."""
+        self._require_started()
+        return f"{self.url}/response/{key}"
+
+    # ------------------------------------------------------------------ internals
+
+    def _require_started(self) -> None:
+        if not self.url:
+            raise RuntimeError(
+                "FakeSlack is not started; use `async with FakeSlack() as fake` or await start()"
+            )
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):09d}"
+
+    async def _record(self, call: Call) -> None:
+        self.calls.append(call)
+        async with self._cond:
+            self._cond.notify_all()
+
+    async def _notify(self) -> None:
+        async with self._cond:
+            self._cond.notify_all()
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        queue = self._faults.get(method)
+        if queue:
+            return queue.popleft()
+        return None
+
+    @staticmethod
+    def _json(
+        data: Mapping[str, Any], *, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> web.Response:
+        return web.json_response(dict(data), status=status, headers=dict(headers or {}))
+
+    @staticmethod
+    def _error(error: str, **extra: Any) -> web.Response:
+        return web.json_response({"ok": False, "error": error, **extra})
+
+    def _fault_response(self, fault: _Fault, *, plain: bool = False) -> web.Response:
+        headers: dict[str, str] = {}
+        if fault.status == 429 and fault.retry_after is not None:
+            headers["Retry-After"] = str(fault.retry_after)
+        if plain:
+            return web.Response(status=fault.status, text=f"error: {fault.error}", headers=headers)
+        return self._json({"ok": False, "error": fault.error}, status=fault.status, headers=headers)
+
+    def _file_object(self, f: _StoredFile) -> dict[str, Any]:
+        url = f"{self.url}/files-pri/{self.team_id}-{f.id}/{f.name}"
+        ext = f.name.rsplit(".", 1)[-1].lower() if "." in f.name else "binary"
+        obj: dict[str, Any] = {
+            "id": f.id,
+            "created": f.created,
+            "timestamp": f.created,
+            "name": f.name,
+            "title": f.title,
+            "mimetype": f.mimetype,
+            "filetype": ext,
+            "pretty_type": ext.upper(),
+            "user": f.user,
+            "user_team": self.team_id,
+            "mode": "hosted",
+            "editable": False,
+            "is_external": False,
+            "external_type": "",
+            "is_public": bool(f.shares),
+            "size": len(f.content),
+            "url_private": url,
+            "url_private_download": url,
+            "permalink": f"{self.url}/files/{f.user}/{f.id}/{f.name}",
+        }
+        if f.shares:
+            obj["shares"] = {"public": {ch: [dict(s) for s in lst] for ch, lst in f.shares.items()}}
+            obj["channels"] = list(f.shares)
+        else:
+            obj["channels"] = []
+        return obj
+
+    def _bot_message(self, channel: str, ts: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        msg: dict[str, Any] = {
+            "type": "message",
+            "channel": channel,
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "app_id": "A0001",
+            "team": self.team_id,
+            "ts": ts,
+            "text": args.get("text") or "",
+            "thread_ts": str(args["thread_ts"]) if args.get("thread_ts") else None,
+            "blocks": _maybe_json(args.get("blocks")) or None,
+        }
+        attachments = _maybe_json(args.get("attachments"))
+        if attachments:
+            msg["attachments"] = attachments
+        metadata = _maybe_json(args.get("metadata"))
+        if metadata:
+            msg["metadata"] = metadata
+        return msg
+
+    def _mark_reply(self, channel: str, thread_ts: str | None, reply_ts: str) -> None:
+        if not thread_ts:
+            return
+        root = self.message(channel, thread_ts)
+        if root is not None and root.get("ts") != reply_ts:
+            root["thread_ts"] = thread_ts
+            root["reply_count"] = int(root.get("reply_count", 0)) + 1
+            root["latest_reply"] = reply_ts
+
+    # ------------------------------------------------------------------ HTTP handlers
+
+    async def _read_args(self, request: web.Request) -> tuple[dict[str, Any], bytes]:
+        args: dict[str, Any] = dict(request.query)
+        ctype = request.content_type
+        if ctype.startswith("multipart/"):
+            form = await request.post()
+            raw = b""
+            for k, v in form.items():
+                if isinstance(v, web.FileField):
+                    data = v.file.read()
+                    raw = raw or data
+                    args[k] = data
+                else:
+                    args[k] = v
+            return args, raw
+        raw = await request.read()
+        if not raw:
+            return args, raw
+        if ctype == "application/json" or (
+            ctype in ("", "application/octet-stream") and raw.lstrip()[:1] == b"{"
+        ):
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            if isinstance(body, dict):
+                args.update(body)
+        elif ctype == "application/x-www-form-urlencoded" or not ctype:
+            args.update(dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)))
+        return args, raw
+
+    def _authorized(self, method: str, request: web.Request, args: Mapping[str, Any]) -> bool:
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer ") :] if header.startswith("Bearer ") else str(args.get("token") or "")
+        if method == "apps.connections.open":
+            return token.startswith("xapp-")
+        return token == self.bot_token
+
+    async def _handle_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args, raw = await self._read_args(request)
+        await self._record(Call(method, args, _CIDict(request.headers.items()), raw, request.path))
+        fault = self._take_fault(method)
+        if fault is not None:
+            return self._fault_response(fault)
+        if not self._authorized(method, request, args):
+            return self._error("invalid_auth")
+        handler = self._handlers().get(method)
+        if handler is None:
+            return self._json({"ok": True})
+        response = handler(args)
+        await self._notify()  # state changed: let wait_until predicates on state re-check
+        return response
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], web.Response]]:
+        return {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.delete": self._chat_delete,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.getPermalink": self._chat_get_permalink,
+            "reactions.add": self._reactions_add,
+            "reactions.remove": self._reactions_remove,
+            "files.getUploadURLExternal": self._files_get_upload_url,
+            "files.completeUploadExternal": self._files_complete_upload,
+            "files.info": self._files_info,
+            "conversations.replies": self._conversations_replies,
+            "conversations.history": self._conversations_history,
+            "assistant.threads.setStatus": self._ok,
+            "apps.connections.open": self._apps_connections_open,
+        }
+
+    def _ok(self, args: dict[str, Any]) -> web.Response:
+        return self._json({"ok": True})
+
+    def _auth_test(self, args: dict[str, Any]) -> web.Response:
+        return self._json(
+            {
+                "ok": True,
+                "url": f"{self.url}/",
+                "team": self.team,
+                "user": "easel",
+                "team_id": self.team_id,
+                "user_id": self.bot_user_id,
+                "bot_id": self.bot_id,
+                "is_enterprise_install": False,
+            },
+            headers={"x-oauth-scopes": ",".join(self.scopes)},
+        )
+
+    def _check_text(self, args: Mapping[str, Any]) -> str | None:
+        text = args.get("text")
+        if text is not None and len(str(text)) > MAX_TEXT_LEN:
+            return "msg_too_long"
+        if not text and not _maybe_json(args.get("blocks")) and not _maybe_json(args.get("attachments")):
+            return "no_text"
+        return None
+
+    def _chat_post_message(self, args: dict[str, Any]) -> web.Response:
+        channel = args.get("channel")
+        if not channel:
+            return self._error("channel_not_found")
+        problem = self._check_text(args)
+        if problem:
+            return self._error(problem)
+        ts = next_ts()
+        msg = self._bot_message(str(channel), ts, args)
+        self.messages.append(msg)
+        self._timeline.append(msg)
+        self._mark_reply(str(channel), msg.get("thread_ts"), ts)
+        public = self._public(msg)
+        return self._json({"ok": True, "channel": channel, "ts": ts, "message": public})
+
+    def _chat_update(self, args: dict[str, Any]) -> web.Response:
+        channel, ts = args.get("channel"), args.get("ts")
+        if not channel:
+            return self._error("channel_not_found")
+        msg = next((m for m in self.messages if m["channel"] == channel and m["ts"] == ts), None)
+        if msg is None:
+            return self._error("message_not_found")
+        problem = self._check_text(args)
+        if problem:
+            return self._error(problem)
+        if "text" in args:
+            msg["text"] = args.get("text") or ""
+        for key in ("blocks", "attachments", "metadata"):
+            if key in args:
+                msg[key] = _maybe_json(args[key]) or None
+        msg["edited"] = {"user": self.bot_user_id, "ts": next_ts()}
+        public = self._public(msg)
+        return self._json({"ok": True, "channel": channel, "ts": ts, "text": msg["text"], "message": public})
+
+    def _chat_delete(self, args: dict[str, Any]) -> web.Response:
+        channel, ts = args.get("channel"), args.get("ts")
+        msg = next((m for m in self.messages if m["channel"] == channel and m["ts"] == ts), None)
+        if msg is None:
+            return self._error("message_not_found")
+        self.messages.remove(msg)
+        self._timeline.remove(msg)
+        self.deleted_messages.append(msg)
+        return self._json({"ok": True, "channel": channel, "ts": ts})
+
+    def _chat_post_ephemeral(self, args: dict[str, Any]) -> web.Response:
+        channel, user = args.get("channel"), args.get("user")
+        if not channel:
+            return self._error("channel_not_found")
+        if not user:
+            return self._error("user_not_in_channel")
+        problem = self._check_text(args)
+        if problem:
+            return self._error(problem)
+        ts = next_ts()
+        eph = self._bot_message(str(channel), ts, args)
+        eph["ephemeral_user"] = user
+        self.ephemerals.append(eph)
+        return self._json({"ok": True, "message_ts": ts})
+
+    def _chat_get_permalink(self, args: dict[str, Any]) -> web.Response:
+        channel, ts = str(args.get("channel") or ""), str(args.get("message_ts") or "")
+        return self._json(
+            {
+                "ok": True,
+                "channel": channel,
+                "permalink": f"{self.url}/archives/{channel}/p{ts.replace('.', '')}",
+            }
+        )
+
+    def _reaction_key(self, args: Mapping[str, Any]) -> tuple[tuple[str, str], str] | web.Response:
+        channel, ts = args.get("channel"), args.get("timestamp")
+        name = str(args.get("name") or "").strip(":")
+        if not channel or not ts:
+            return self._error("no_item_specified")
+        if not name:
+            return self._error("invalid_name")
+        return (str(channel), str(ts)), name
+
+    def _reactions_add(self, args: dict[str, Any]) -> web.Response:
+        parsed = self._reaction_key(args)
+        if isinstance(parsed, web.Response):
+            return parsed
+        key, name = parsed
+        if name in self.reactions[key]:
+            return self._error("already_reacted")
+        self.reactions[key].add(name)
+        return self._json({"ok": True})
+
+    def _reactions_remove(self, args: dict[str, Any]) -> web.Response:
+        parsed = self._reaction_key(args)
+        if isinstance(parsed, web.Response):
+            return parsed
+        key, name = parsed
+        if name not in self.reactions.get(key, set()):
+            return self._error("no_reaction")
+        self.reactions[key].discard(name)
+        return self._json({"ok": True})
+
+    def _files_get_upload_url(self, args: dict[str, Any]) -> web.Response:
+        filename = args.get("filename")
+        if not filename:
+            return self._error("invalid_arguments", detail="filename is required")
+        try:
+            length = int(str(args.get("length")))
+        except ValueError:
+            length = 0
+        if length <= 0:
+            return self._error("invalid_arguments", detail="length must be a positive integer")
+        file_id = self._new_id("F")
+        self._pending_uploads[file_id] = {
+            "filename": str(filename),
+            "length": length,
+            "alt_txt": args.get("alt_txt"),
+        }
+        return self._json({"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id})
+
+    def _files_complete_upload(self, args: dict[str, Any]) -> web.Response:
+        files = _maybe_json(args.get("files"))
+        if not isinstance(files, list) or not files:
+            return self._error("invalid_arguments", detail="files must be a non-empty JSON list")
+        channels: list[str] = []
+        if args.get("channel_id"):
+            channels.append(str(args["channel_id"]))
+        if args.get("channels"):
+            channels.extend(c for c in str(args["channels"]).split(",") if c and c not in channels)
+        thread_ts = str(args["thread_ts"]) if args.get("thread_ts") else None
+        if thread_ts and not channels:
+            return self._error("invalid_arguments", detail="thread_ts requires channel_id")
+        for item in files:
+            if not isinstance(item, dict) or item.get("id") not in self.uploads:
+                return self._error("file_not_found")
+        comment = args.get("initial_comment")
+        stored: list[_StoredFile] = []
+        for item in files:
+            file_id = str(item["id"])
+            pending = self._pending_uploads.pop(file_id, None) or {"filename": file_id}
+            filename = pending["filename"]
+            title = str(item.get("title") or filename)
+            f = _StoredFile(
+                id=file_id,
+                name=filename,
+                title=title,
+                mimetype=mimetypes.guess_type(filename)[0] or "application/octet-stream",
+                content=self.uploads[file_id],
+                user=self.bot_user_id,
+                created=int(time.time()),
+            )
+            self._files[file_id] = f
+            stored.append(f)
+        share_ts = next_ts() if channels else None
+        for f in stored:
+            for ch in channels:
+                f.shares.setdefault(ch, []).append(
+                    {"ts": share_ts, "thread_ts": thread_ts, "channel_name": ch, "team_id": self.team_id}
+                    if thread_ts
+                    else {"ts": share_ts, "channel_name": ch, "team_id": self.team_id}
+                )
+            self.shared_files.append(
+                {
+                    "file_id": f.id,
+                    "title": f.title,
+                    "filename": f.name,
+                    "channel_id": channels[0] if channels else None,
+                    "channels": list(channels),
+                    "thread_ts": thread_ts,
+                    "initial_comment": comment,
+                    "bytes": f.content,
+                    "ts": share_ts,
+                }
+            )
+        for ch in channels:
+            share: dict[str, Any] = {
+                "type": "message",
+                "subtype": "file_share",
+                "channel": ch,
+                "user": self.bot_user_id,
+                "bot_id": self.bot_id,
+                "ts": share_ts,
+                "text": comment or "",
+                "upload": True,
+                "files": [self._file_object(f) for f in stored],
+                "thread_ts": thread_ts,
+            }
+            self._timeline.append(share)
+            self._mark_reply(ch, thread_ts, str(share_ts))
+        return self._json({"ok": True, "files": [self._file_object(f) for f in stored]})
+
+    def _files_info(self, args: dict[str, Any]) -> web.Response:
+        f = self._files.get(str(args.get("file") or ""))
+        if f is None:
+            return self._error("file_not_found")
+        return self._json({"ok": True, "file": self._file_object(f), "comments": [], "response_metadata": {}})
+
+    @staticmethod
+    def _public(m: Mapping[str, Any]) -> dict[str, Any]:
+        """A recorded message as the API shows it: no ``channel`` key, no None values."""
+        return {k: v for k, v in m.items() if k != "channel" and v is not None}
+
+    def _conversations_replies(self, args: dict[str, Any]) -> web.Response:
+        channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
+        if not channel:
+            return self._error("channel_not_found")
+        entries = self.thread(channel, ts)
+        if not entries:
+            return self._error("thread_not_found")
+        root = [m for m in entries if m.get("ts") == ts]
+        replies = sorted((m for m in entries if m.get("ts") != ts), key=lambda m: _ts_key(m["ts"]))
+        msgs = [self._public(m) for m in root + replies]
+        return self._json(
+            {"ok": True, "messages": msgs, "has_more": False, "response_metadata": {"next_cursor": ""}}
+        )
+
+    def _conversations_history(self, args: dict[str, Any]) -> web.Response:
+        channel = str(args.get("channel") or "")
+        if not channel:
+            return self._error("channel_not_found")
+        inclusive = str(args.get("inclusive", "0")).lower() in ("1", "true")
+        latest, oldest = args.get("latest"), args.get("oldest")
+        limit = int(str(args.get("limit") or 100))
+
+        def keep(m: Mapping[str, Any]) -> bool:
+            if m.get("channel") != channel or m.get("thread_ts") not in (None, m.get("ts")):
+                return False
+            key = _ts_key(m["ts"])
+            if latest is not None and (
+                key > _ts_key(str(latest)) or (key == _ts_key(str(latest)) and not inclusive)
+            ):
+                return False
+            return not (
+                oldest is not None
+                and (key < _ts_key(str(oldest)) or (key == _ts_key(str(oldest)) and not inclusive))
+            )
+
+        msgs = sorted((m for m in self._timeline if keep(m)), key=lambda m: _ts_key(m["ts"]), reverse=True)
+        return self._json(
+            {"ok": True, "messages": [self._public(m) for m in msgs[:limit]], "has_more": len(msgs) > limit}
+        )
+
+    def _apps_connections_open(self, args: dict[str, Any]) -> web.Response:
+        return self._json({"ok": True, "url": "ws://127.0.0.1:1/"})
+
+    async def _handle_upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        raw = await request.read()
+        await self._record(
+            Call("upload", {"file_id": file_id}, _CIDict(request.headers.items()), raw, request.path)
+        )
+        fault = self._take_fault("upload")
+        if fault is not None:
+            return self._fault_response(fault, plain=True)
+        pending = self._pending_uploads.get(file_id)
+        if pending is None:
+            return web.Response(status=404, text="file not found")
+        if len(raw) != pending["length"]:
+            return web.Response(
+                status=400, text=f"length mismatch: expected {pending['length']}, got {len(raw)}"
+            )
+        self.uploads[file_id] = raw
+        await self._notify()
+        return web.Response(status=200, text=f"OK - {len(raw)}")
+
+    async def _handle_download(self, request: web.Request) -> web.Response:
+        team_file, name = request.match_info["team_file"], request.match_info["name"]
+        file_id = team_file.split("-", 1)[1] if "-" in team_file else team_file
+        await self._record(
+            Call(
+                "download",
+                {"file_id": file_id, "name": name},
+                _CIDict(request.headers.items()),
+                b"",
+                request.path,
+            )
+        )
+        fault = self._take_fault("download")
+        if fault is not None:
+            return self._fault_response(fault, plain=True)
+        f = self._files.get(file_id)
+        if f is None or f.name != name:
+            return web.Response(status=404, text="not found")
+        if f.serve_html or request.headers.get("Authorization") != f"Bearer {self.bot_token}":
+            return web.Response(status=200, text=_LOGIN_PAGE, content_type="text/html")
+        return web.Response(
+            status=200,
+            body=f.content,
+            headers={"Content-Type": f.mimetype, "Content-Disposition": f'attachment; filename="{f.name}"'},
+        )
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            args = json.loads(raw) if raw else {}
+        except ValueError:
+            args = {"_raw": raw.decode("utf-8", "replace")}
+        if not isinstance(args, dict):
+            args = {"_json": args}
+        await self._record(Call("response_url", args, _CIDict(request.headers.items()), raw, request.path))
+        return self._json({"ok": True})
+
+
+def _maybe_json(value: Any) -> Any:
+    """Decode a JSON-string argument (form/query encoding); pass other values through."""
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    sec, _, frac = ts.partition(".")
+    try:
+        return int(sec), int(frac.ljust(6, "0")[:6])
+    except ValueError:
+        return 0, 0
