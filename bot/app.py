@@ -45,13 +45,13 @@ class Easel:
         await self.store.close()
 
 
-def openai_client(settings: Settings, *, max_retries: int = 3) -> openai.AsyncOpenAI:
+def openai_client(settings: Settings) -> openai.AsyncOpenAI:
     """Image turns take minutes: the read time-out is the gap allowed between two stream events."""
     return openai.AsyncOpenAI(
         api_key=settings.openai_api_key,
         base_url=settings.openai_base_url,
         timeout=openai.Timeout(settings.openai_timeout, connect=10.0),
-        max_retries=max_retries,
+        max_retries=settings.openai_max_retries,
     )
 
 
