@@ -77,7 +77,7 @@ class Worker:
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self._tasks:
             log.info("waiting up to %.0f s for %d running job(s)", grace, len(self._tasks))
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace or None)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

@@ -178,7 +178,7 @@ async def easel_factory(
 
     yield start
     for running, runner in started:
-        await running.easel.worker.stop(grace=5)
+        await running.easel.worker.stop(grace=0.5)
         await running.sender.close()
         await runner.cleanup()
         await running.easel.close()
