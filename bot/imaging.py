@@ -263,7 +263,7 @@ def classify(e: openai.APIError) -> GenerationError:
     if code == "moderation_blocked" or "safety system" in detail:
         return GenerationError("moderation", messages.MODERATION, detail)
     if code == "model_not_found":
-        return GenerationError("unknown_model", messages.rejected(getattr(e, "message", detail)), detail)
+        return GenerationError("unknown_model", messages.unknown_model(getattr(e, "message", detail)), detail)
     if isinstance(e, openai.RateLimitError):
         return GenerationError("rate_limit", messages.RATE_LIMITED, detail)
     if isinstance(e, openai.APITimeoutError):

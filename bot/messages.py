@@ -92,9 +92,9 @@ SLACK_FAILED = ":warning: The image was made but Slack would not take it ({reaso
 CANNOT_POST = ":warning: I can't post in this channel. Invite me with `/invite @Easel`, or try in a channel I'm in."
 
 
-def unknown_model(model: str) -> str:
+def unknown_model(detail: str) -> str:
     return (
-        f":warning: OpenAI doesn't offer the image model `{model}` to this workspace's key. "
+        f":warning: OpenAI doesn't offer that image model to Easel's key ({_short(detail, 300)}). "
         "Pick another with `--model`."
     )
 

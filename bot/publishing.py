@@ -73,7 +73,7 @@ EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "im
 class SlackPublisher:
     """Posts into threads through the given `AsyncWebClient`."""
 
-    def __init__(self, client: AsyncWebClient, *, attempts: int = 3, backoff: float = 1.0):
+    def __init__(self, client: AsyncWebClient, *, attempts: int = 2, backoff: float = 0.5):
         self.client = client
         self._attempts = attempts
         self._backoff = backoff

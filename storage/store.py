@@ -11,9 +11,11 @@ in id order; different threads run in parallel.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -24,6 +26,21 @@ from storage import models
 from storage.schema import generations, jobs, threads
 
 _ACTIVE = ("new", "noticing", "queued", "running")
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _uncancellable(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Let a database call finish even when its caller is cancelled (a graceful stop cancels jobs): a
+    statement cut off halfway can leave a SQLite connection holding its write lock."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.shield(method(*args, **kwargs))
+
+    return wrapper
 
 
 class DuplicateJob(Exception):
@@ -69,6 +86,7 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    @_uncancellable
     async def ping(self) -> bool:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
@@ -79,6 +97,7 @@ class Store:
 
     # -- accepting requests ------------------------------------------------------------------------------
 
+    @_uncancellable
     async def enqueue(
         self, new: models.NewJob, *, start_thread: bool = False, thread_options: dict[str, Any] | None = None
     ) -> models.Job:
@@ -152,6 +171,7 @@ class Store:
             row = (await conn.execute(stmt)).first()
         return _job(row) if row is not None else None
 
+    @_uncancellable
     async def claim_new(self, *, worker_id: str, lease: float) -> models.Job | None:
         """Take the oldest job that has had no sign of work yet (or whose noticer died)."""
         now = time.time()
@@ -163,6 +183,7 @@ class Store:
             candidates, takeable, {"status": "noticing", "worker_id": worker_id, "lease_until": now + lease}
         )
 
+    @_uncancellable
     async def claim(self, *, worker_id: str, lease: float) -> models.Job | None:
         """Take the oldest runnable job: queued (or running with a dead owner), and first in its thread."""
         now = time.time()
@@ -198,6 +219,7 @@ class Store:
             },
         )
 
+    @_uncancellable
     async def renew(self, *, worker_id: str, lease: float) -> int:
         """Extend the lease of every job this worker holds. Returns how many."""
         stmt = (
@@ -208,6 +230,7 @@ class Store:
         async with self.engine.begin() as conn:
             return (await conn.execute(stmt)).rowcount
 
+    @_uncancellable
     async def release_all(self) -> int:
         """At start-up of a single-process deployment: every leased job belongs to a dead process."""
         async with self.engine.begin() as conn:
@@ -219,6 +242,7 @@ class Store:
             )).rowcount
         return n
 
+    @_uncancellable
     async def release(self, job_id: int, *, worker_id: str) -> None:
         """Give a job back (graceful stop): it runs again on the next start, resuming from its progress."""
         async with self.engine.begin() as conn:
@@ -235,6 +259,7 @@ class Store:
 
     # -- progress of one job -------------------------------------------------------------------------------
 
+    @_uncancellable
     async def noticed(
         self, job_id: int, *, thread_ts: str | None = None, thread_options: dict[str, Any] | None = None
     ) -> None:
@@ -252,6 +277,7 @@ class Store:
                 sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "noticing").values(**values)
             )
 
+    @_uncancellable
     async def update_job(self, job_id: int, **values: Any) -> None:
         """Record progress: `response_id`, `progress` (merged key by key into what is stored)."""
         async with self.engine.begin() as conn:
@@ -260,6 +286,7 @@ class Store:
                 values["progress"] = {**(current or {}), **values["progress"]}
             await conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
 
+    @_uncancellable
     async def finish(self, job_id: int, *, status: models.JobStatus, error: str | None = None) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -268,14 +295,17 @@ class Store:
                 .values(status=status.value, error=error, finished_at=time.time(), worker_id=None, lease_until=None)
             )
 
+    @_uncancellable
     async def job(self, job_id: int) -> models.Job:
         async with self.engine.connect() as conn:
             return _job((await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).one())
 
+    @_uncancellable
     async def jobs(self) -> list[models.Job]:
         async with self.engine.connect() as conn:
             return [_job(r) for r in (await conn.execute(sa.select(jobs).order_by(jobs.c.id))).all()]
 
+    @_uncancellable
     async def waiting_ahead(self, job: models.Job) -> int:
         """How many generate jobs are waiting before this one for a free generation slot."""
         stmt = sa.select(sa.func.count()).where(
@@ -286,6 +316,7 @@ class Store:
         async with self.engine.connect() as conn:
             return int((await conn.execute(stmt)).scalar_one())
 
+    @_uncancellable
     async def pending_for_user(self, *, team_id: str, user_id: str) -> int:
         stmt = sa.select(sa.func.count()).where(
             jobs.c.team_id == team_id,
@@ -298,6 +329,7 @@ class Store:
 
     # -- threads -----------------------------------------------------------------------------------------------
 
+    @_uncancellable
     async def thread(self, *, team_id: str, channel_id: str, thread_ts: str) -> models.Thread | None:
         stmt = sa.select(threads).where(*self._thread_is(team_id, channel_id, thread_ts))
         async with self.engine.connect() as conn:
@@ -307,6 +339,7 @@ class Store:
         values = {k: row._mapping[k] for k in models.Thread.__dataclass_fields__}
         return models.Thread(**{**values, "options": dict(values["options"] or {})})
 
+    @_uncancellable
     async def advance_thread(
         self, *, team_id: str, channel_id: str, thread_ts: str, response_id: str, image_file_id: str | None
     ) -> None:
@@ -321,11 +354,13 @@ class Store:
 
     # -- generations and usage -----------------------------------------------------------------------------
 
+    @_uncancellable
     async def add_generation(self, gen: models.Generation) -> None:
         values = {f: getattr(gen, f) for f in models.Generation.__dataclass_fields__}
         async with self.engine.begin() as conn:
             await conn.execute(sa.insert(generations).values(**values, created_at=time.time()))
 
+    @_uncancellable
     async def generations(self, *, job_id: int | None = None) -> Sequence[dict[str, Any]]:
         stmt = sa.select(generations).order_by(generations.c.id)
         if job_id is not None:

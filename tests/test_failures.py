@@ -1,0 +1,150 @@
+"""Failures are told in the thread in plain words; the chain stays at its last good response."""
+
+from __future__ import annotations
+
+from tests.conftest import Running
+from tests.fakes.openai_api import Fault, default_image_factory
+
+
+async def _thread_texts(easel: Running, ts: str) -> list[str]:
+    return [m["text"] for m in easel.slack.thread("C0001", ts) if m.get("text")]
+
+
+async def _good_start(easel: Running) -> tuple[str, str]:
+    """A thread with one good image; returns (thread ts, its response id)."""
+    ts, _ = await easel.sender.mention("a castle")
+    await easel.slack.wait_for("files.completeUploadExternal")
+    await easel.jobs_settled(1)
+    return ts, list(easel.openai.responses)[0]
+
+
+async def _next_reply_still_chains_on(easel: Running, ts: str, good_id: str, jobs_before: int) -> None:
+    uploads = len(easel.slack.shared_files)
+    await easel.sender.message("try a sunny day instead", thread_ts=ts)
+    await easel.slack.wait_for("files.completeUploadExternal", count=uploads + 1)
+    await easel.jobs_settled(jobs_before + 1)
+    assert easel.openai.create_requests()[-1]["previous_response_id"] == good_id
+
+
+async def test_moderation_block_as_http_400(easel: Running) -> None:
+    ts, good = await _good_start(easel)
+    await easel.sender.message("something awful [[moderation400]]", thread_ts=ts)
+    jobs = await easel.jobs_settled(2)
+    assert jobs[1].status == "failed" and jobs[1].error.startswith("moderation")
+    assert any("safety system" in t and "Rephrasing" in t for t in await _thread_texts(easel, ts))
+    thread = await easel.store.thread(team_id="T0001", channel_id="C0001", thread_ts=ts)
+    assert thread.last_response_id == good
+    await _next_reply_still_chains_on(easel, ts, good, 2)
+
+
+async def test_moderation_block_as_failed_image_call(easel: Running) -> None:
+    ts, good = await _good_start(easel)
+    await easel.sender.message("something awful [[moderation]]", thread_ts=ts)
+    await easel.jobs_settled(2)
+    assert any("safety system" in t for t in await _thread_texts(easel, ts))
+    assert len(easel.slack.shared_files) == 1
+    gens = await easel.store.generations()
+    assert gens[-1]["status"] == "failed" and "moderation" in gens[-1]["error"]
+    await _next_reply_still_chains_on(easel, ts, good, 2)
+
+
+async def test_rate_limit_after_retries_is_explained(easel_factory) -> None:
+    easel = await easel_factory(OPENAI_MAX_RETRIES="1")
+    ts, good = await _good_start(easel)
+    easel.openai.add_fault(Fault(status=429, code="rate_limit_exceeded", retry_after=0.01, times=2))
+    await easel.sender.message("again", thread_ts=ts)
+    jobs = await easel.jobs_settled(2)
+    assert jobs[1].error.startswith("rate_limit")
+    assert any("rate-limiting" in t for t in await _thread_texts(easel, ts))
+    await _next_reply_still_chains_on(easel, ts, good, 2)
+
+
+async def test_rate_limit_and_server_errors_are_retried_transparently(easel: Running) -> None:
+    easel.openai.add_fault(Fault(status=429, code="rate_limit_exceeded", retry_after=0.01))
+    easel.openai.add_fault(Fault(status=503, retry_after_ms=10))
+    await easel.sender.mention("a patient painting")
+    await easel.slack.wait_for("files.completeUploadExternal")
+    [job] = await easel.jobs_settled(1)
+    assert job.status == "done"
+    posts = [r for r in easel.openai.requests if r.method == "POST" and r.path == "/v1/responses"]
+    assert [r.headers["x-stainless-retry-count"] for r in posts] == ["0", "1", "2"]
+
+
+async def test_time_out_is_explained(easel_factory) -> None:
+    easel = await easel_factory(OPENAI_TIMEOUT="0.3", OPENAI_MAX_RETRIES="0")
+    easel.openai.add_fault(Fault(delay=3))
+    ts, _ = await easel.sender.mention("a very slow painting")
+    [job] = await easel.jobs_settled(1)
+    assert job.status == "failed" and job.error.startswith("timeout")
+    assert any("took too long" in t for t in await _thread_texts(easel, ts))
+
+
+async def test_unknown_model_is_explained(easel_factory) -> None:
+    easel = await easel_factory(EXTRA_IMAGE_MODELS='{"gpt-image-9": {"transparent": true}}')
+    ts, _ = await easel.sender.mention("a boat --model gpt-image-9")
+    [job] = await easel.jobs_settled(1)
+    assert job.error.startswith("unknown_model")
+    assert easel.openai.create_requests()[0]["tools"][0]["model"] == "gpt-image-9"
+    assert any("gpt-image-9" in t and "model" in t for t in await _thread_texts(easel, ts))
+
+
+async def test_response_failed_is_explained(easel: Running) -> None:
+    ts, good = await _good_start(easel)
+    easel.openai.add_fault(Fault(fail_response=True, code="server_error", message="The server had an error"))
+    await easel.sender.message("again", thread_ts=ts)
+    jobs = await easel.jobs_settled(2)
+    assert jobs[1].status == "failed"
+    assert any("could not be reached or had an error" in t for t in await _thread_texts(easel, ts))
+    await _next_reply_still_chains_on(easel, ts, good, 2)
+
+
+async def test_cut_off_stream_is_resumed_without_paying_twice(easel: Running) -> None:
+    easel.openai.latency = 0.2
+    easel.openai.add_fault(Fault(cut_after=4))
+    ts, _ = await easel.sender.mention("a bridge")
+    await easel.slack.wait_for("files.completeUploadExternal")
+    [job] = await easel.jobs_settled(1)
+    assert job.status == "done"
+    assert len(easel.openai.create_requests()) == 1  # one generation paid for
+    resumed = [r for r in easel.openai.requests if r.method == "GET" and r.query.get("stream") == "true"]
+    assert resumed, "the stream was picked up again"
+    assert easel.slack.shared_files[0]["bytes"] == default_image_factory(1024, 1024, "png", "a bridge")
+
+
+async def test_expired_chain_continues_on_a_new_chain_with_the_last_image(easel: Running) -> None:
+    ts, good = await _good_start(easel)
+    first_image = easel.slack.shared_files[0]["bytes"]
+    easel.openai.forget(good)
+    await easel.sender.message("now make it night", thread_ts=ts)
+    await easel.slack.wait_for("files.completeUploadExternal", count=2)
+    jobs = await easel.jobs_settled(2)
+    assert jobs[1].status == "done"
+    creates = easel.openai.create_requests()
+    assert creates[1]["previous_response_id"] == good  # tried the chain
+    assert "previous_response_id" not in creates[2]  # then a new one...
+    images = [p for p in creates[2]["input"][0]["content"] if p["type"] == "input_image"]
+    assert len(images) == 1  # ...carrying the thread's last image
+    import base64
+    assert base64.b64decode(images[0]["image_url"].split(",", 1)[1]) == first_image
+    assert "started over" in easel.slack.shared_files[1]["initial_comment"]
+    thread = await easel.store.thread(team_id="T0001", channel_id="C0001", thread_ts=ts)
+    assert thread.last_response_id == list(easel.openai.responses)[-1]
+
+
+async def test_slack_upload_failure_after_retries_is_explained(easel: Running) -> None:
+    easel.slack.add_fault("upload", status=500, times=20)
+    ts, _ = await easel.sender.mention("a vase")
+    [job] = await easel.jobs_settled(1, timeout=30)
+    assert job.status == "failed" and job.error.startswith("slack")
+    assert any("Slack would not take it" in t for t in await _thread_texts(easel, ts))
+    assert easel.slack.shared_files == []
+
+
+async def test_slack_rate_limit_is_retried(easel: Running) -> None:
+    easel.slack.add_fault("files.completeUploadExternal", status=429, retry_after=0)
+    easel.slack.add_fault("chat.postMessage", status=429, retry_after=0)
+    await easel.sender.mention("a lamp")
+    await easel.slack.wait_for("files.completeUploadExternal", count=2)
+    [job] = await easel.jobs_settled(1)
+    assert job.status == "done"
+    assert len(easel.slack.shared_files) == 1
