@@ -1,0 +1,124 @@
+"""The app as Slack and operators see it: request verification, health, the manifest, `python -m bot`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from bot import app as easel_app
+from tests.conftest import SIGNING_SECRET, Running, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_unsigned_bad_and_stale_requests_get_401_and_nothing_is_stored(easel: Running) -> None:
+    event = easel.sender.envelope({"type": "app_mention", "channel": "C0001", "user": "U0001",
+                                   "text": "<@UBOT> a cat", "ts": "1700000000.000100"})
+    body = json.dumps(event).encode()
+    assert (await easel.sender.raw(body, {"Content-Type": "application/json"})).status == 401
+    headers = easel.sender.sign(body, int(time.time()))
+    headers["X-Slack-Signature"] = "v0=" + "0" * 64
+    assert (await easel.sender.raw(body, {**headers, "Content-Type": "application/json"})).status == 401
+    stale = easel.sender.sign(body, int(time.time()) - 301)
+    assert (await easel.sender.raw(body, {**stale, "Content-Type": "application/json"})).status == 401
+    assert await easel.store.jobs() == []
+    assert easel.openai.requests == []
+
+
+async def test_url_verification(easel: Running) -> None:
+    result = await easel.sender.url_verification("abc123")
+    assert result.status == 200 and result.json == {"challenge": "abc123"}
+
+
+async def test_healthz(easel: Running) -> None:
+    async with aiohttp.ClientSession() as s, s.get(easel.url + "/healthz") as r:
+        assert r.status == 200
+        assert (await r.json())["ok"] is True
+
+
+def test_manifest_matches_the_listeners() -> None:
+    manifest = yaml.safe_load((ROOT / "slack-manifest.yml").read_text())
+    settings = manifest["settings"]
+    events = set(settings["event_subscriptions"]["bot_events"])
+    assert events == {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim"}
+    assert settings["event_subscriptions"]["request_url"].endswith(easel_app.EVENTS_PATH)
+    [command] = manifest["features"]["slash_commands"]
+    assert command["command"] == "/imagine" and command["url"].endswith(easel_app.EVENTS_PATH)
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    needed = {"app_mentions:read", "channels:history", "groups:history", "im:history", "mpim:history",
+              "chat:write", "commands", "files:read", "files:write", "reactions:write"}
+    assert needed <= scopes
+    assert manifest["settings"]["interactivity"]["is_enabled"] is False  # Easel has no buttons
+
+
+async def test_every_manifest_event_reaches_a_listener(easel: Running) -> None:
+    """Bolt answers 404 to event types without a listener, and Slack then retries: each type must be 200."""
+    kinds = {"message.channels": ("C9", "channel"), "message.groups": ("G9", "group"),
+             "message.im": ("D9", "im"), "message.mpim": ("G8", "mpim")}
+    for name, (channel, channel_type) in kinds.items():
+        _, result = await easel.sender.message("just chatting", channel=channel, channel_type=channel_type,
+                                               user="U7")
+        assert result.status == 200, name
+    _, result = await easel.sender.mention("hello", channel="C9")
+    assert result.status == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_python_m_bot_serves_http_and_stops_cleanly_on_sigterm(fake_slack, fake_openai, tmp_path) -> None:
+    port = _free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "SLACK_BOT_TOKEN": fake_slack.bot_token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": fake_slack.api_url,
+        "OPENAI_API_KEY": fake_openai.api_key,
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'easel.db'}",
+        "PORT": str(port),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def healthy() -> bool:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(healthy, timeout=30, what="python -m bot to answer /healthz")
+            from tests.fakes.slack_requests import SlackSender
+
+            async with SlackSender(url=f"http://127.0.0.1:{port}/slack/events", signing_secret=SIGNING_SECRET) as s:
+                ts, result = await s.mention("a subprocess painting")
+                assert result.status == 200
+            await fake_slack.wait_for("files.completeUploadExternal", timeout=30)
+            assert fake_slack.shared_files[0]["thread_ts"] == ts
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 30)
+        _, stderr = await proc.communicate()
+        assert code == 0, stderr.decode()
+        log = stderr.decode()
+        assert fake_slack.bot_token not in log and fake_openai.api_key not in log
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
