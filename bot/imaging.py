@@ -103,9 +103,9 @@ class OpenAIImages:
 
         try:
             async with asyncio.timeout(self._deadline):
-                if resume_id:
-                    response = await self._follow(resume_id, after=None)
-                else:
+                response = await self._collect(resume_id) if resume_id else None
+                if response is None:
+                    started.clear()
                     response = await self._start(turn, remember)
         except TimeoutError:
             if started:
@@ -114,6 +114,18 @@ class OpenAIImages:
         except openai.APIError as e:
             raise classify(e) from e
         return await outcome(response)
+
+    async def _collect(self, response_id: str) -> Any:
+        """Pick up a response started before a restart; None when it is gone or was cancelled (run it again)."""
+        try:
+            response = await self._follow(response_id, after=None)
+        except openai.NotFoundError:
+            log.info("response %s is gone; running the turn again", response_id)
+            return None
+        if response.status == "cancelled":
+            log.info("response %s was cancelled; running the turn again", response_id)
+            return None
+        return response
 
     async def _start(self, turn: Turn, remember: Callable[[str], Awaitable[None]]) -> Any:
         content: list[dict[str, Any]] = [{"type": "input_text", "text": turn.prompt}]

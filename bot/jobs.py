@@ -9,10 +9,10 @@ import time
 from typing import Any
 
 from bot import messages
-from bot.imaging import GenerationError, OpenAIImages, Outcome, Turn
+from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
 from bot.publishing import EXTENSIONS, CannotPost, DownloadError, SlackPublisher, SlackUnavailable, sniff
 from storage import Store
-from storage.models import Generation, Job, JobKind, JobStatus, Thread
+from storage.models import Generation, Job, JobKind, JobStatus, KeptImage, Thread
 
 log = logging.getLogger(__name__)
 
@@ -121,24 +121,70 @@ class JobRunner:
             await self._store.update_job(job.id, response_id=response_id)
 
         began = time.time()
-        try:
-            outcome = await self._images.run(turn, resume_id=job.response_id, on_started=started)
-        except GenerationError as e:
-            if e.kind != "chain_expired":
-                raise
-            log.info("job %s: chain %s expired; starting a new chain", job.id, turn.previous_response_id)
-            turn = dataclasses.replace(
-                turn, previous_response_id=None, images=turn.images + await self._last_image(thread)
-            )
-            notices.insert(0, messages.CHAIN_EXPIRED.split(" ", 1)[1])
-            outcome = await self._images.run(turn, on_started=started)
+        outcome = await self._kept(job)
+        if outcome is None:
+            try:
+                outcome = await self._images.run(turn, resume_id=job.response_id, on_started=started)
+            except GenerationError as e:
+                if e.kind != "chain_expired":
+                    raise
+                log.info("job %s: chain %s expired; starting a new chain", job.id, turn.previous_response_id)
+                turn = dataclasses.replace(
+                    turn, previous_response_id=None, images=turn.images + await self._last_image(thread)
+                )
+                notices.insert(0, messages.CHAIN_EXPIRED_NOTE)
+                outcome = await self._images.run(turn, on_started=started)
+            await self._keep(job, outcome, notices)
+        else:
+            notices = outcome_notices(job)
         await self._publish(job, outcome, notices=notices, queued_ms=_ms(began - job.created_at),
                             generation_ms=_ms(time.time() - began))
+
+    async def _keep(self, job: Job, outcome: Outcome, notices: list[str]) -> None:
+        """Hold the finished turn in the database, so a restart posts it without asking OpenAI again."""
+        kept = [
+            KeptImage(idx=i, call_id=img.call_id, data=img.data, output_format=img.output_format,
+                      revised_prompt=img.revised_prompt)
+            for i, img in enumerate(outcome.images)
+        ]
+        summary = {
+            "response_id": outcome.response_id,
+            "text": outcome.text,
+            "usage": outcome.usage,
+            "tool_usage": outcome.tool_usage,
+            "blocked": outcome.blocked,
+            "count": len(kept),
+            "notices": notices,
+        }
+        await self._store.keep_outcome(job.id, outcome=summary, images=kept)
+
+    async def _kept(self, job: Job) -> Outcome | None:
+        summary = job.progress.get("outcome")
+        if not summary:
+            return None
+        images = await self._store.kept_images(job.id)
+        by_index = {k.idx: Image(k.call_id, k.data, k.revised_prompt, k.output_format) for k in images}
+        posted = job.progress.get("files", {})
+        missing = [i for i in range(summary["count"]) if i not in by_index and str(i) not in posted]
+        if missing:  # cannot happen unless the database lost rows; ask OpenAI again rather than post a gap
+            log.warning("job %s: kept images %s are missing; collecting the response again", job.id, missing)
+            return None
+        log.info("job %s: posting the answer kept from before a restart", job.id)
+        placeholder = Image("", b"", None, None)
+        return Outcome(
+            response_id=summary["response_id"],
+            images=[by_index.get(i, placeholder) for i in range(summary["count"])],
+            text=summary["text"],
+            usage=summary["usage"],
+            tool_usage=summary["tool_usage"],
+            blocked=summary["blocked"],
+        )
 
     async def _publish(self, job: Job, outcome: Outcome, *, notices: list[str], queued_ms: int,
                        generation_ms: int) -> None:
         assert job.thread_ts is not None
         files: dict[str, str] = dict(job.progress.get("files", {}))
+        uploads: dict[str, dict[str, str]] = dict(job.progress.get("uploads", {}))
         base = self._generation(job, outcome, queued_ms=queued_ms, generation_ms=generation_ms)
         last_file = None
         for i, image in enumerate(outcome.images):
@@ -147,7 +193,14 @@ class JobRunner:
                 continue
             mimetype = sniff(image.data) or f"image/{image.output_format or 'png'}"
             t0 = time.time()
+
+            async def stage(record: dict[str, str], key: str = str(i)) -> None:
+                uploads[key] = record
+                await self._store.update_job(job.id, progress={"uploads": uploads})
+
             file_id = await self._slack.upload(
+                reserved=uploads.get(str(i)),
+                on_stage=stage,
                 channel=job.channel_id,
                 thread_ts=job.thread_ts,
                 data=image.data,
@@ -214,6 +267,10 @@ class JobRunner:
             )
         except Exception as e:  # noqa: BLE001 - bookkeeping must not hide the failure itself
             log.warning("could not record the failure of job %s: %s", job.id, e)
+
+
+def outcome_notices(job: Job) -> list[str]:
+    return list(job.progress.get("outcome", {}).get("notices", []))
 
 
 def _ms(seconds: float) -> int:

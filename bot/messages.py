@@ -83,9 +83,10 @@ TIMED_OUT = (
     "smaller size."
 )
 UNAVAILABLE = ":cloud: OpenAI could not be reached or had an error. Try again in a moment."
-CHAIN_EXPIRED = (
-    ":recycle: OpenAI no longer has this thread's earlier turns, so I started over from your message."
+CHAIN_EXPIRED_NOTE = (
+    "OpenAI no longer has this thread's earlier turns, so I started over from your message and the last image."
 )
+CHAIN_EXPIRED = f":recycle: {CHAIN_EXPIRED_NOTE}"
 NO_OUTPUT = ":thinking_face: The model finished without an image or an answer. Try rephrasing the request."
 INTERNAL = ":warning: Something went wrong on Easel's side and this request was not finished. Try again."
 SLACK_FAILED = ":warning: The image was made but Slack would not take it ({reason}). Try again in a moment."

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -120,30 +121,69 @@ class SlackPublisher:
             stamps.append(response["ts"])
         return stamps
 
-    async def upload(self, *, channel: str, thread_ts: str, data: bytes, filename: str, comment: str) -> str:
-        """Upload one image into the thread with its comment; returns the Slack file id. Retried as a whole
-        when a step of the three-step upload fails."""
+    async def upload(
+        self,
+        *,
+        channel: str,
+        thread_ts: str,
+        data: bytes,
+        filename: str,
+        comment: str,
+        reserved: dict[str, str] | None = None,
+        on_stage: Callable[[dict[str, str]], Awaitable[None]] | None = None,
+    ) -> str:
+        """Upload one image into the thread with its comment; returns the Slack file id.
+
+        The three steps of Slack's upload are done here (not by `files_upload_v2`) so that the file id can be
+        recorded before sharing (`on_stage`). Given that record again after a restart (`reserved`), an upload
+        that was already completed is recognised instead of posted twice. Retried as a whole when a step fails.
+        """
+        if reserved and reserved.get("stage") == "completing" and await self._is_complete(reserved["file_id"]):
+            return reserved["file_id"]
         for attempt in range(1, self._attempts + 1):
             try:
-                response = await self._call(
-                    "files_upload_v2",
-                    content=data,
-                    filename=filename,
-                    title=filename,
-                    channel=channel,
+                ticket = await self._call("files_getUploadURLExternal", filename=filename, length=len(data))
+                file_id = ticket["file_id"]
+                await self._put_bytes(ticket["upload_url"], data)
+                if on_stage is not None:
+                    await on_stage({"file_id": file_id, "stage": "completing"})
+                await self._call(
+                    "files_completeUploadExternal",
+                    files=[{"id": file_id, "title": filename}],
+                    channel_id=channel,
                     thread_ts=thread_ts,
                     initial_comment=comment,
                 )
-                return str(response["files"][0]["id"])
+                return str(file_id)
             except CannotPost:
                 raise
-            except (SlackApiError, SlackRequestError, aiohttp.ClientError, TimeoutError) as e:
-                reason = e.response.get("error") if isinstance(e, SlackApiError) else type(e).__name__
+            except (SlackApiError, _Transient, aiohttp.ClientError, TimeoutError) as e:
+                reason = e.response.get("error") if isinstance(e, SlackApiError) else str(e) or type(e).__name__
                 log.warning("upload attempt %d/%d failed: %s", attempt, self._attempts, reason)
                 if attempt == self._attempts:
                     raise SlackUnavailable(str(reason)) from e
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
+
+    async def _is_complete(self, file_id: str) -> bool:
+        try:
+            await self.client.files_info(file=file_id)
+        except SlackApiError:
+            return False
+        return True
+
+    async def _put_bytes(self, url: str, data: bytes) -> None:
+        """Step 2 of an upload: the raw bytes, with no token (the URL itself is the credential)."""
+        async with self._http().post(url, data=data, headers={"Content-Type": "application/octet-stream"}) as r:
+            if r.status == 429 or r.status >= 500:
+                raise _Transient(f"upload answered HTTP {r.status}", None)
+            if r.status != 200:
+                raise SlackApiError(f"upload answered HTTP {r.status}", {"ok": False, "error": f"http_{r.status}"})
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, sock_connect=10))
+        return self._session
 
     async def respond(self, response_url: str, text: str) -> None:
         """A private answer to a slash command, through its response_url (no token involved)."""
@@ -165,8 +205,6 @@ class SlackPublisher:
 
     async def download(self, url: str) -> tuple[str, bytes]:
         """Fetch an attachment with the bot token. Returns (mimetype from the bytes, bytes)."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, sock_connect=10))
         for attempt in range(1, self._attempts + 1):
             try:
                 return await self._download_once(url)
@@ -177,13 +215,12 @@ class SlackPublisher:
         raise AssertionError("unreachable")
 
     async def _download_once(self, url: str) -> tuple[str, bytes]:
-        assert self._session is not None
         for _ in range(4):
             if not self.token_may_go_to(url):
                 raise DownloadError("its address is not on Slack's file host, so Easel will not send its token there.")
             headers = {"Authorization": f"Bearer {self.client.token}"}
             try:
-                async with self._session.get(url, headers=headers, allow_redirects=False) as r:
+                async with self._http().get(url, headers=headers, allow_redirects=False) as r:
                     if r.status in (301, 302, 303, 307, 308) and "Location" in r.headers:
                         url = urljoin(url, r.headers["Location"])
                         continue

@@ -106,3 +106,14 @@ class Generation:
     queued_ms: int | None = None
     generation_ms: int | None = None
     upload_ms: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class KeptImage:
+    """An image decoded from OpenAI's answer, kept in the database until it is in Slack."""
+
+    idx: int
+    call_id: str
+    data: bytes
+    output_format: str | None
+    revised_prompt: str | None

@@ -23,7 +23,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import models
-from storage.schema import generations, jobs, threads
+from storage.schema import generations, job_images, jobs, threads
 
 _ACTIVE = ("new", "noticing", "queued", "running")
 
@@ -287,8 +287,36 @@ class Store:
             await conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
 
     @_uncancellable
-    async def finish(self, job_id: int, *, status: models.JobStatus, error: str | None = None) -> None:
+    async def keep_outcome(self, job_id: int, *, outcome: dict[str, Any], images: list[models.KeptImage]) -> None:
+        """Keep a finished turn (its images, and the rest in the job's progress) until Slack has it all."""
         async with self.engine.begin() as conn:
+            now = time.time()
+            for img in images:
+                await conn.execute(sa.insert(job_images).values(
+                    job_id=job_id, idx=img.idx, call_id=img.call_id, data=img.data,
+                    output_format=img.output_format, revised_prompt=img.revised_prompt, created_at=now,
+                ))
+            current = (await conn.execute(sa.select(jobs.c.progress).where(jobs.c.id == job_id))).scalar_one()
+            await conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id).values(progress={**(current or {}), "outcome": outcome})
+            )
+
+    @_uncancellable
+    async def kept_images(self, job_id: int) -> list[models.KeptImage]:
+        stmt = sa.select(job_images).where(job_images.c.job_id == job_id).order_by(job_images.c.idx)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            models.KeptImage(idx=r.idx, call_id=r.call_id, data=bytes(r.data), output_format=r.output_format,
+                             revised_prompt=r.revised_prompt)
+            for r in rows
+        ]
+
+    @_uncancellable
+    async def finish(self, job_id: int, *, status: models.JobStatus, error: str | None = None) -> None:
+        """End a job; the images kept for it are no longer needed."""
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.delete(job_images).where(job_images.c.job_id == job_id))
             await conn.execute(
                 sa.update(jobs)
                 .where(jobs.c.id == job_id)

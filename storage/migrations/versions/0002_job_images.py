@@ -1,0 +1,33 @@
+"""Images already decoded but not yet in Slack, kept across restarts.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-25
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "job_images",
+        sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id"), primary_key=True),
+        sa.Column("idx", sa.Integer, primary_key=True),
+        sa.Column("call_id", sa.String(128), nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        sa.Column("output_format", sa.String(16)),
+        sa.Column("revised_prompt", sa.Text),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("job_images")
