@@ -78,15 +78,14 @@ class Worker:
         if self._tasks:
             log.info("waiting up to %.0f s for %d running job(s)", grace, len(self._tasks))
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            unfinished = [self._tasks[task] for task in pending if task in self._tasks]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            for task in pending:
-                job = self._tasks.pop(task, None)
-                if job is not None:
-                    with contextlib.suppress(Exception):
-                        await self._store.release(job.id, worker_id=self.worker_id)
-                    log.info("job %s handed back unfinished", job.id)
+            for job in unfinished:
+                with contextlib.suppress(Exception):
+                    await self._store.release(job.id, worker_id=self.worker_id)
+                log.info("job %s handed back unfinished", job.id)
 
     async def _claim_loop(
         self,
