@@ -65,7 +65,7 @@ async def build(settings: Settings) -> Easel:
     images = OpenAIImages(client, model=settings.openai_model, deadline=settings.openai_timeout * 2)
     worker = Worker(
         store=store,
-        runner=JobRunner(store=store, images=images, slack=slack),
+        runner=JobRunner(store=store, images=images, slack=slack, capacity=settings.max_concurrent_generations),
         max_generations=settings.max_concurrent_generations,
         lease=settings.job_lease_seconds,
     )

@@ -37,6 +37,19 @@ def _url(value: str | None, name: str) -> str | None:
     return value
 
 
+class ImageModelCapabilities(pydantic.BaseModel):
+    """One entry of EXTRA_IMAGE_MODELS: what a model OpenAI shipped after this release can do."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    transparent: bool = True
+    flexible_sizes: bool = False
+    max_edge: pydantic.PositiveInt = 3840
+    max_pixels: pydantic.PositiveInt = 3840 * 2160
+    input_fidelity: bool = False
+    retired: str | None = None
+
+
 class Settings(pydantic.BaseModel):
     """Everything Easel is configured with. Field aliases are the environment variable names."""
 
@@ -58,10 +71,10 @@ class Settings(pydantic.BaseModel):
     image_format: str = Field("png", alias="IMAGE_FORMAT")
     image_background: str = Field("auto", alias="IMAGE_BACKGROUND")
     image_compression: int | None = Field(None, alias="IMAGE_COMPRESSION", ge=0, le=100)
-    extra_image_models: dict[str, dict[str, Any]] = Field(default_factory=dict, alias="EXTRA_IMAGE_MODELS")
+    extra_image_models: dict[str, ImageModelCapabilities] = Field(default_factory=dict, alias="EXTRA_IMAGE_MODELS")
     max_concurrent_generations: int = Field(50, alias="MAX_CONCURRENT_GENERATIONS", ge=1, le=10_000)
     max_queued_per_user: int = Field(5, alias="MAX_QUEUED_PER_USER", ge=1)
-    database_url: str = Field(default_factory=_default_database_url, alias="DATABASE_URL")
+    database_url: str = Field(default_factory=_default_database_url, alias="DATABASE_URL", repr=False)
     shutdown_grace_seconds: float = Field(30.0, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
     job_lease_seconds: float = Field(60.0, alias="JOB_LEASE_SECONDS", gt=0)
     log_level: str = Field("INFO", alias="LOG_LEVEL")
@@ -94,7 +107,7 @@ class Settings(pydantic.BaseModel):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, v: str) -> str:
-        if v.startswith("sqlite:///") and len(v) > len("sqlite:///"):
+        if v.startswith("sqlite:////") and len(v) > len("sqlite:////"):
             return v
         if v.startswith(("postgresql://", "postgres://")):
             return v
@@ -122,10 +135,7 @@ class Settings(pydantic.BaseModel):
     def _coherent(self) -> Settings:
         if self.slack_app_token is None and not self.slack_signing_secret:
             raise ValueError("SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
-        try:
-            table = models.ModelTable(extra=self.extra_image_models)
-        except TypeError as e:
-            raise ValueError(f"EXTRA_IMAGE_MODELS has an unknown capability ({e})") from None
+        table = self.model_table()
         try:
             _, given = options.parse(
                 f"--size {self.image_size} --quality {self.image_quality} --format {self.image_format} "
@@ -147,7 +157,7 @@ class Settings(pydantic.BaseModel):
         return self.slack_app_token is not None
 
     def model_table(self) -> models.ModelTable:
-        return models.ModelTable(extra=self.extra_image_models)
+        return models.ModelTable(extra={name: caps.model_dump() for name, caps in self.extra_image_models.items()})
 
     def image_defaults(self) -> options.Defaults:
         return options.Defaults(
@@ -178,5 +188,8 @@ def _one_line(e: pydantic.ValidationError) -> str:
         return f"Set {name}: it is required."
     if name and name in msg:
         return msg
+    where = ".".join(str(p) for p in err.get("loc", ())[1:])
+    if where:
+        msg = f"{where}: {msg}"
     return f"Set {name} correctly: {msg}" if name else msg
 

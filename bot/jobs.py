@@ -17,11 +17,20 @@ from storage.models import Generation, Job, JobKind, JobStatus, KeptImage, Threa
 log = logging.getLogger(__name__)
 
 
+def queue_position(job_id: int, *, running: int, waiting: list[Job], capacity: int) -> int:
+    """1 for the next job to get a generation slot, 2 for the one after, ...; 0 if a slot is free for it."""
+    ids = [j.id for j in waiting]
+    if job_id not in ids:
+        return 0
+    return max(0, ids.index(job_id) + 1 - max(0, capacity - running))
+
+
 class JobRunner:
-    def __init__(self, *, store: Store, images: OpenAIImages, slack: SlackPublisher):
+    def __init__(self, *, store: Store, images: OpenAIImages, slack: SlackPublisher, capacity: int):
         self._store = store
         self._images = images
         self._slack = slack
+        self._capacity = capacity
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
@@ -32,6 +41,7 @@ class JobRunner:
             return
         if job.source != "command":
             await self._slack.react(job.channel_id, job.message_ts or "")
+            await self._say_queued(job, job.thread_ts)
             await self._store.noticed(job.id)
             return
         root_ts = job.progress.get("root_ts")
@@ -46,13 +56,40 @@ class JobRunner:
                 return
             await self._store.update_job(job.id, progress={"root_ts": root_ts})
         await self._slack.react(job.channel_id, root_ts)
+        await self._say_queued(job, root_ts)
         await self._store.noticed(job.id, thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
+
+    async def _say_queued(self, job: Job, thread_ts: str | None) -> None:
+        """When every generation slot is taken, say so, with the request's place in the queue."""
+        if "queue_ts" in job.progress:
+            return
+        running, waiting = await self._store.queue()
+        position = queue_position(job.id, running=running, waiting=waiting, capacity=self._capacity)
+        if position > 0:
+            [ts, *_] = await self._slack.post(job.channel_id, thread_ts, messages.queued(position))
+            await self._store.update_job(job.id, progress={"queue_ts": ts, "queue_pos": position})
+
+    async def refresh_queue(self) -> None:
+        """Move the queue messages along: each waiting request shows its current place."""
+        running, waiting = await self._store.queue()
+        for job in waiting:
+            ts = job.progress.get("queue_ts")
+            if not ts:
+                continue
+            position = max(1, queue_position(job.id, running=running, waiting=waiting, capacity=self._capacity))
+            if position != job.progress.get("queue_pos"):
+                await self._slack.update(job.channel_id, ts, messages.queued(position))
+                await self._store.update_job(job.id, progress={"queue_pos": position})
 
     # -- stage 2: the generation itself -----------------------------------------------------------------------
 
     async def run(self, job: Job) -> None:
         sign_ts = job.message_ts or job.thread_ts or ""
         status, error = JobStatus.DONE, None
+        queue_ts = job.progress.get("queue_ts")
+        if queue_ts and job.progress.get("queue_pos") != 0:
+            await self._slack.update(job.channel_id, queue_ts, messages.QUEUE_DONE_WAITING)
+            await self._store.update_job(job.id, progress={"queue_pos": 0})
         try:
             await self._generate(job)
         except GenerationError as e:
@@ -74,6 +111,8 @@ class JobRunner:
             status, error = JobStatus.FAILED, f"internal: {type(e).__name__}: {e}"
             await self._tell(job, messages.INTERNAL)
         await self._slack.unreact(job.channel_id, sign_ts)
+        if queue_ts:
+            await self._slack.delete(job.channel_id, queue_ts)
         if status is JobStatus.FAILED:
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
         await self._store.finish(job.id, status=status, error=error)

@@ -51,6 +51,14 @@ def too_many_pending(limit: int) -> str:
     )
 
 
+def queued(position: int) -> str:
+    ahead = "you're next" if position == 1 else f"you're number {position} in the queue"
+    return f":hourglass: Every image slot is busy right now; {ahead}. This message moves as the queue does."
+
+
+QUEUE_DONE_WAITING = ":art: Your turn: drawing now."
+
+
 def image_comment(*, revised_prompt: str | None, notices: list[str], index: int, count: int) -> str:
     lines = [f":information_source: {n}" for n in notices] if index == 0 else []
     label = "Prompt used" if count == 1 else f"Prompt used ({index + 1} of {count})"

@@ -65,6 +65,8 @@ def size_problem(model: ImageModel, size: str) -> str | None:
     if not model.flexible_sizes:
         return f"{model.name} supports only {', '.join(FIXED_SIZES)} or auto"
     w, h = (int(v) for v in size.split("x"))
+    if w < 16 or h < 16:
+        return "both sides must be at least 16 pixels"
     if w % 16 or h % 16:
         return "both sides must be multiples of 16"
     if max(w, h) > model.max_edge or w * h > model.max_pixels:

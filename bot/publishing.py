@@ -111,6 +111,20 @@ class SlackPublisher:
             if e.response.get("error") != "no_reaction":
                 log.warning("reactions.remove failed: %s", e.response.get("error"))
 
+    async def update(self, channel: str, ts: str, text: str) -> None:
+        """Best effort: rewrite one of Easel's messages."""
+        try:
+            await self.client.chat_update(channel=channel, ts=ts, text=text)
+        except SlackApiError as e:
+            log.warning("chat.update failed: %s", e.response.get("error"))
+
+    async def delete(self, channel: str, ts: str) -> None:
+        """Best effort: remove one of Easel's messages."""
+        try:
+            await self.client.chat_delete(channel=channel, ts=ts)
+        except SlackApiError as e:
+            log.warning("chat.delete failed: %s", e.response.get("error"))
+
     async def post(self, channel: str, thread_ts: str | None, text: str) -> list[str]:
         """Post `text` (split where Slack needs it) into the thread; returns the message timestamps."""
         stamps = []

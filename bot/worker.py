@@ -45,6 +45,7 @@ class Worker:
         self._new_work = asyncio.Event()
         self._queued_work = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._queue_moved = asyncio.Event()
         self._tasks: dict[asyncio.Task[None], Job] = {}
         self._loops: list[asyncio.Task[None]] = []
 
@@ -64,6 +65,7 @@ class Worker:
             asyncio.create_task(self._claim_loop(self._store.claim, self._generation_slots, self._queued_work,
                                                  self._run), name="easel-runner"),
             asyncio.create_task(self._heartbeat(), name="easel-heartbeat"),
+            asyncio.create_task(self._queue_messages(), name="easel-queue"),
         ]
 
     async def stop(self, grace: float) -> None:
@@ -116,6 +118,7 @@ class Worker:
         self._tasks.pop(task, None)
         slots.release()
         self._queued_work.set()  # a thread's next job may be runnable now
+        self._queue_moved.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("job task crashed", exc_info=task.exception())
 
@@ -135,6 +138,19 @@ class Worker:
 
     async def _run(self, job: Job) -> None:
         await self._runner.run(job)
+
+    async def _queue_messages(self, *, every: float = 5.0, at_most_every: float = 1.5) -> None:
+        """Update "number N in the queue" messages when jobs finish (and now and then, for other replicas),
+        but not more often than Slack's chat.update limit suits."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue_moved.wait(), every)
+            self._queue_moved.clear()
+            try:
+                await self._runner.refresh_queue()
+            except Exception:
+                log.exception("updating queue positions failed")
+            await asyncio.sleep(at_most_every)
 
     async def _heartbeat(self) -> None:
         while not self._stopping.is_set():

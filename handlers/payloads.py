@@ -50,7 +50,7 @@ def clean_text(text: Any, bot_user_id: str | None) -> str:
     if not isinstance(text, str):
         return ""
     if bot_user_id:
-        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", " ", text)
+        text = _mention_of(bot_user_id).sub(" ", text)
     text = _LINK.sub(lambda m: m.group(2) or m.group(1), text)
     text = html.unescape(text.replace("&nbsp;", " "))
     return " ".join(text.replace("\r", "").split(" ")).strip()
@@ -78,9 +78,13 @@ def _is_dm(event: dict[str, Any]) -> bool:
     return event.get("channel_type") == "im" or str(event.get("channel", "")).startswith("D")
 
 
+def _mention_of(bot_user_id: str) -> re.Pattern[str]:
+    return re.compile(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>")
+
+
 def _mentions(event: dict[str, Any], bot_user_id: str | None) -> bool:
     text = event.get("text") if isinstance(event.get("text"), str) else ""
-    return event.get("type") == "app_mention" or bool(bot_user_id and f"<@{bot_user_id}" in text)
+    return event.get("type") == "app_mention" or bool(bot_user_id and _mention_of(bot_user_id).search(text))
 
 
 def attachments(event: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:

@@ -345,6 +345,16 @@ class Store:
             return int((await conn.execute(stmt)).scalar_one())
 
     @_uncancellable
+    async def queue(self) -> tuple[int, list[models.Job]]:
+        """(generate jobs running now, generate jobs waiting in id order): what queue positions come from."""
+        kind = jobs.c.kind == models.JobKind.GENERATE.value
+        running = sa.select(sa.func.count()).where(kind, jobs.c.status == "running")
+        waiting = sa.select(jobs).where(kind, jobs.c.status.in_(("new", "noticing", "queued"))).order_by(jobs.c.id)
+        async with self.engine.connect() as conn:
+            n = int((await conn.execute(running)).scalar_one())
+            return n, [_job(r) for r in (await conn.execute(waiting)).all()]
+
+    @_uncancellable
     async def pending_for_user(self, *, team_id: str, user_id: str) -> int:
         stmt = sa.select(sa.func.count()).where(
             jobs.c.team_id == team_id,

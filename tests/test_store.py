@@ -1,0 +1,563 @@
+"""The storage contract, on SQLite and PostgreSQL (the `store` fixture runs each test on both)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from storage import DuplicateJob, Store, open_store
+from storage.models import Generation, Job, JobKind, JobStatus, NewJob
+from storage.schema import jobs as jobs_table
+from tests.conftest import wait_until
+
+TEAM = "T0001"
+CHANNEL = "C0001"
+USER = "U0001"
+
+_counter = iter(range(1, 1_000_000))
+
+
+def new_job(
+    *,
+    thread_ts: str | None = "1.0",
+    kind: JobKind = JobKind.GENERATE,
+    user: str = USER,
+    team: str = TEAM,
+    key: str | None = None,
+    **extra: Any,
+) -> NewJob:
+    n = next(_counter)
+    return NewJob(
+        dedupe_key=key or f"msg:{team}:{CHANNEL}:{n}.000",
+        kind=kind,
+        source="mention" if thread_ts else "command",
+        team_id=team,
+        channel_id=CHANNEL,
+        user_id=user,
+        text=f"prompt {n}",
+        message_ts=f"{n}.000" if thread_ts else None,
+        thread_ts=thread_ts,
+        **extra,
+    )
+
+
+async def queued(store: Store, new: NewJob) -> Job:
+    """Enqueue a job and take it through the noticer, so the runner may claim it."""
+    job = await store.enqueue(new)
+    taken = await store.claim_new(worker_id="noticer", lease=60)
+    assert taken is not None and taken.id == job.id
+    await store.noticed(job.id)
+    return await store.job(job.id)
+
+
+async def lease_until(store: Store, job_id: int) -> float | None:
+    async with store.engine.connect() as conn:
+        stmt = sa.select(jobs_table.c.lease_until).where(jobs_table.c.id == job_id)
+        return (await conn.execute(stmt)).scalar()
+
+
+# -- accepting -------------------------------------------------------------------------------------
+
+
+async def test_enqueue_returns_a_new_job(store: Store) -> None:
+    new = new_job(options={"tool": {"model": "gpt-image-2"}}, files=[{"id": "F1", "url": "https://f"}],
+                  force_image=True, response_url="https://hooks.example/x")
+    job = await store.enqueue(new)
+    assert job.id > 0
+    assert job.status == "new"
+    assert job.kind is JobKind.GENERATE
+    assert (job.dedupe_key, job.team_id, job.channel_id, job.user_id, job.text) == (
+        new.dedupe_key, TEAM, CHANNEL, USER, new.text
+    )
+    assert job.thread_ts == "1.0"
+    assert job.thread_key == f"{TEAM}:{CHANNEL}:1.0"
+    assert job.options == {"tool": {"model": "gpt-image-2"}}
+    assert job.files == [{"id": "F1", "url": "https://f"}]
+    assert job.force_image is True
+    assert job.response_url == "https://hooks.example/x"
+    assert job.attempts == 0 and job.noticed is False and job.progress == {} and job.error is None
+    assert job.started_at is None
+    assert await store.job(job.id) == job
+    assert [j.id for j in await store.jobs()] == [job.id]
+
+
+async def test_same_dedupe_key_twice_is_a_duplicate(store: Store) -> None:
+    first = await store.enqueue(new_job(key="msg:T:C:1.0"))
+    with pytest.raises(DuplicateJob):
+        await store.enqueue(new_job(key="msg:T:C:1.0", kind=JobKind.NOTICE))
+    assert [j.id for j in await store.jobs()] == [first.id]
+
+
+async def test_start_thread_creates_the_thread_with_its_options(store: Store) -> None:
+    assert await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="5.0") is None
+    await store.enqueue(new_job(thread_ts="5.0"), start_thread=True,
+                        thread_options={"model": "gpt-image-1.5"})
+    thread = await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="5.0")
+    assert thread is not None
+    assert (thread.team_id, thread.channel_id, thread.thread_ts) == (TEAM, CHANNEL, "5.0")
+    assert thread.started_by == USER
+    assert thread.options == {"model": "gpt-image-1.5"}
+    assert thread.last_response_id is None and thread.last_image_file_id is None
+    # another team's or channel's thread with the same ts is not this one
+    assert await store.thread(team_id="T9", channel_id=CHANNEL, thread_ts="5.0") is None
+    assert await store.thread(team_id=TEAM, channel_id="C9", thread_ts="5.0") is None
+
+
+async def test_enqueue_without_start_thread_creates_no_thread(store: Store) -> None:
+    await store.enqueue(new_job(thread_ts="6.0"), thread_options={"quality": "low"})
+    assert await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="6.0") is None
+
+
+async def test_reply_updates_the_threads_sticky_options(store: Store) -> None:
+    sticky = {"model": "gpt-image-1.5"}
+    await store.enqueue(new_job(thread_ts="7.0"), start_thread=True, thread_options=sticky)
+    await store.enqueue(new_job(thread_ts="7.0"), thread_options={**sticky, "quality": "high"})
+    thread = await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="7.0")
+    assert thread is not None and thread.options == {"model": "gpt-image-1.5", "quality": "high"}
+    # a second start_thread does not replace who started it
+    await store.enqueue(new_job(thread_ts="7.0", user="U0002"), start_thread=True)
+    thread = await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="7.0")
+    assert thread is not None and thread.started_by == USER
+
+
+# -- claiming --------------------------------------------------------------------------------------
+
+
+async def test_claim_new_marks_noticing_and_claim_skips_new_and_noticing(store: Store) -> None:
+    job = await store.enqueue(new_job())
+    assert await store.claim(worker_id="w", lease=60) is None  # new
+    taken = await store.claim_new(worker_id="n1", lease=60)
+    assert taken is not None and taken.id == job.id
+    assert taken.status == "noticing"
+    assert await store.claim_new(worker_id="n2", lease=60) is None  # leased to n1
+    assert await store.claim(worker_id="w", lease=60) is None  # noticing
+    await store.noticed(job.id)
+    after = await store.job(job.id)
+    assert after.status == "queued" and after.noticed is True
+    claimed = await store.claim(worker_id="w", lease=60)
+    assert claimed is not None and claimed.id == job.id
+    assert claimed.status == "running"
+    assert claimed.attempts == 1
+    assert claimed.started_at is not None
+    assert await store.claim(worker_id="w2", lease=60) is None
+
+
+async def test_claim_new_takes_in_id_order(store: Store) -> None:
+    ids = [(await store.enqueue(new_job(thread_ts=f"{i}.5"))).id for i in range(3)]
+    got = [(await store.claim_new(worker_id="n", lease=60)).id for _ in ids]
+    assert got == ids
+    assert await store.claim_new(worker_id="n", lease=60) is None
+
+
+async def test_claim_takes_jobs_in_id_order(store: Store) -> None:
+    ids = [(await queued(store, new_job(thread_ts=f"{i}.1"))).id for i in range(4)]
+    got = []
+    for _ in ids:
+        job = await store.claim(worker_id="w", lease=60)
+        assert job is not None
+        got.append(job.id)
+    assert got == ids
+    assert await store.claim(worker_id="w", lease=60) is None
+
+
+@pytest.mark.parametrize("first_state", ["new", "noticing", "running"])
+async def test_second_job_in_a_thread_waits_for_the_first(store: Store, first_state: str) -> None:
+    first = await store.enqueue(new_job(thread_ts="8.0"))
+    assert (await store.claim_new(worker_id="n1", lease=60)).id == first.id
+    second = await store.enqueue(new_job(thread_ts="8.0"))
+    assert (await store.claim_new(worker_id="n2", lease=60)).id == second.id
+    await store.noticed(second.id)
+    if first_state == "new":
+        await store.release(first.id, worker_id="n1")  # its noticer stopped before showing anything
+    if first_state == "running":
+        await store.noticed(first.id)
+        assert (await store.claim(worker_id="w", lease=60)).id == first.id
+    assert (await store.job(first.id)).status == first_state
+    assert (await store.job(second.id)).status == "queued"
+    assert await store.claim(worker_id="w2", lease=60) is None
+
+
+async def test_a_queued_first_job_is_claimed_before_the_second(store: Store) -> None:
+    first = await queued(store, new_job(thread_ts="8.0"))
+    second = await queued(store, new_job(thread_ts="8.0"))
+    assert (await store.claim(worker_id="w", lease=60)).id == first.id
+    assert await store.claim(worker_id="w", lease=60) is None
+    assert (await store.job(second.id)).status == "queued"
+
+
+@pytest.mark.parametrize("outcome", [JobStatus.DONE, JobStatus.FAILED])
+async def test_second_job_in_a_thread_is_claimable_once_the_first_finishes(
+    store: Store, outcome: JobStatus
+) -> None:
+    first = await queued(store, new_job(thread_ts="9.0"))
+    second = await queued(store, new_job(thread_ts="9.0"))
+    assert (await store.claim(worker_id="w", lease=60)).id == first.id
+    assert await store.claim(worker_id="w", lease=60) is None
+    await store.finish(first.id, status=outcome, error="boom" if outcome is JobStatus.FAILED else None)
+    finished = await store.job(first.id)
+    assert finished.status == outcome.value
+    assert finished.error == ("boom" if outcome is JobStatus.FAILED else None)
+    claimed = await store.claim(worker_id="w", lease=60)
+    assert claimed is not None and claimed.id == second.id
+
+
+async def test_jobs_in_different_threads_are_both_claimable(store: Store) -> None:
+    a = await queued(store, new_job(thread_ts="10.0"))
+    b = await queued(store, new_job(thread_ts="11.0"))
+    first = await store.claim(worker_id="w1", lease=60)
+    second = await store.claim(worker_id="w2", lease=60)
+    assert {first.id, second.id} == {a.id, b.id}
+
+
+async def test_same_ts_in_another_channel_is_another_thread(store: Store) -> None:
+    a = await queued(store, new_job(thread_ts="12.0"))
+    other = NewJob(dedupe_key="msg:T0001:C0002:12.0", kind=JobKind.GENERATE, source="mention", team_id=TEAM,
+                   channel_id="C0002", user_id=USER, text="x", message_ts="12.0", thread_ts="12.0")
+    b = await queued(store, other)
+    got = {(await store.claim(worker_id="w", lease=60)).id, (await store.claim(worker_id="w", lease=60)).id}
+    assert got == {a.id, b.id}
+
+
+async def test_notice_jobs_never_come_out_of_claim_and_do_not_block(store: Store) -> None:
+    notice = await queued(store, new_job(thread_ts="13.0", kind=JobKind.NOTICE))
+    assert notice.status == "queued"
+    assert await store.claim(worker_id="w", lease=60) is None
+    generate = await queued(store, new_job(thread_ts="13.0"))
+    claimed = await store.claim(worker_id="w", lease=60)
+    assert claimed is not None and claimed.id == generate.id
+    assert await store.claim(worker_id="w", lease=60) is None
+    assert (await store.job(notice.id)).status == "queued"
+
+
+async def test_noticed_gives_a_command_job_its_thread(store: Store) -> None:
+    job = await store.enqueue(new_job(thread_ts=None, key="cmd:T0001:trigger-1"))
+    assert job.thread_ts is None
+    assert job.thread_key == "new:cmd:T0001:trigger-1"
+    assert (await store.claim_new(worker_id="n", lease=60)).id == job.id
+    await store.noticed(job.id, thread_ts="20.0", thread_options={"size": "1024x1536"})
+    after = await store.job(job.id)
+    assert after.thread_ts == "20.0"
+    assert after.thread_key == f"{TEAM}:{CHANNEL}:20.0"
+    assert after.status == "queued" and after.noticed
+    thread = await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="20.0")
+    assert thread is not None
+    assert thread.started_by == USER
+    assert thread.options == {"size": "1024x1536"}
+    # a reply in that thread now waits behind the command's job
+    reply = await queued(store, new_job(thread_ts="20.0"))
+    assert (await store.claim(worker_id="w", lease=60)).id == job.id
+    assert await store.claim(worker_id="w", lease=60) is None
+    await store.finish(job.id, status=JobStatus.DONE)
+    assert (await store.claim(worker_id="w", lease=60)).id == reply.id
+
+
+# -- leases ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lease", [-0.5, -60.0])
+async def test_expired_running_lease_is_claimed_again(store: Store, lease: float) -> None:
+    job = await queued(store, new_job())
+    first = await store.claim(worker_id="dead", lease=lease)
+    assert first is not None and first.attempts == 1
+    again = await store.claim(worker_id="alive", lease=60)
+    assert again is not None and again.id == job.id
+    assert again.attempts == 2
+    assert again.status == "running"
+    assert again.started_at == first.started_at  # the first start is kept
+    assert await store.claim(worker_id="third", lease=60) is None
+
+
+async def test_zero_lease_expires(store: Store) -> None:
+    job = await queued(store, new_job())
+    assert (await store.claim(worker_id="dead", lease=0.0)).id == job.id
+    stored = await lease_until(store, job.id)
+    assert stored is not None and stored <= time.time()
+    got = await wait_until(lambda: store.claim(worker_id="alive", lease=60), timeout=5,
+                           what="the zero lease to expire")
+    assert got.id == job.id and got.attempts == 2
+
+
+async def test_expired_noticing_lease_is_taken_by_another_noticer(store: Store) -> None:
+    job = await store.enqueue(new_job())
+    assert (await store.claim_new(worker_id="dead", lease=-1.0)).id == job.id
+    again = await store.claim_new(worker_id="alive", lease=60)
+    assert again is not None and again.id == job.id and again.status == "noticing"
+
+
+async def test_a_live_lease_is_not_taken(store: Store) -> None:
+    await queued(store, new_job())
+    assert await store.claim(worker_id="owner", lease=60) is not None
+    assert await store.claim(worker_id="thief", lease=60) is None
+
+
+async def test_renew_extends_only_the_callers_leases(store: Store) -> None:
+    mine = await queued(store, new_job(thread_ts="30.0"))
+    theirs = await queued(store, new_job(thread_ts="31.0"))
+    noticing = await store.enqueue(new_job(thread_ts="32.0"))
+    assert (await store.claim(worker_id="me", lease=60)).id == mine.id
+    assert (await store.claim(worker_id="them", lease=60)).id == theirs.id
+    assert (await store.claim_new(worker_id="me", lease=60)).id == noticing.id
+    theirs_before = await lease_until(store, theirs.id)
+    # a renewal in the past expires exactly the caller's leases: others may then take them, not theirs
+    assert await store.renew(worker_id="me", lease=-10) == 2
+    assert await lease_until(store, theirs.id) == theirs_before
+    retaken = await store.claim(worker_id="other", lease=60)
+    assert retaken is not None and retaken.id == mine.id and retaken.attempts == 2
+    assert await store.claim(worker_id="other", lease=60) is None
+    renoticed = await store.claim_new(worker_id="other", lease=60)
+    assert renoticed is not None and renoticed.id == noticing.id
+    # and a renewal into the future extends only the caller's
+    assert await store.renew(worker_id="them", lease=3600) == 1
+    assert await lease_until(store, theirs.id) > time.time() + 3000
+    assert await lease_until(store, mine.id) < time.time() + 120
+    assert await store.renew(worker_id="me", lease=60) == 0  # it holds nothing any more
+    assert await store.renew(worker_id="nobody", lease=60) == 0
+
+
+async def test_renew_does_not_touch_finished_jobs(store: Store) -> None:
+    job = await queued(store, new_job())
+    await store.claim(worker_id="me", lease=60)
+    await store.finish(job.id, status=JobStatus.DONE)
+    assert await store.renew(worker_id="me", lease=60) == 0
+
+
+async def test_release_all_returns_leased_jobs(store: Store) -> None:
+    running = await queued(store, new_job(thread_ts="40.0"))
+    assert (await store.claim(worker_id="w", lease=60)).id == running.id
+    noticing = await store.enqueue(new_job(thread_ts="41.0"))
+    assert (await store.claim_new(worker_id="n", lease=60)).id == noticing.id
+    done = await queued(store, new_job(thread_ts="42.0"))
+    assert (await store.claim(worker_id="w", lease=60)).id == done.id
+    await store.finish(done.id, status=JobStatus.DONE)
+    untouched = await store.enqueue(new_job(thread_ts="43.0"))
+    assert await store.release_all() == 2
+    assert (await store.job(running.id)).status == "queued"
+    assert (await store.job(noticing.id)).status == "new"
+    assert (await store.job(done.id)).status == "done"
+    assert (await store.job(untouched.id)).status == "new"
+    again = await store.claim(worker_id="w2", lease=60)
+    assert again is not None and again.id == running.id and again.attempts == 2
+
+
+async def test_release_gives_back_only_the_workers_job(store: Store) -> None:
+    job = await queued(store, new_job(thread_ts="50.0"))
+    assert (await store.claim(worker_id="w", lease=60)).id == job.id
+    await store.release(job.id, worker_id="someone-else")
+    assert (await store.job(job.id)).status == "running"
+    await store.release(job.id, worker_id="w")
+    assert (await store.job(job.id)).status == "queued"
+    assert await lease_until(store, job.id) is None
+    noticing = await store.enqueue(new_job(thread_ts="51.0"))
+    assert (await store.claim_new(worker_id="n", lease=60)).id == noticing.id
+    await store.release(noticing.id, worker_id="n")
+    assert (await store.job(noticing.id)).status == "new"
+    assert (await store.claim(worker_id="w", lease=60)).id == job.id
+
+
+# -- progress --------------------------------------------------------------------------------------
+
+
+async def test_update_job_merges_progress(store: Store) -> None:
+    job = await queued(store, new_job())
+    await store.update_job(job.id, progress={"posted": ["F1"], "stage": "generating"})
+    await store.update_job(job.id, progress={"stage": "uploading", "seq": 7}, response_id="resp_1")
+    after = await store.job(job.id)
+    assert after.progress == {"posted": ["F1"], "stage": "uploading", "seq": 7}
+    assert after.response_id == "resp_1"
+    await store.update_job(job.id, response_id="resp_2")
+    after = await store.job(job.id)
+    assert after.response_id == "resp_2" and after.progress["seq"] == 7
+
+
+async def test_finish_records_status_and_error(store: Store) -> None:
+    job = await queued(store, new_job())
+    await store.claim(worker_id="w", lease=60)
+    await store.finish(job.id, status=JobStatus.FAILED, error="moderation")
+    after = await store.job(job.id)
+    assert after.status == JobStatus.FAILED
+    assert after.error == "moderation"
+    assert await lease_until(store, job.id) is None
+    assert await store.claim(worker_id="w", lease=60) is None
+
+
+async def test_advance_thread(store: Store) -> None:
+    await store.enqueue(new_job(thread_ts="60.0"), start_thread=True)
+    key = {"team_id": TEAM, "channel_id": CHANNEL, "thread_ts": "60.0"}
+    await store.advance_thread(**key, response_id="resp_1", image_file_id="F1")
+    thread = await store.thread(**key)
+    assert (thread.last_response_id, thread.last_image_file_id) == ("resp_1", "F1")
+    await store.advance_thread(**key, response_id="resp_2", image_file_id=None)  # a text answer
+    thread = await store.thread(**key)
+    assert (thread.last_response_id, thread.last_image_file_id) == ("resp_2", "F1")
+    await store.advance_thread(**key, response_id="resp_3", image_file_id="F2")
+    thread = await store.thread(**key)
+    assert (thread.last_response_id, thread.last_image_file_id) == ("resp_3", "F2")
+
+
+async def test_generations(store: Store) -> None:
+    a = await queued(store, new_job(thread_ts="70.0"))
+    b = await queued(store, new_job(thread_ts="71.0"))
+    gen = Generation(
+        job_id=a.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="70.0", user_id=USER, request_text="a cat",
+        options={"tool": {"model": "gpt-image-2"}}, model="gpt-5.4", status="posted",
+        image_model="gpt-image-2",
+        response_id="resp_1", image_call_id="ig_1", revised_prompt="A cat, detailed", slack_file_id="F1",
+        usage={"input_tokens": 10, "output_tokens": 20}, tool_usage={"image_gen": {"images": 1}},
+        queued_ms=5, generation_ms=1000, upload_ms=30,
+    )
+    await store.add_generation(gen)
+    await store.add_generation(Generation(job_id=b.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="71.0",
+                                          user_id=USER, request_text="a dog", options={}, model="gpt-5.4",
+                                          status="failed", error="timed out"))
+    await store.add_generation(Generation(job_id=a.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="70.0",
+                                          user_id=USER, request_text="a cat", options={}, model="gpt-5.4",
+                                          status="text"))
+    everything = await store.generations()
+    assert [g["job_id"] for g in everything] == [a.id, b.id, a.id]
+    for_a = await store.generations(job_id=a.id)
+    assert [g["status"] for g in for_a] == ["posted", "text"]
+    first = for_a[0]
+    for field in Generation.__dataclass_fields__:
+        assert first[field] == getattr(gen, field), field
+    assert first["created_at"] > 0
+    [for_b] = await store.generations(job_id=b.id)
+    assert for_b["error"] == "timed out" and for_b["usage"] is None
+
+
+async def test_pending_for_user_counts_only_active_generate_jobs(store: Store) -> None:
+    q = await queued(store, new_job(thread_ts="82.0"))
+    r = await queued(store, new_job(thread_ts="83.0"))
+    d = await queued(store, new_job(thread_ts="84.0"))
+    f = await queued(store, new_job(thread_ts="85.0"))
+    running = {(await store.claim(worker_id="w", lease=60)).id for _ in range(4)}
+    assert running == {q.id, r.id, d.id, f.id}
+    await store.release(q.id, worker_id="w")  # back to queued
+    await store.finish(d.id, status=JobStatus.DONE)
+    await store.finish(f.id, status=JobStatus.FAILED)
+    await store.enqueue(new_job(thread_ts="80.0"))
+    await store.enqueue(new_job(thread_ts="81.0"))
+    assert await store.claim_new(worker_id="n", lease=60) is not None  # one new, one noticing
+    await store.enqueue(new_job(thread_ts="86.0", kind=JobKind.NOTICE))
+    await store.enqueue(new_job(thread_ts="87.0", user="U0002"))
+    await store.enqueue(new_job(thread_ts="88.0", team="T0002"))
+    assert await store.pending_for_user(team_id=TEAM, user_id=USER) == 4  # new, noticing, queued, running
+    assert await store.pending_for_user(team_id=TEAM, user_id="U0002") == 1
+    assert await store.pending_for_user(team_id="T0002", user_id=USER) == 1
+    assert await store.pending_for_user(team_id=TEAM, user_id="U0NONE") == 0
+
+
+async def test_waiting_ahead(store: Store) -> None:
+    a = await queued(store, new_job(thread_ts="90.0"))
+    b = await queued(store, new_job(thread_ts="91.0"))
+    await store.enqueue(new_job(thread_ts="92.0", kind=JobKind.NOTICE))
+    c = await store.enqueue(new_job(thread_ts="93.0"))
+    d = await store.enqueue(new_job(thread_ts="94.0"))
+    assert await store.waiting_ahead(a) == 0
+    assert await store.waiting_ahead(b) == 1
+    assert await store.waiting_ahead(c) == 2  # the notice does not count
+    assert await store.waiting_ahead(d) == 3
+    assert (await store.claim(worker_id="w", lease=60)).id == a.id  # running: no longer waiting
+    assert await store.waiting_ahead(d) == 2
+    await store.finish(a.id, status=JobStatus.DONE)
+    assert (await store.claim(worker_id="w", lease=60)).id == b.id
+    assert await store.waiting_ahead(d) == 1
+    assert await store.waiting_ahead(c) == 0
+
+
+async def test_ping(store: Store) -> None:
+    assert await store.ping() is True
+
+
+# -- migrations ------------------------------------------------------------------------------------
+
+
+async def test_opening_twice_is_idempotent_and_keeps_data(database_url: str) -> None:
+    first = await open_store(database_url)
+    try:
+        job = await first.enqueue(new_job(thread_ts="100.0"), start_thread=True)
+    finally:
+        await first.close()
+    second = await open_store(database_url)
+    try:
+        assert [j.id for j in await second.jobs()] == [job.id]
+        assert await second.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="100.0") is not None
+        with pytest.raises(DuplicateJob):
+            await second.enqueue(new_job(key=job.dedupe_key))
+    finally:
+        await second.close()
+
+
+# -- PostgreSQL: concurrent claimers in two processes ----------------------------------------------
+
+
+async def _two_stores(pg_database: Callable[[], Awaitable[str]]) -> tuple[Store, Store]:
+    url = await pg_database()
+    first = await open_store(url)
+    second = await open_store(url)
+    assert first.engine is not second.engine
+    return first, second
+
+
+async def test_postgres_concurrent_claimers_take_each_job_once(
+    pg_database: Callable[[], Awaitable[str]],
+) -> None:
+    one, two = await _two_stores(pg_database)
+    try:
+        ids = [(await queued(one, new_job(thread_ts=f"{200 + i}.0"))).id for i in range(40)]
+        claimed: list[int] = []
+        by_store = [0, 0]
+        deadline = time.monotonic() + 30
+        while any(j.status == "queued" for j in await one.jobs()):
+            assert time.monotonic() < deadline, "claiming did not finish"
+            results = await asyncio.gather(
+                *(s.claim(worker_id=f"{name}-{i}", lease=60) for name, s in (("a", one), ("b", two))
+                  for i in range(3))
+            )
+            claimed.extend(j.id for j in results if j is not None)
+            by_store[0] += sum(j is not None for j in results[:3])
+            by_store[1] += sum(j is not None for j in results[3:])
+        assert await one.claim(worker_id="late", lease=60) is None
+        assert len(claimed) == len(set(claimed)), f"claimed twice: {sorted(claimed)}"
+        assert sorted(claimed) == ids
+        assert all(by_store), by_store  # both "processes" took part
+        assert all(j.status == "running" and j.attempts == 1 for j in await one.jobs())
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_postgres_concurrent_claimers_run_one_thread_one_at_a_time(
+    pg_database: Callable[[], Awaitable[str]],
+) -> None:
+    one, two = await _two_stores(pg_database)
+    try:
+        ids = [(await queued(one, new_job(thread_ts="300.0"))).id for _ in range(10)]
+        holding: set[int] = set()
+        order: list[int] = []
+        deadline = time.monotonic() + 30
+
+        async def worker(store: Store, name: str) -> None:
+            while len(order) < len(ids):
+                assert time.monotonic() < deadline, "the thread's jobs did not all run"
+                job = await store.claim(worker_id=name, lease=60)
+                if job is None:
+                    continue
+                assert not holding, f"{name} got job {job.id} while {holding} still runs"
+                holding.add(job.id)
+                order.append(job.id)
+                running = [j.id for j in await store.jobs() if j.status == "running"]
+                assert running == [job.id]
+                holding.discard(job.id)
+                await store.finish(job.id, status=JobStatus.DONE)
+
+        await asyncio.gather(*(worker(s, f"{n}-{i}") for n, s in (("a", one), ("b", two)) for i in range(2)))
+        assert order == ids  # in id order, each once
+        assert all(j.status == "done" and j.attempts == 1 for j in await two.jobs())
+    finally:
+        await one.close()
+        await two.close()
