@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 
 import openai
 from aiohttp import web
@@ -38,6 +39,7 @@ class Easel:
     worker: Worker
     slack: SlackPublisher
     openai_client: openai.AsyncOpenAI
+    socket_connected: Callable[[], Awaitable[bool]] | None = None
 
     async def close(self) -> None:
         await self.slack.close()
@@ -62,7 +64,7 @@ async def build(settings: Settings) -> Easel:
     )
     client = openai_client(settings)
     slack = SlackPublisher(web_client)
-    images = OpenAIImages(client, model=settings.openai_model, deadline=settings.openai_timeout * 2)
+    images = OpenAIImages(client, model=settings.openai_model, deadline=max(settings.openai_timeout * 2, 30.0))
     worker = Worker(
         store=store,
         runner=JobRunner(store=store, images=images, slack=slack, capacity=settings.max_concurrent_generations),
@@ -88,11 +90,14 @@ def web_app(easel: Easel, *, events: bool = True) -> web.Application:
     app = easel.bolt.web_app(path=EVENTS_PATH) if events else web.Application()
 
     async def healthz(_: web.Request) -> web.Response:
+        mode = "socket" if easel.settings.socket_mode else "http"
         try:
             await asyncio.wait_for(easel.store.ping(), 5)
         except Exception as e:  # noqa: BLE001 - any failure means not ready
-            return web.json_response({"ok": False, "error": type(e).__name__}, status=503)
-        return web.json_response({"ok": True, "mode": "socket" if easel.settings.socket_mode else "http"})
+            return web.json_response({"ok": False, "mode": mode, "error": type(e).__name__}, status=503)
+        if easel.socket_connected is not None and not await easel.socket_connected():
+            return web.json_response({"ok": False, "mode": mode, "error": "socket not connected"}, status=503)
+        return web.json_response({"ok": True, "mode": mode})
 
     app.router.add_get(HEALTH_PATH, healthz)
     return app
@@ -108,21 +113,26 @@ async def serve(settings: Settings, *, stop: asyncio.Event, host: str = "0.0.0.0
     runner = web.AppRunner(web_app(easel, events=not settings.socket_mode), access_log=None)
     await runner.setup()
     socket_handler = None
+    connecting: asyncio.Task[None] | None = None
     try:
         await web.TCPSite(runner, host, settings.port).start()
+        easel.worker.start()  # leftover jobs run even while the socket is still connecting
         if settings.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
             socket_handler = AsyncSocketModeHandler(easel.bolt, settings.slack_app_token)
-            await socket_handler.connect_async()
-            log.info("Easel is up in Socket Mode (health on :%d%s)", settings.port, HEALTH_PATH)
+            easel.socket_connected = socket_handler.client.is_connected
+            # slack_sdk retries a refused connection forever: connect in a task so SIGTERM still stops us.
+            connecting = asyncio.create_task(socket_handler.connect_async(), name="easel-socket-connect")
+            log.info("Easel is starting in Socket Mode (health on :%d%s)", settings.port, HEALTH_PATH)
         else:
             log.info("Easel is up: Slack requests at :%d%s", settings.port, EVENTS_PATH)
-        easel.worker.start()
         await stop.wait()
         log.info("stopping: no new work; running jobs get %.0f s", settings.shutdown_grace_seconds)
         if socket_handler is not None:
             await socket_handler.close_async()
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
         await easel.worker.stop(settings.shutdown_grace_seconds)
     finally:
         await runner.cleanup()

@@ -128,7 +128,7 @@ class JobRunner:
     async def _inputs(self, job: Job) -> tuple[tuple[str, bytes], ...]:
         inputs = []
         for f in job.files:
-            url = f.get("url") or (await self._slack.file_url(f["id"]))[0]
+            url = f.get("url") or await self._slack.file_url(f["id"])
             inputs.append(await self._slack.download(url))
         return tuple(inputs)
 
@@ -137,7 +137,7 @@ class JobRunner:
         if thread is None or not thread.last_image_file_id:
             return ()
         try:
-            url, _ = await self._slack.file_url(thread.last_image_file_id)
+            url = await self._slack.file_url(thread.last_image_file_id)
             return (await self._slack.download(url),)
         except Exception as e:  # noqa: BLE001 - starting over without it is still better than failing
             log.warning("could not fetch the thread's last image: %s", e)

@@ -212,10 +212,16 @@ class SlackPublisher:
         parts = urlsplit(url)
         return (parts.scheme, parts.netloc) in self._allowed
 
-    async def file_url(self, file_id: str) -> tuple[str, str]:
-        """(download URL, name) of a Slack file, from files.info."""
-        info = (await self._call("files_info", file=file_id))["file"]
-        return info.get("url_private_download") or info.get("url_private"), info.get("name") or file_id
+    async def file_url(self, file_id: str) -> str:
+        """The download URL of a Slack file, from files.info."""
+        try:
+            info = (await self._call("files_info", file=file_id))["file"]
+        except SlackApiError as e:
+            raise DownloadError(f"Slack could not find it ({e.response.get('error')}).") from None
+        url = info.get("url_private_download") or info.get("url_private")
+        if not isinstance(url, str):
+            raise DownloadError("Slack gave no address to download it from.")
+        return url
 
     async def download(self, url: str) -> tuple[str, bytes]:
         """Fetch an attachment with the bot token. Returns (mimetype from the bytes, bytes)."""

@@ -148,3 +148,55 @@ async def test_slack_rate_limit_is_retried(easel: Running) -> None:
     [job] = await easel.jobs_settled(1)
     assert job.status == "done"
     assert len(easel.slack.shared_files) == 1
+
+
+async def test_failed_upload_completion_is_retried(easel: Running) -> None:
+    easel.slack.add_fault("files.completeUploadExternal", status=200, error="internal_error")
+    await easel.sender.mention("a harbour")
+    [job] = await easel.jobs_settled(1)
+    assert job.status == "done"
+    assert len(easel.slack.shared_files) == 1
+    assert len(easel.slack.calls_to("files.getUploadURLExternal")) == 2  # the whole upload was done again
+
+
+async def test_attachment_download_failures_are_retried_then_explained(easel: Running) -> None:
+    f = easel.slack.add_file(default_image_factory(8, 8, "png", "in"), name="in.png")
+    easel.slack.add_fault("download", status=503, retry_after=0)
+    await easel.sender.mention("edit this", files=[f])
+    await easel.slack.wait_for("files.completeUploadExternal")
+    assert len(easel.slack.calls_to("download")) == 2
+    easel.slack.add_fault("download", status=500, retry_after=0, times=10)
+    ts, _ = await easel.sender.mention("edit this too", files=[f], channel="C0002")
+    jobs = await easel.jobs_settled(2, timeout=30)
+    assert jobs[1].status == "failed" and jobs[1].error.startswith("download")
+    texts = [m["text"] for m in easel.slack.thread("C0002", ts) if m.get("text")]
+    assert any("did not deliver the file" in t for t in texts), texts
+    assert len(easel.openai.create_requests()) == 1
+
+
+async def test_silent_stream_times_out_and_is_resumed(easel_factory) -> None:
+    easel = await easel_factory(OPENAI_TIMEOUT="0.5")
+    easel.openai.latency = 1.5  # the stream goes quiet for longer than the read time-out
+    await easel.sender.mention("a quiet lake")
+    await easel.slack.wait_for("files.completeUploadExternal", timeout=30)
+    [job] = await easel.jobs_settled(1)
+    assert job.status == "done"
+    assert len(easel.openai.create_requests()) == 1
+    assert [r for r in easel.openai.requests if r.method == "GET"], "picked up with retrieve"
+
+
+async def test_dropped_connection_is_retried(easel: Running) -> None:
+    easel.openai.add_fault(Fault(drop=True))
+    await easel.sender.mention("a windmill")
+    await easel.slack.wait_for("files.completeUploadExternal")
+    [job] = await easel.jobs_settled(1)
+    assert job.status == "done"
+
+
+async def test_dropped_connections_after_retries_are_explained(easel_factory) -> None:
+    easel = await easel_factory(OPENAI_MAX_RETRIES="1")
+    easel.openai.add_fault(Fault(drop=True, times=2))
+    ts, _ = await easel.sender.mention("a windmill")
+    [job] = await easel.jobs_settled(1, timeout=30)
+    assert job.status == "failed" and job.error.startswith("unavailable")
+    assert any("could not be reached" in t for t in await _thread_texts(easel, ts))

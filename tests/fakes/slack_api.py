@@ -3,22 +3,28 @@
 Point ``AsyncWebClient(token=..., base_url=fake.api_url)`` at it. Every request is recorded as a
 :class:`Call`; the fake keeps just enough state (messages, reactions, uploads, shared files) to answer
 the way Slack does and to let tests assert on what the app did.
+
+It also plays Slack's Socket Mode server: ``apps.connections.open`` (with an ``xapp-`` token) returns a
+``ws://`` URL on this fake; a client that connects gets ``{"type": "hello"}``, then whatever envelopes the
+test sends with :meth:`FakeSlack.socket_send`; the client's acks land in ``socket_acks``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import mimetypes
 import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 __all__ = ["Call", "FakeSlack", "DEFAULT_SCOPES", "next_ts"]
 
@@ -147,6 +153,14 @@ class FakeSlack:
         self._cond = asyncio.Condition()
         self._runner: web.AppRunner | None = None
 
+        # Socket Mode
+        self.socket_connections = 0  # WebSocket connections accepted so far (reconnects included)
+        self.socket_sent: list[dict[str, Any]] = []  # every message the fake sent (hello, envelopes, ...)
+        self.socket_received: list[dict[str, Any]] = []  # every JSON message a client sent
+        self.socket_acks: dict[str, dict[str, Any]] = {}  # envelope_id -> the client's ack, payload included
+        self._sockets: list[web.WebSocketResponse] = []  # open connections, oldest first
+        self._tickets: set[str] = set()
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -156,6 +170,7 @@ class FakeSlack:
         app.router.add_post("/upload/{file_id}", self._handle_upload)
         app.router.add_get("/files-pri/{team_file}/{name}", self._handle_download)
         app.router.add_post("/response/{key}", self._handle_response_url)
+        app.router.add_get("/socket", self._handle_socket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -165,7 +180,8 @@ class FakeSlack:
         self.api_url = self.url + "/api/"
 
     async def close(self) -> None:
-        """Stop serving."""
+        """Stop serving (open Socket Mode connections are closed first, as "going away")."""
+        await self.socket_close_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -240,6 +256,82 @@ class FakeSlack:
             if m.get("channel") == channel and m.get("ts") == ts:
                 return m
         return None
+
+    # ------------------------------------------------------------------ Socket Mode
+
+    @property
+    def socket_open(self) -> int:
+        """How many Socket Mode connections are open now."""
+        return sum(1 for ws in self._sockets if not ws.closed)
+
+    async def wait_socket_connected(self, timeout: float = 10.0, *, count: int = 1) -> int:  # noqa: ASYNC109
+        """Wait until ``count`` connections were accepted in all and one is open; return the total."""
+        await self.wait_until(
+            lambda: self.socket_connections >= count and self.socket_open > 0,
+            timeout=timeout,
+            what=f"{count} Socket Mode connection(s), one of them open",
+        )
+        return self.socket_connections
+
+    async def wait_socket_closed(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until no Socket Mode connection is open."""
+        await self.wait_until(
+            lambda: self.socket_open == 0, timeout=timeout, what="every Socket Mode connection to close"
+        )
+
+    async def socket_send(
+        self,
+        envelope_type: str,
+        payload: dict[str, Any],
+        *,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+        accepts_response_payload: bool | None = None,
+    ) -> str:
+        """Send an ``events_api``/``slash_commands``/``interactive`` envelope as Slack does; return its id.
+
+        Like Slack, one envelope goes to one connection: the newest open one. ``accepts_response_payload``
+        defaults to False for ``events_api`` and True otherwise.
+        """
+        envelope_id = str(uuid.uuid4())
+        envelope: dict[str, Any] = {"envelope_id": envelope_id, "type": envelope_type, "payload": payload}
+        if accepts_response_payload is None:
+            accepts_response_payload = envelope_type != "events_api"
+        envelope["accepts_response_payload"] = accepts_response_payload
+        if envelope_type == "events_api":
+            envelope["retry_attempt"] = retry_attempt
+            envelope["retry_reason"] = retry_reason
+        await self._socket_send_json(envelope)
+        return envelope_id
+
+    async def socket_request_reconnect(self, reason: str = "refresh_requested") -> None:
+        """Tell the connected client to reconnect, as Slack does before it recycles a connection."""
+        await self._socket_send_json({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}})
+
+    async def wait_socket_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
+        """Wait for the client's ack of ``envelope_id``; return it (``envelope_id`` and any ``payload``)."""
+        ack: dict[str, Any] = await self.wait_until(
+            lambda: self.socket_acks.get(envelope_id), timeout=timeout, what=f"the ack of {envelope_id}"
+        )
+        return ack
+
+    async def socket_close_all(self, code: int = WSCloseCode.GOING_AWAY) -> None:
+        """Close every open Socket Mode connection from the server side."""
+        for ws in list(self._sockets):
+            if not ws.closed:
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    await asyncio.wait_for(ws.close(code=code, message=b"fake closing"), 2)
+        await self._notify()
+
+    async def _socket_send_json(self, message: dict[str, Any]) -> None:
+        target = next((ws for ws in reversed(self._sockets) if not ws.closed), None)
+        if target is None:
+            raise AssertionError(
+                f"no open Socket Mode connection to send {message.get('type')!r} to "
+                f"({self.socket_connections} accepted so far); {self.summary()}"
+            )
+        self.socket_sent.append(message)
+        await target.send_str(json.dumps(message))
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -752,7 +844,50 @@ class FakeSlack:
         )
 
     def _apps_connections_open(self, args: dict[str, Any]) -> web.Response:
-        return self._json({"ok": True, "url": "ws://127.0.0.1:1/"})
+        ticket = uuid.uuid4().hex
+        self._tickets.add(ticket)
+        ws_url = self.url.replace("http://", "ws://", 1)
+        return self._json({"ok": True, "url": f"{ws_url}/socket?ticket={ticket}&app_id=A0001"})
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        await self._record(
+            Call("socket.connect", {"ticket": ticket}, _CIDict(request.headers.items()), b"", request.path)
+        )
+        if ticket not in self._tickets:
+            return web.Response(status=401, text="invalid ticket")
+        # autoping answers the client's pings ("sdk-ping-pong:<time>") with pongs, its liveness check.
+        ws = web.WebSocketResponse(autoping=True, timeout=2.0)
+        await ws.prepare(request)
+        hello = {
+            "type": "hello",
+            "num_connections": self.socket_open + 1,
+            "debug_info": {"host": "fake-slack", "approximate_connection_time": 3600},
+            "connection_info": {"app_id": "A0001"},
+        }
+        self.socket_sent.append(hello)
+        await ws.send_str(json.dumps(hello))
+        self._sockets.append(ws)
+        self.socket_connections += 1
+        await self._notify()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    data = {"_raw": msg.data}
+                if not isinstance(data, dict):
+                    data = {"_json": data}
+                self.socket_received.append(data)
+                if isinstance(data.get("envelope_id"), str):
+                    self.socket_acks[data["envelope_id"]] = data
+                await self._notify()
+        finally:
+            self._sockets.remove(ws)
+            await self._notify()
+        return ws
 
     async def _handle_upload(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]
