@@ -47,6 +47,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._queue_moved = asyncio.Event()
         self._tasks: dict[asyncio.Task[None], Job] = {}
+        self.counts = {"noticed": 0, "ran": 0}  # jobs taken by this worker, for logs and tests
         self._loops: list[asyncio.Task[None]] = []
 
     def wake(self) -> None:
@@ -127,6 +128,7 @@ class Worker:
             await asyncio.wait_for(event.wait(), self._poll)
 
     async def _notice(self, job: Job) -> None:
+        self.counts["noticed"] += 1
         try:
             await self._runner.notice(job)
         except Exception:
@@ -137,6 +139,7 @@ class Worker:
         self._queued_work.set()
 
     async def _run(self, job: Job) -> None:
+        self.counts["ran"] += 1
         await self._runner.run(job)
 
     async def _queue_messages(self, *, every: float = 5.0, at_most_every: float = 1.5) -> None:

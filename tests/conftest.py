@@ -153,6 +153,28 @@ def settings_for(slack: FakeSlack, openai: FakeOpenAI, database_url: str, **env:
     })
 
 
+async def start_easel(slack: FakeSlack, openai: FakeOpenAI, database_url: str,
+                      **env: str) -> tuple[Running, web.AppRunner]:
+    """Build Easel from settings pointing at the fakes; serve it on 127.0.0.1 and start its worker."""
+    settings = settings_for(slack, openai, database_url, **env)
+    easel = await easel_app.build(settings)
+    runner = web.AppRunner(easel_app.web_app(easel))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    easel.worker.start()
+    sender = SlackSender(url=url + easel_app.EVENTS_PATH, signing_secret=SIGNING_SECRET,
+                         team_id=slack.team_id, bot_user_id=slack.bot_user_id)
+    return Running(easel=easel, slack=slack, openai=openai, sender=sender, url=url), runner
+
+
+async def stop_easel(running: Running, runner: web.AppRunner) -> None:
+    await running.easel.worker.stop(grace=0.5)
+    await running.sender.close()
+    await runner.cleanup()
+    await running.easel.close()
+
+
 @pytest.fixture
 async def easel_factory(
     fake_slack: FakeSlack, fake_openai: FakeOpenAI, database_url: str
@@ -161,27 +183,12 @@ async def easel_factory(
     started: list[tuple[Running, web.AppRunner]] = []
 
     async def start(**env: str) -> Running:
-        settings = settings_for(fake_slack, fake_openai, database_url, **env)
-        easel = await easel_app.build(settings)
-        runner = web.AppRunner(easel_app.web_app(easel))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}"
-        easel.worker.start()
-        sender = SlackSender(url=url + easel_app.EVENTS_PATH, signing_secret=SIGNING_SECRET,
-                             team_id=fake_slack.team_id, bot_user_id=fake_slack.bot_user_id)
-        running = Running(easel=easel, slack=fake_slack, openai=fake_openai, sender=sender, url=url)
-        started.append((running, runner))
-        return running
+        started.append(await start_easel(fake_slack, fake_openai, database_url, **env))
+        return started[-1][0]
 
     yield start
     for running, runner in started:
-        await running.easel.worker.stop(grace=0.5)
-        await running.sender.close()
-        await runner.cleanup()
-        await running.easel.close()
+        await stop_easel(running, runner)
 
 
 @pytest.fixture
