@@ -59,6 +59,17 @@ class JobRunner:
         await self._say_queued(job, root_ts)
         await self._store.noticed(job.id, thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
 
+    async def notice_failed(self, job: Job) -> None:
+        """Slack failed us while showing the sign of work (after its retries). A generate job in an existing
+        thread still runs (the sign is only a courtesy); a text-only notice, or a command whose thread could
+        not be started, ends here, with a private word to the user where that is possible."""
+        if job.kind is JobKind.GENERATE and job.source != "command":
+            await self._store.noticed(job.id)
+            return
+        if job.response_url:
+            await self._slack.respond(job.response_url, messages.SLACK_POST_FAILED)
+        await self._store.finish(job.id, status=JobStatus.FAILED, error="slack: the first message failed")
+
     async def _say_queued(self, job: Job, thread_ts: str | None) -> None:
         """When every generation slot is taken, say so, with the request's place in the queue."""
         if "queue_ts" in job.progress:

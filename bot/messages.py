@@ -98,6 +98,7 @@ CHAIN_EXPIRED = f":recycle: {CHAIN_EXPIRED_NOTE}"
 NO_OUTPUT = ":thinking_face: The model finished without an image or an answer. Try rephrasing the request."
 INTERNAL = ":warning: Something went wrong on Easel's side and this request was not finished. Try again."
 SLACK_FAILED = ":warning: The image was made but Slack would not take it ({reason}). Try again in a moment."
+SLACK_POST_FAILED = ":warning: Slack would not let Easel start on this request. Try again in a moment."
 CANNOT_POST = ":warning: I can't post in this channel. Invite me with `/invite @Easel`, or try in a channel I'm in."
 
 

@@ -132,10 +132,8 @@ class Worker:
         try:
             await self._runner.notice(job)
         except Exception:
-            # Slack refused the sign of work: leave the job to run anyway rather than lose it.
             log.exception("job %s: showing a sign of work failed", job.id)
-            if job.source != "command":
-                await self._store.noticed(job.id)
+            await self._runner.notice_failed(job)
         self._queued_work.set()
 
     async def _run(self, job: Job) -> None:

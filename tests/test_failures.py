@@ -200,3 +200,30 @@ async def test_dropped_connections_after_retries_are_explained(easel_factory) ->
     [job] = await easel.jobs_settled(1, timeout=30)
     assert job.status == "failed" and job.error.startswith("unavailable")
     assert any("could not be reached" in t for t in await _thread_texts(easel, ts))
+
+
+async def test_a_notice_slack_will_not_take_ends_instead_of_hanging(easel: Running) -> None:
+    easel.slack.add_fault("chat.postMessage", status=500, retry_after=None, times=50)
+    await easel.sender.mention("a cat --quality ultra")  # a notice job: one message, no OpenAI
+    [job] = await easel.jobs_settled(1, timeout=30)
+    assert job.status == "failed"
+
+
+async def test_imagine_whose_root_message_fails_is_told_privately(easel: Running) -> None:
+    easel.slack.add_fault("chat.postMessage", status=500, retry_after=None, times=50)
+    result = await easel.sender.command("a lighthouse", response_url=easel.slack.response_url("r9"))
+    assert "On it" in result.body_text
+    [job] = await easel.jobs_settled(1, timeout=30)
+    assert job.status == "failed"
+    [call] = await easel.slack.wait_for("response_url")
+    assert "Slack would not let Easel start" in call.args["text"]
+    assert easel.openai.requests == []
+
+
+async def test_imagine_in_a_channel_easel_cannot_post_in_is_told_privately(easel: Running) -> None:
+    easel.slack.add_fault("chat.postMessage", status=200, error="channel_not_found")
+    await easel.sender.command("a lighthouse", response_url=easel.slack.response_url("r8"))
+    [job] = await easel.jobs_settled(1)
+    assert job.status == "failed"
+    [call] = await easel.slack.wait_for("response_url")
+    assert "/invite @Easel" in call.args["text"]
