@@ -11,12 +11,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import openai
+import aiohttp
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
-from bot.imaging import OpenAIImages
+from bot.imaging import OpenAIImages, PayloadSlots
 from bot.jobs import JobRunner
 from bot.publishing import SlackPublisher, retry_handlers
 from bot.service import Intake
@@ -59,15 +60,23 @@ def openai_client(settings: Settings) -> openai.AsyncOpenAI:
 
 async def build(settings: Settings) -> Easel:
     store = await open_store(settings.database_url)
+    # One connection pool for every Slack call (slack_sdk otherwise opens a new session per call).
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, sock_connect=10))
     web_client = AsyncWebClient(
-        token=settings.slack_bot_token, base_url=settings.slack_api_url, retry_handlers=retry_handlers()
+        token=settings.slack_bot_token,
+        base_url=settings.slack_api_url,
+        retry_handlers=retry_handlers(),
+        session=http,
     )
     client = openai_client(settings)
-    slack = SlackPublisher(web_client)
-    images = OpenAIImages(client, model=settings.openai_model, deadline=max(settings.openai_timeout * 2, 30.0))
+    slack = SlackPublisher(web_client, session=http)
+    slots = PayloadSlots(settings.max_images_in_memory)
+    images = OpenAIImages(client, model=settings.openai_model, slots=slots,
+                          deadline=max(settings.openai_timeout * 2, 30.0))
     worker = Worker(
         store=store,
-        runner=JobRunner(store=store, images=images, slack=slack, capacity=settings.max_concurrent_generations),
+        runner=JobRunner(store=store, images=images, slack=slack, capacity=settings.max_concurrent_generations,
+                         slots=slots),
         max_generations=settings.max_concurrent_generations,
         lease=settings.job_lease_seconds,
     )

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from bot import messages
-from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
+from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, PayloadSlots, Turn
 from bot.publishing import EXTENSIONS, CannotPost, DownloadError, SlackPublisher, SlackUnavailable, sniff
 from storage import Store
 from storage.models import Generation, Job, JobKind, JobStatus, KeptImage, Thread
@@ -26,11 +26,14 @@ def queue_position(job_id: int, *, running: int, waiting: list[Job], capacity: i
 
 
 class JobRunner:
-    def __init__(self, *, store: Store, images: OpenAIImages, slack: SlackPublisher, capacity: int):
+    def __init__(
+        self, *, store: Store, images: OpenAIImages, slack: SlackPublisher, capacity: int, slots: PayloadSlots
+    ):
         self._store = store
         self._images = images
         self._slack = slack
         self._capacity = capacity
+        self._slots = slots
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
@@ -184,11 +187,18 @@ class JobRunner:
                 )
                 notices.insert(0, messages.CHAIN_EXPIRED_NOTE)
                 outcome = await self._images.run(turn, on_started=started)
-            await self._keep(job, outcome, notices)
+            try:
+                await self._keep(job, outcome, notices)
+            except BaseException:
+                outcome.release()
+                raise
         else:
             notices = outcome_notices(job)
-        await self._publish(job, outcome, notices=notices, queued_ms=_ms(began - job.created_at),
-                            generation_ms=_ms(time.time() - began))
+        try:
+            await self._publish(job, outcome, notices=notices, queued_ms=_ms(began - job.created_at),
+                                generation_ms=_ms(time.time() - began))
+        finally:
+            outcome.release()
 
     async def _keep(self, job: Job, outcome: Outcome, notices: list[str]) -> None:
         """Hold the finished turn in the database, so a restart posts it without asking OpenAI again."""
@@ -212,12 +222,18 @@ class JobRunner:
         summary = job.progress.get("outcome")
         if not summary:
             return None
-        images = await self._store.kept_images(job.id)
+        release = await self._slots.take()
+        try:
+            images = await self._store.kept_images(job.id)
+        except BaseException:
+            release()
+            raise
         by_index = {k.idx: Image(k.call_id, k.data, k.revised_prompt, k.output_format) for k in images}
         posted = job.progress.get("files", {})
         missing = [i for i in range(summary["count"]) if i not in by_index and str(i) not in posted]
         if missing:  # cannot happen unless the database lost rows; ask OpenAI again rather than post a gap
             log.warning("job %s: kept images %s are missing; collecting the response again", job.id, missing)
+            release()
             return None
         log.info("job %s: posting the answer kept from before a restart", job.id)
         placeholder = Image("", b"", None, None)
@@ -228,6 +244,7 @@ class JobRunner:
             usage=summary["usage"],
             tool_usage=summary["tool_usage"],
             blocked=summary["blocked"],
+            release=release,
         )
 
     async def _publish(self, job: Job, outcome: Outcome, *, notices: list[str], queued_ms: int,

@@ -74,18 +74,18 @@ EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "im
 class SlackPublisher:
     """Posts into threads through the given `AsyncWebClient`."""
 
-    def __init__(self, client: AsyncWebClient, *, attempts: int = 2, backoff: float = 0.5):
+    def __init__(
+        self, client: AsyncWebClient, *, session: aiohttp.ClientSession, attempts: int = 2, backoff: float = 0.5
+    ):
         self.client = client
+        self._session = session  # shared with `client`; closed here
         self._attempts = attempts
         self._backoff = backoff
         api = urlsplit(client.base_url)
         self._allowed = {(api.scheme, api.netloc), ("https", SLACK_FILE_HOST)}
-        self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         try:
@@ -188,16 +188,11 @@ class SlackPublisher:
 
     async def _put_bytes(self, url: str, data: bytes) -> None:
         """Step 2 of an upload: the raw bytes, with no token (the URL itself is the credential)."""
-        async with self._http().post(url, data=data, headers={"Content-Type": "application/octet-stream"}) as r:
+        async with self._session.post(url, data=data, headers={"Content-Type": "application/octet-stream"}) as r:
             if r.status == 429 or r.status >= 500:
                 raise _Transient(f"upload answered HTTP {r.status}", None)
             if r.status != 200:
                 raise SlackApiError(f"upload answered HTTP {r.status}", {"ok": False, "error": f"http_{r.status}"})
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, sock_connect=10))
-        return self._session
 
     async def respond(self, response_url: str, text: str) -> None:
         """A private answer to a slash command, through its response_url (no token involved)."""
@@ -240,7 +235,7 @@ class SlackPublisher:
                 raise DownloadError("its address is not on Slack's file host, so Easel will not send its token there.")
             headers = {"Authorization": f"Bearer {self.client.token}"}
             try:
-                async with self._http().get(url, headers=headers, allow_redirects=False) as r:
+                async with self._session.get(url, headers=headers, allow_redirects=False) as r:
                     if r.status in (301, 302, 303, 307, 308) and "Location" in r.headers:
                         url = urljoin(url, r.headers["Location"])
                         continue
