@@ -8,12 +8,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import signal
+import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-import openai
 import aiohttp
+import openai
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
@@ -58,7 +63,9 @@ def openai_client(settings: Settings) -> openai.AsyncOpenAI:
     )
 
 
-async def build(settings: Settings) -> Easel:
+async def build(settings: Settings, *, wake: Callable[[], None] | None = None) -> Easel:
+    """Everything, in this process. `wake` tells a worker elsewhere about new jobs; by default it is the
+    worker built here (tests run it in-process; `serve` runs it in a child process instead)."""
     store = await open_store(settings.database_url)
     # One connection pool for every Slack call (slack_sdk otherwise opens a new session per call).
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, sock_connect=10))
@@ -88,15 +95,16 @@ async def build(settings: Settings) -> Easel:
         process_before_response=True,
         logger=logging.getLogger("slack_bolt"),
     )
-    intake = Intake(store=store, wake=worker.wake, max_pending_per_user=settings.max_queued_per_user)
+    intake = Intake(store=store, wake=wake or worker.wake, max_pending_per_user=settings.max_queued_per_user)
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(),
                                                        table=settings.model_table()))
     return Easel(settings=settings, store=store, bolt=bolt, worker=worker, slack=slack, openai_client=client)
 
 
-def web_app(easel: Easel, *, events: bool = True) -> web.Application:
+def web_app(easel: Easel, *, events: bool = True, worker: WorkerProcess | None = None) -> web.Application:
     """The HTTP side: Slack's requests (HTTP mode) and the readiness check."""
     app = easel.bolt.web_app(path=EVENTS_PATH) if events else web.Application()
+    app.middlewares.append(_malformed_requests(easel.settings))
 
     async def healthz(_: web.Request) -> web.Response:
         mode = "socket" if easel.settings.socket_mode else "http"
@@ -106,6 +114,8 @@ def web_app(easel: Easel, *, events: bool = True) -> web.Application:
             return web.json_response({"ok": False, "mode": mode, "error": type(e).__name__}, status=503)
         if easel.socket_connected is not None and not await easel.socket_connected():
             return web.json_response({"ok": False, "mode": mode, "error": "socket not connected"}, status=503)
+        if worker is not None and not worker.alive:
+            return web.json_response({"ok": False, "mode": mode, "error": "worker not running"}, status=503)
         return web.json_response({"ok": True, "mode": mode})
 
     app.router.add_get(HEALTH_PATH, healthz)
@@ -113,19 +123,22 @@ def web_app(easel: Easel, *, events: bool = True) -> web.Application:
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event, host: str = "0.0.0.0") -> None:
-    """Run until `stop` is set, then stop gracefully."""
-    easel = await build(settings)
-    if easel.store.dialect == "sqlite":
-        released = await easel.store.release_all()  # one process per SQLite file: leftovers are ours
-        if released:
-            log.info("picked up %d unfinished job(s) from the last run", released)
-    runner = web.AppRunner(web_app(easel, events=not settings.socket_mode), access_log=None)
+    """`python -m bot`: this process answers Slack; a child process (`python -m bot worker`) runs the jobs.
+
+    Acknowledging Slack within its three seconds must never wait behind image work: decoding, uploading and
+    database bookkeeping for hundreds of images would otherwise share one event loop (and one core) with the
+    listeners. The two processes share only the database; new jobs are signalled to the worker through its
+    standard input, and the worker also polls, so nothing depends on that signal arriving.
+    """
+    worker = WorkerProcess(settings)
+    easel = await build(settings, wake=worker.wake)
+    runner = web.AppRunner(web_app(easel, events=not settings.socket_mode, worker=worker), access_log=None)
     await runner.setup()
     socket_handler = None
     connecting: asyncio.Task[None] | None = None
     try:
+        await worker.start()
         await web.TCPSite(runner, host, settings.port).start()
-        easel.worker.start()  # leftover jobs run even while the socket is still connecting
         if settings.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -137,12 +150,125 @@ async def serve(settings: Settings, *, stop: asyncio.Event, host: str = "0.0.0.0
         else:
             log.info("Easel is up: Slack requests at :%d%s", settings.port, EVENTS_PATH)
         await stop.wait()
-        log.info("stopping: no new work; running jobs get %.0f s", settings.shutdown_grace_seconds)
+        log.info("stopping: the worker gets %.0f s for running jobs", settings.shutdown_grace_seconds)
+        await worker.stop()  # requests that arrive meanwhile are still stored, for the next start
         if socket_handler is not None:
             await socket_handler.close_async()
         if connecting is not None and not connecting.done():
             connecting.cancel()
-        await easel.worker.stop(settings.shutdown_grace_seconds)
     finally:
+        await worker.kill()
         await runner.cleanup()
         await easel.close()
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool = False) -> None:
+    """`python -m bot worker`: run jobs until `stop` is set, then stop gracefully. With `wakeups`, standard
+    input is the parent's pipe: each byte says "new job", and its end means the parent is gone."""
+    easel = await build(settings)
+    follower = asyncio.create_task(_follow_wakeups(easel.worker.wake, stop)) if wakeups else None
+    try:
+        if easel.store.dialect == "sqlite":
+            released = await easel.store.release_all()  # one worker per SQLite file: leftovers are ours
+            if released:
+                log.info("picked up %d unfinished job(s) from the last run", released)
+        easel.worker.start()
+        log.info("worker %s is running", easel.worker.worker_id)
+        await stop.wait()
+        log.info("worker stopping: running jobs get %.0f s", settings.shutdown_grace_seconds)
+        await easel.worker.stop(settings.shutdown_grace_seconds)
+    finally:
+        if follower is not None:
+            follower.cancel()
+        await easel.close()
+
+
+async def _follow_wakeups(wake: Callable[[], None], stop: asyncio.Event) -> None:
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.read(4096):
+        wake()
+    log.warning("the parent process is gone; stopping")
+    stop.set()
+
+
+def _malformed_requests(settings: Settings) -> Any:
+    """Bolt builds its request object before checking the signature, and a payload of the wrong shape (say
+    `"channel": false`) makes that raise, which aiohttp would answer with a 500. Answer 401 when the request
+    is not from Slack and 400 when it is but cannot be read; never a 5xx."""
+    verifier = SignatureVerifier(settings.slack_signing_secret or "")
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as e:  # noqa: BLE001 - the point is that nothing escapes as a 500
+            body = await request.read()
+            signed = verifier.is_valid(
+                body=body,
+                timestamp=request.headers.get("X-Slack-Request-Timestamp", ""),
+                signature=request.headers.get("X-Slack-Signature", ""),
+            )
+            log.warning("unreadable %s request to %s: %s", "signed" if signed else "unsigned", request.path,
+                        type(e).__name__)
+            return web.json_response({"error": "malformed request" if signed else "invalid request"},
+                                     status=400 if signed else 401)
+
+    return middleware
+
+
+class WorkerProcess:
+    """The child process that runs jobs: started, woken, restarted if it dies, stopped with SIGTERM."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._proc: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self) -> None:
+        env = {**os.environ, "EASEL_PARENT_PID": str(os.getpid())}
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "worker", stdin=asyncio.subprocess.PIPE, env=env
+        )
+        self._watch = asyncio.create_task(self._watch_exit(self._proc), name="easel-worker-watch")
+
+    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        if self._stopping:
+            return
+        log.error("the worker process exited (code %s); starting a new one", code)
+        await asyncio.sleep(1.0)
+        if not self._stopping:
+            await self.start()
+
+    def wake(self) -> None:
+        """Best effort (the worker polls too): one byte down the pipe."""
+        if self.alive and self._proc is not None and self._proc.stdin is not None:
+            transport = self._proc.stdin.transport
+            if not transport.is_closing() and transport.get_write_buffer_size() < 4096:
+                self._proc.stdin.write(b"w")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.alive and self._proc is not None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._proc.wait(), self._settings.shutdown_grace_seconds + 15)
+            except TimeoutError:
+                log.error("the worker did not stop in time; killing it")
+
+    async def kill(self) -> None:
+        self._stopping = True
+        if self.alive and self._proc is not None:
+            self._proc.kill()
+            await self._proc.wait()
+        if self._watch is not None:
+            self._watch.cancel()

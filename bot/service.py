@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot import messages
-from storage import DuplicateJob, Store
+from storage import DuplicateJob, Store, TooManyPending
 from storage.models import JobKind, NewJob, Thread
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,19 @@ class Intake:
         self, job: NewJob, *, start_thread: bool = False, thread_options: dict[str, Any] | None = None
     ) -> Submitted:
         outcome = Submitted.ACCEPTED
-        if job.kind is JobKind.GENERATE:
-            pending = await self._store.pending_for_user(team_id=job.team_id, user_id=job.user_id)
-            if pending >= self.cap:
+        try:
+            try:
+                job_id = await self._store.enqueue(job, start_thread=start_thread, thread_options=thread_options,
+                                                   max_pending=self.cap)
+            except TooManyPending:
                 if job.source == "command":
                     return Submitted.TOO_MANY
+                outcome = Submitted.TOO_MANY
                 job = dataclasses.replace(job, kind=JobKind.NOTICE, text=messages.too_many_pending(self.cap))
-                start_thread, thread_options, outcome = False, None, Submitted.TOO_MANY
-        try:
-            stored = await self._store.enqueue(job, start_thread=start_thread, thread_options=thread_options)
+                job_id = await self._store.enqueue(job)
         except DuplicateJob:
             log.info("duplicate delivery ignored: %s", job.dedupe_key)
             return Submitted.DUPLICATE
-        log.info("job %s accepted: %s %s from %s", stored.id, job.kind.value, job.source, job.user_id)
+        log.info("job %s accepted: %s %s from %s", job_id, job.kind.value, job.source, job.user_id)
         self._wake()
         return outcome

@@ -76,6 +76,7 @@ async def events(
     skipping: str | None = None  # type of the large event being skipped
     head_seq: int | None = None
     tail = b""
+    searched = 0  # bytes at the start of buf known to hold no event end (so a large event is scanned once)
     admitted = False
     async for chunk in chunks:
         if b"\r" in chunk:
@@ -92,8 +93,9 @@ async def events(
             skipping, chunk = None, window[end + 2:]
         buf += chunk
         while True:
-            end = buf.find(b"\n\n")
+            end = buf.find(b"\n\n", searched)
             if end >= 0:
+                searched = 0
                 if end > small and (kind := _head_type(bytes(buf[:1024]))) not in wanted:
                     seq = _last_seq(bytes(buf[max(0, end - 256):end]))
                     yield Event(kind, seq if seq is not None else _last_seq(bytes(buf[:1024])), None)
@@ -105,12 +107,14 @@ async def events(
                 if event is not None:
                     yield event
                 continue
+            searched = max(0, len(buf) - 1)
             if len(buf) > small:
                 head = bytes(buf[:1024])
                 kind = _head_type(head)
                 if kind not in wanted:
                     skipping, head_seq, tail = kind, _last_seq(head), bytes(buf[-256:])
                     buf.clear()
+                    searched = 0
                 elif not admitted:
                     await admit()  # nothing more is read from the socket until there is room
                     admitted = True

@@ -41,6 +41,17 @@ class Routed:
     thread_options: dict[str, Any] | None = None
 
 
+def _without_nul(value: Any) -> Any:
+    """Slack text can carry NUL characters; PostgreSQL text cannot store them, so they never get that far."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -123,7 +134,10 @@ def route_event(
 ) -> Routed | None:
     """Decide what a message or app_mention event asks of Easel. `thread` is Easel's record of the thread the
     message was posted in (None when it is not a reply, or the thread is not Easel's)."""
+    event = _without_nul(event)
     channel, ts, user = event["channel"], event["ts"], event["user"]
+    if not (channel and ts and user):
+        return None
     in_thread = thread_of(event)
     if thread is not None:
         source = "reply"
@@ -182,6 +196,7 @@ def _job_options(resolved: options.Resolved, *, fresh: bool) -> dict[str, Any]:
 
 def route_command(command: dict[str, Any], *, ctx: Context) -> Routed | str:
     """`/imagine ...`: a job, or the text to answer privately (help, or what is wrong with the flags)."""
+    command = _without_nul(command)
     text = clean_text(command.get("text"), None)
     if text.lower() in ("", "help", "-h", "--help"):
         return messages.help_text(models=ctx.table.available(), default_model=ctx.defaults.model)

@@ -47,6 +47,10 @@ class DuplicateJob(Exception):
     """This Slack message or command was accepted before."""
 
 
+class TooManyPending(Exception):
+    """The user already has as many requests waiting or running as allowed."""
+
+
 def _job(row: Any) -> models.Job:
     m = row._mapping
     return models.Job(
@@ -82,6 +86,7 @@ class Store:
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._prepare()
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -99,49 +104,88 @@ class Store:
 
     @_uncancellable
     async def enqueue(
-        self, new: models.NewJob, *, start_thread: bool = False, thread_options: dict[str, Any] | None = None
-    ) -> models.Job:
-        """Store a request as a job (status `new`). Raises DuplicateJob if its dedupe key was seen before.
+        self,
+        new: models.NewJob,
+        *,
+        start_thread: bool = False,
+        thread_options: dict[str, Any] | None = None,
+        max_pending: int | None = None,
+    ) -> int:
+        """Store a request as a job (status `new`) and return its id, in one short transaction: this runs
+        before Slack is acknowledged. Raises DuplicateJob if the dedupe key was seen before, TooManyPending if
+        the user already has `max_pending` generate jobs waiting or running.
 
-        `start_thread` also records the thread as Easel's, in the same transaction, so a reply that arrives a
-        moment later is recognised. `thread_options` become the thread's sticky image options.
+        `start_thread` also records the thread as Easel's, so a reply that arrives a moment later is
+        recognised. `thread_options` become the thread's sticky image options.
         """
         now = time.time()
-        values = {
-            "dedupe_key": new.dedupe_key,
-            "kind": new.kind.value,
-            "source": new.source,
-            "team_id": new.team_id,
-            "channel_id": new.channel_id,
-            "user_id": new.user_id,
-            "message_ts": new.message_ts,
-            "thread_ts": new.thread_ts,
-            "thread_key": new.thread_key,
-            "text": new.text,
-            "options": new.options,
-            "files": new.files,
-            "force_image": new.force_image,
-            "response_url": new.response_url,
-            "status": "new",
-            "attempts": 0,
-            "noticed": False,
-            "progress": {},
-            "created_at": now,
-        }
-        stmt = self._insert(jobs).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
         async with self.engine.begin() as conn:
-            row = (await conn.execute(stmt.returning(*jobs.c))).first()
-            if row is None:
+            if max_pending is not None and new.kind is models.JobKind.GENERATE:
+                pending = (await conn.execute(
+                    self._pending_stmt, {"team": new.team_id, "user": new.user_id}
+                )).scalar_one()
+                if pending >= max_pending:
+                    raise TooManyPending(pending)
+            job_id = (await conn.execute(self._enqueue_stmt, {
+                "dedupe_key": new.dedupe_key,
+                "kind": new.kind.value,
+                "source": new.source,
+                "team_id": new.team_id,
+                "channel_id": new.channel_id,
+                "user_id": new.user_id,
+                "message_ts": new.message_ts,
+                "thread_ts": new.thread_ts,
+                "thread_key": new.thread_key,
+                "text": new.text,
+                "response_url": new.response_url,
+                "options": new.options,
+                "files": new.files,
+                "force_image": new.force_image,
+                "created_at": now,
+            })).scalar()
+            if job_id is None:
                 raise DuplicateJob(new.dedupe_key)
-            if start_thread and new.thread_ts is not None:
-                await self._ensure_thread(conn, new.team_id, new.channel_id, new.thread_ts, new.user_id, now)
-            if thread_options is not None and new.thread_ts is not None:
+            if new.thread_ts is not None and start_thread:
+                await conn.execute(self._thread_stmt, {
+                    "team_id": new.team_id, "channel_id": new.channel_id, "thread_ts": new.thread_ts,
+                    "started_by": new.user_id, "options": thread_options or {}, "now": now,
+                    "replace": thread_options is not None,
+                })
+            elif new.thread_ts is not None and thread_options is not None:
                 await conn.execute(
                     sa.update(threads)
                     .where(*self._thread_is(new.team_id, new.channel_id, new.thread_ts))
                     .values(options=thread_options)
                 )
-        return _job(row)
+        return int(job_id)
+
+    def _prepare(self) -> None:
+        """Statements on the hot path, built once (SQLAlchemy then reuses their compiled form)."""
+        insert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
+        new_job = {c: sa.bindparam(c, type_=jobs.c[c].type) for c in (
+            "dedupe_key", "kind", "source", "team_id", "channel_id", "user_id", "message_ts", "thread_ts",
+            "thread_key", "text", "response_url", "options", "files", "force_image", "created_at")}
+        self._enqueue_stmt = (
+            insert(jobs)
+            .values(**new_job, status="new", attempts=0, noticed=False, progress=sa.literal({}, jobs.c.progress.type))
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(jobs.c.id)
+        )
+        row = {c: sa.bindparam(c, type_=threads.c[c].type) for c in ("team_id", "channel_id", "thread_ts",
+                                                                     "started_by", "options")}
+        now = sa.bindparam("now", type_=sa.Float)
+        stmt = insert(threads).values(**row, created_at=now, updated_at=now)
+        self._thread_stmt = stmt.on_conflict_do_update(
+            index_elements=["team_id", "channel_id", "thread_ts"],
+            set_={"options": sa.case((sa.bindparam("replace", type_=sa.Boolean), stmt.excluded.options),
+                                     else_=threads.c.options)},
+        )
+        self._pending_stmt = sa.select(sa.func.count()).where(
+            jobs.c.team_id == sa.bindparam("team"),
+            jobs.c.user_id == sa.bindparam("user"),
+            jobs.c.kind == models.JobKind.GENERATE.value,
+            jobs.c.status.in_(_ACTIVE),
+        )
 
     @staticmethod
     def _thread_is(team_id: str, channel_id: str, thread_ts: str) -> tuple[Any, ...]:

@@ -122,3 +122,11 @@ async def test_python_m_bot_serves_http_and_stops_cleanly_on_sigterm(fake_slack,
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_payload_bolt_cannot_read_is_400_when_signed_and_401_when_not(easel: Running) -> None:
+    body = json.dumps(easel.sender.envelope({"type": "message", "channel": False})).encode()
+    signed = {**easel.sender.sign(body, int(time.time())), "Content-Type": "application/json"}
+    assert (await easel.sender.raw(body, signed)).status == 400
+    assert (await easel.sender.raw(body, {"Content-Type": "application/json"})).status == 401
+    assert await easel.store.jobs() == []

@@ -46,9 +46,14 @@ def new_job(
     )
 
 
+async def enqueue(store: Store, new: NewJob, **kw: Any) -> Job:
+    """Store.enqueue returns the new id; these tests look at the whole row."""
+    return await store.job(await store.enqueue(new, **kw))
+
+
 async def queued(store: Store, new: NewJob) -> Job:
     """Enqueue a job and take it through the noticer, so the runner may claim it."""
-    job = await store.enqueue(new)
+    job = await enqueue(store, new)
     taken = await store.claim_new(worker_id="noticer", lease=60)
     assert taken is not None and taken.id == job.id
     await store.noticed(job.id)
@@ -67,7 +72,7 @@ async def lease_until(store: Store, job_id: int) -> float | None:
 async def test_enqueue_returns_a_new_job(store: Store) -> None:
     new = new_job(options={"tool": {"model": "gpt-image-2"}}, files=[{"id": "F1", "url": "https://f"}],
                   force_image=True, response_url="https://hooks.example/x")
-    job = await store.enqueue(new)
+    job = await enqueue(store, new)
     assert job.id > 0
     assert job.status == "new"
     assert job.kind is JobKind.GENERATE
@@ -87,15 +92,15 @@ async def test_enqueue_returns_a_new_job(store: Store) -> None:
 
 
 async def test_same_dedupe_key_twice_is_a_duplicate(store: Store) -> None:
-    first = await store.enqueue(new_job(key="msg:T:C:1.0"))
+    first = await enqueue(store, new_job(key="msg:T:C:1.0"))
     with pytest.raises(DuplicateJob):
-        await store.enqueue(new_job(key="msg:T:C:1.0", kind=JobKind.NOTICE))
+        await enqueue(store, new_job(key="msg:T:C:1.0", kind=JobKind.NOTICE))
     assert [j.id for j in await store.jobs()] == [first.id]
 
 
 async def test_start_thread_creates_the_thread_with_its_options(store: Store) -> None:
     assert await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="5.0") is None
-    await store.enqueue(new_job(thread_ts="5.0"), start_thread=True,
+    await enqueue(store, new_job(thread_ts="5.0"), start_thread=True,
                         thread_options={"model": "gpt-image-1.5"})
     thread = await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="5.0")
     assert thread is not None
@@ -109,18 +114,18 @@ async def test_start_thread_creates_the_thread_with_its_options(store: Store) ->
 
 
 async def test_enqueue_without_start_thread_creates_no_thread(store: Store) -> None:
-    await store.enqueue(new_job(thread_ts="6.0"), thread_options={"quality": "low"})
+    await enqueue(store, new_job(thread_ts="6.0"), thread_options={"quality": "low"})
     assert await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="6.0") is None
 
 
 async def test_reply_updates_the_threads_sticky_options(store: Store) -> None:
     sticky = {"model": "gpt-image-1.5"}
-    await store.enqueue(new_job(thread_ts="7.0"), start_thread=True, thread_options=sticky)
-    await store.enqueue(new_job(thread_ts="7.0"), thread_options={**sticky, "quality": "high"})
+    await enqueue(store, new_job(thread_ts="7.0"), start_thread=True, thread_options=sticky)
+    await enqueue(store, new_job(thread_ts="7.0"), thread_options={**sticky, "quality": "high"})
     thread = await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="7.0")
     assert thread is not None and thread.options == {"model": "gpt-image-1.5", "quality": "high"}
     # a second start_thread does not replace who started it
-    await store.enqueue(new_job(thread_ts="7.0", user="U0002"), start_thread=True)
+    await enqueue(store, new_job(thread_ts="7.0", user="U0002"), start_thread=True)
     thread = await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="7.0")
     assert thread is not None and thread.started_by == USER
 
@@ -129,7 +134,7 @@ async def test_reply_updates_the_threads_sticky_options(store: Store) -> None:
 
 
 async def test_claim_new_marks_noticing_and_claim_skips_new_and_noticing(store: Store) -> None:
-    job = await store.enqueue(new_job())
+    job = await enqueue(store, new_job())
     assert await store.claim(worker_id="w", lease=60) is None  # new
     taken = await store.claim_new(worker_id="n1", lease=60)
     assert taken is not None and taken.id == job.id
@@ -148,7 +153,7 @@ async def test_claim_new_marks_noticing_and_claim_skips_new_and_noticing(store: 
 
 
 async def test_claim_new_takes_in_id_order(store: Store) -> None:
-    ids = [(await store.enqueue(new_job(thread_ts=f"{i}.5"))).id for i in range(3)]
+    ids = [(await enqueue(store, new_job(thread_ts=f"{i}.5"))).id for i in range(3)]
     got = [(await store.claim_new(worker_id="n", lease=60)).id for _ in ids]
     assert got == ids
     assert await store.claim_new(worker_id="n", lease=60) is None
@@ -167,9 +172,9 @@ async def test_claim_takes_jobs_in_id_order(store: Store) -> None:
 
 @pytest.mark.parametrize("first_state", ["new", "noticing", "running"])
 async def test_second_job_in_a_thread_waits_for_the_first(store: Store, first_state: str) -> None:
-    first = await store.enqueue(new_job(thread_ts="8.0"))
+    first = await enqueue(store, new_job(thread_ts="8.0"))
     assert (await store.claim_new(worker_id="n1", lease=60)).id == first.id
-    second = await store.enqueue(new_job(thread_ts="8.0"))
+    second = await enqueue(store, new_job(thread_ts="8.0"))
     assert (await store.claim_new(worker_id="n2", lease=60)).id == second.id
     await store.noticed(second.id)
     if first_state == "new":
@@ -235,7 +240,7 @@ async def test_notice_jobs_never_come_out_of_claim_and_do_not_block(store: Store
 
 
 async def test_noticed_gives_a_command_job_its_thread(store: Store) -> None:
-    job = await store.enqueue(new_job(thread_ts=None, key="cmd:T0001:trigger-1"))
+    job = await enqueue(store, new_job(thread_ts=None, key="cmd:T0001:trigger-1"))
     assert job.thread_ts is None
     assert job.thread_key == "new:cmd:T0001:trigger-1"
     assert (await store.claim_new(worker_id="n", lease=60)).id == job.id
@@ -283,7 +288,7 @@ async def test_zero_lease_expires(store: Store) -> None:
 
 
 async def test_expired_noticing_lease_is_taken_by_another_noticer(store: Store) -> None:
-    job = await store.enqueue(new_job())
+    job = await enqueue(store, new_job())
     assert (await store.claim_new(worker_id="dead", lease=-1.0)).id == job.id
     again = await store.claim_new(worker_id="alive", lease=60)
     assert again is not None and again.id == job.id and again.status == "noticing"
@@ -298,7 +303,7 @@ async def test_a_live_lease_is_not_taken(store: Store) -> None:
 async def test_renew_extends_only_the_callers_leases(store: Store) -> None:
     mine = await queued(store, new_job(thread_ts="30.0"))
     theirs = await queued(store, new_job(thread_ts="31.0"))
-    noticing = await store.enqueue(new_job(thread_ts="32.0"))
+    noticing = await enqueue(store, new_job(thread_ts="32.0"))
     assert (await store.claim(worker_id="me", lease=60)).id == mine.id
     assert (await store.claim(worker_id="them", lease=60)).id == theirs.id
     assert (await store.claim_new(worker_id="me", lease=60)).id == noticing.id
@@ -329,12 +334,12 @@ async def test_renew_does_not_touch_finished_jobs(store: Store) -> None:
 async def test_release_all_returns_leased_jobs(store: Store) -> None:
     running = await queued(store, new_job(thread_ts="40.0"))
     assert (await store.claim(worker_id="w", lease=60)).id == running.id
-    noticing = await store.enqueue(new_job(thread_ts="41.0"))
+    noticing = await enqueue(store, new_job(thread_ts="41.0"))
     assert (await store.claim_new(worker_id="n", lease=60)).id == noticing.id
     done = await queued(store, new_job(thread_ts="42.0"))
     assert (await store.claim(worker_id="w", lease=60)).id == done.id
     await store.finish(done.id, status=JobStatus.DONE)
-    untouched = await store.enqueue(new_job(thread_ts="43.0"))
+    untouched = await enqueue(store, new_job(thread_ts="43.0"))
     assert await store.release_all() == 2
     assert (await store.job(running.id)).status == "queued"
     assert (await store.job(noticing.id)).status == "new"
@@ -352,7 +357,7 @@ async def test_release_gives_back_only_the_workers_job(store: Store) -> None:
     await store.release(job.id, worker_id="w")
     assert (await store.job(job.id)).status == "queued"
     assert await lease_until(store, job.id) is None
-    noticing = await store.enqueue(new_job(thread_ts="51.0"))
+    noticing = await enqueue(store, new_job(thread_ts="51.0"))
     assert (await store.claim_new(worker_id="n", lease=60)).id == noticing.id
     await store.release(noticing.id, worker_id="n")
     assert (await store.job(noticing.id)).status == "new"
@@ -386,7 +391,7 @@ async def test_finish_records_status_and_error(store: Store) -> None:
 
 
 async def test_advance_thread(store: Store) -> None:
-    await store.enqueue(new_job(thread_ts="60.0"), start_thread=True)
+    await enqueue(store, new_job(thread_ts="60.0"), start_thread=True)
     key = {"team_id": TEAM, "channel_id": CHANNEL, "thread_ts": "60.0"}
     await store.advance_thread(**key, response_id="resp_1", image_file_id="F1")
     thread = await store.thread(**key)
@@ -439,12 +444,12 @@ async def test_pending_for_user_counts_only_active_generate_jobs(store: Store) -
     await store.release(q.id, worker_id="w")  # back to queued
     await store.finish(d.id, status=JobStatus.DONE)
     await store.finish(f.id, status=JobStatus.FAILED)
-    await store.enqueue(new_job(thread_ts="80.0"))
-    await store.enqueue(new_job(thread_ts="81.0"))
+    await enqueue(store, new_job(thread_ts="80.0"))
+    await enqueue(store, new_job(thread_ts="81.0"))
     assert await store.claim_new(worker_id="n", lease=60) is not None  # one new, one noticing
-    await store.enqueue(new_job(thread_ts="86.0", kind=JobKind.NOTICE))
-    await store.enqueue(new_job(thread_ts="87.0", user="U0002"))
-    await store.enqueue(new_job(thread_ts="88.0", team="T0002"))
+    await enqueue(store, new_job(thread_ts="86.0", kind=JobKind.NOTICE))
+    await enqueue(store, new_job(thread_ts="87.0", user="U0002"))
+    await enqueue(store, new_job(thread_ts="88.0", team="T0002"))
     assert await store.pending_for_user(team_id=TEAM, user_id=USER) == 4  # new, noticing, queued, running
     assert await store.pending_for_user(team_id=TEAM, user_id="U0002") == 1
     assert await store.pending_for_user(team_id="T0002", user_id=USER) == 1
@@ -454,9 +459,9 @@ async def test_pending_for_user_counts_only_active_generate_jobs(store: Store) -
 async def test_waiting_ahead(store: Store) -> None:
     a = await queued(store, new_job(thread_ts="90.0"))
     b = await queued(store, new_job(thread_ts="91.0"))
-    await store.enqueue(new_job(thread_ts="92.0", kind=JobKind.NOTICE))
-    c = await store.enqueue(new_job(thread_ts="93.0"))
-    d = await store.enqueue(new_job(thread_ts="94.0"))
+    await enqueue(store, new_job(thread_ts="92.0", kind=JobKind.NOTICE))
+    c = await enqueue(store, new_job(thread_ts="93.0"))
+    d = await enqueue(store, new_job(thread_ts="94.0"))
     assert await store.waiting_ahead(a) == 0
     assert await store.waiting_ahead(b) == 1
     assert await store.waiting_ahead(c) == 2  # the notice does not count
@@ -479,7 +484,7 @@ async def test_ping(store: Store) -> None:
 async def test_opening_twice_is_idempotent_and_keeps_data(database_url: str) -> None:
     first = await open_store(database_url)
     try:
-        job = await first.enqueue(new_job(thread_ts="100.0"), start_thread=True)
+        job = await enqueue(first, new_job(thread_ts="100.0"), start_thread=True)
     finally:
         await first.close()
     second = await open_store(database_url)
@@ -487,7 +492,7 @@ async def test_opening_twice_is_idempotent_and_keeps_data(database_url: str) -> 
         assert [j.id for j in await second.jobs()] == [job.id]
         assert await second.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="100.0") is not None
         with pytest.raises(DuplicateJob):
-            await second.enqueue(new_job(key=job.dedupe_key))
+            await enqueue(second, new_job(key=job.dedupe_key))
     finally:
         await second.close()
 

@@ -1,0 +1,1298 @@
+"""Load benchmark: the real `python -m bot` (HTTP mode, a subprocess) against FakeSlack and FakeOpenAI
+(in this process), measured from the outside.
+
+    .venv/bin/python -m bench.run [--burst 200] [--replies 50] [--latency 5] [--image-mb 1.5]
+                                  [--database sqlite|postgresql] [--low 5] [--profile]
+
+Run it from the repository root. Phases:
+
+1. low load: `--low` mentions one after another, each waiting for its image;
+2. burst: `--burst` mentions, each in its own channel from its own user, sent concurrently and spread
+   evenly over one second; once their images are in, one threaded reply in each of `--replies` of those
+   threads (also sent within one second), waiting for all of those images too.
+
+Every request carries a unique tag in its prompt (`benchtag-<key>`); the fake echoes the prompt into the
+revised prompt, which the app puts in the image's `initial_comment`, so each image is matched to its request.
+
+Where the times come from (all `time.monotonic()` in this process):
+- sent/acked: around the signed POST to /slack/events (body read included);
+- first visible sign: when FakeSlack handles the first `reactions.add` on the message (or a
+  `chat.postMessage` in the thread rooted at it, or the image itself, whichever is first);
+- generation start/finish: when FakeOpenAI's generation task for the response starts and ends (it sleeps
+  `--latency` seconds per image); the request is matched by the tag in its input text;
+- posted: when FakeSlack handles the `files.completeUploadExternal` that shares the image.
+Since the fakes run in this process, a busy bench event loop delays those stamps: the loop's lag is sampled
+every 50 ms and reported next to the figures, as is the bench's own CPU.
+
+The floor (same run, in a separate thread of this process with its own event loop, before the app starts):
+base64-decode the image, then `files.getUploadURLExternal` + POST the bytes to the upload URL +
+`files.completeUploadExternal` with a plain slack_sdk AsyncWebClient / aiohttp session against FakeSlack.
+Its wall time is the median of 10 tries; its CPU is `time.thread_time()` of that client thread only, so the
+fake's server-side work (on the main thread) is not counted (`process_time`, which includes it, is
+reported too).
+
+Results: a table on stdout, and the same as JSON in `bench/results/<timestamp>-<database>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from tests.fakes.openai_api import FakeOpenAI, FakeResponse, Recorded, encode_png, user_text
+from tests.fakes.slack_api import FakeSlack, next_ts
+from tests.fakes.slack_requests import SlackSender
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SIGNING_SECRET = "bench-signing-secret-0123456789"
+API_KEY = "sk-bench-0123456789abcdef"
+PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TAG = re.compile(r"benchtag-([A-Za-z0-9]+)")
+FLOOR_CHANNEL = "CFLOOR0000"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+now = time.monotonic
+
+
+def tag_of(text: Any) -> str | None:
+    found = TAG.search(text) if isinstance(text, str) else None
+    return found.group(1) if found else None
+
+
+# --------------------------------------------------------------------------- the image
+
+
+def noise_image(mb: float, width: int = 1024) -> tuple[bytes, int, int]:
+    """An incompressible PNG of about `mb` MiB: `width` columns of random pixels, as many rows as it takes."""
+    rows = max(1, round(mb * 1024 * 1024 / (width * 3 + 1)))
+    raw = b"".join(b"\x00" + os.urandom(width * 3) for _ in range(rows))
+    return encode_png(width, rows, raw, level=0), width, rows
+
+
+# --------------------------------------------------------------------------- timed fakes
+
+
+class TimedSlack(FakeSlack):
+    """FakeSlack that stamps (monotonic) the calls the benchmark cares about, when it handles them."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.reacted: dict[tuple[str, str], float] = {}  # (channel, message ts) -> first reactions.add
+        self.posted_in: dict[tuple[str, str], float] = {}  # (channel, thread_ts) -> first chat.postMessage
+        self.shares: list[dict[str, Any]] = []  # one per shared file: t, channel, thread_ts, tag, file_id
+        self.shared_tags: collections.Counter[str] = collections.Counter()
+        self.tickets: dict[str, float] = {}  # file_id -> files.getUploadURLExternal handled
+        self.bytes_started: dict[str, float] = {}  # file_id -> upload POST arrived (before its body was read)
+        self.bytes_done: dict[str, float] = {}  # file_id -> upload POST handled
+        self.last_activity = now()
+
+    def _reactions_add(self, args: dict[str, Any]) -> web.Response:
+        t = self.last_activity = now()
+        self.reacted.setdefault((str(args.get("channel")), str(args.get("timestamp"))), t)
+        return super()._reactions_add(args)
+
+    def _chat_post_message(self, args: dict[str, Any]) -> web.Response:
+        t = self.last_activity = now()
+        if args.get("thread_ts"):
+            self.posted_in.setdefault((str(args.get("channel")), str(args["thread_ts"])), t)
+        return super()._chat_post_message(args)
+
+    def _files_get_upload_url(self, args: dict[str, Any]) -> web.Response:
+        t = self.last_activity = now()
+        before = set(self._pending_uploads)
+        response = super()._files_get_upload_url(args)
+        for file_id in set(self._pending_uploads) - before:
+            self.tickets[file_id] = t
+        return response
+
+    async def _handle_upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        self.bytes_started.setdefault(file_id, now())
+        response = await super()._handle_upload(request)
+        self.bytes_done[file_id] = self.last_activity = now()
+        return response
+
+    def _files_complete_upload(self, args: dict[str, Any]) -> web.Response:
+        t = self.last_activity = now()
+        before = len(self.shared_files)
+        response = super()._files_complete_upload(args)
+        for shared in self.shared_files[before:]:
+            tag = tag_of(shared.get("initial_comment"))
+            self.shares.append(
+                {
+                    "t": t,
+                    "channel": shared["channel_id"],
+                    "thread_ts": shared["thread_ts"],
+                    "tag": tag,
+                    "file_id": shared["file_id"],
+                }
+            )
+            if tag:
+                self.shared_tags[tag] += 1
+        return response
+
+
+class TimedOpenAI(FakeOpenAI):
+    """FakeOpenAI that stamps each generation's start and end, and each create request, by request tag.
+
+    It also wakes a stream only for events of its own response: the base fake wakes every open stream on every
+    event of any response, which with 200 streams open costs this process seconds of CPU (and delays stamps).
+    What is sent is unchanged."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.generations: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)  # tag -> runs
+        self.creates: dict[str, list[float]] = collections.defaultdict(
+            list
+        )  # tag -> POST /v1/responses times
+        self._own_changes: dict[str, asyncio.Event] = {}
+        self.written_final: dict[str, float] = {}  # response id -> its last event handed to the socket
+
+    def _changed_for(self, resp: FakeResponse) -> asyncio.Event:
+        return self._own_changes.setdefault(resp.id, asyncio.Event())
+
+    def _wake(self, resp: FakeResponse) -> None:
+        event = self._own_changes.pop(resp.id, None)
+        if event is not None:
+            event.set()
+
+    def _emit(self, resp: FakeResponse, type_: str, **fields: Any) -> None:
+        super()._emit(resp, type_, **fields)
+        self._wake(resp)
+
+    def _set_status(self, resp: FakeResponse, status: str) -> None:
+        super()._set_status(resp, status)
+        self._wake(resp)
+
+    async def close(self) -> None:
+        self._closing = True
+        for event in self._own_changes.values():
+            event.set()
+        await super().close()
+
+    async def _stream(
+        self, request: web.Request, resp: FakeResponse, *, after: int, cut_after: int | None
+    ) -> web.StreamResponse:
+        """FakeOpenAI._stream, waiting on this response's own changes."""
+        sse = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "x-request-id": "req_" + uuid.uuid4().hex,
+            }
+        )
+        await sse.prepare(request)
+        sent = 0
+        position = after + 1
+        while not self._closing:
+            changed = self._changed_for(resp)
+            batch = resp.events[position:]
+            position += len(batch)
+            for event in batch:
+                if cut_after is not None and sent >= cut_after:
+                    if request.transport is not None:
+                        request.transport.close()
+                    return sse
+                data = json.dumps(event, separators=(",", ":"))
+                await sse.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+                sent += 1
+                if event["type"] in ("response.completed", "response.failed", "response.incomplete"):
+                    self.written_final.setdefault(resp.id, now())
+            if resp.finished and position >= len(resp.events):
+                break
+            if not batch:
+                await changed.wait()
+        return sse
+
+    async def _record(self, request: web.Request) -> Recorded:
+        recorded = await super()._record(request)
+        if recorded.method == "POST" and recorded.path == "/v1/responses" and isinstance(recorded.json, dict):
+            tag = tag_of(user_text(recorded.json.get("input")))
+            if tag:
+                self.creates[tag].append(now())
+        return recorded
+
+    async def _produce(self, resp: FakeResponse) -> None:
+        run = {"id": resp.id, "start": now(), "end": None, "status": None}
+        tag = tag_of(resp.text)
+        if tag:
+            self.generations[tag].append(run)
+        try:
+            await super()._produce(resp)
+        finally:
+            run["end"], run["status"] = now(), resp.status
+
+
+# --------------------------------------------------------------------------- the app process
+
+
+def git_state(root: Path = ROOT) -> dict[str, Any]:
+    """The commit, whether product code differs from it, and a digest of the product code as it is now."""
+    import hashlib
+    import subprocess
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *a], cwd=root, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    digest = hashlib.sha256()
+    for path in sorted(p for d in ("bot", "handlers", "storage") for p in (root / d).rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return {
+        "app_dir": str(root),
+        "head": git("rev-parse", "--short", "HEAD") if (root / ".git").exists() else None,
+        "product_changes": git("status", "--porcelain", "--", "bot", "handlers", "storage").splitlines()
+        if (root / ".git").exists()
+        else [],
+        "product_sha256": digest.hexdigest()[:16],
+    }
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its parent does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
+def machine_busy() -> float:
+    """CPU seconds all processes have used since boot (from /proc/stat: everything but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class App:
+    """`python -m bot` as a subprocess; its log in a file; CPU and memory read from /proc."""
+
+    def __init__(self, env: dict[str, str], log: Path, app_dir: Path = ROOT):
+        self.env, self.log, self.app_dir = env, log, app_dir
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = int(env["PORT"])
+        self._last_cpu = 0.0
+        self.leftovers: list[int] = []  # descendants that outlived the app after SIGTERM
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def start(self, within: float = 60.0) -> None:
+        with self.log.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", cwd=self.app_dir, env=self.env, stdout=out, stderr=out
+            )
+        deadline = now() + within
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            while True:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"python -m bot exited with {self.proc.returncode}:\n{self.tail(40)}")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(f"http://127.0.0.1:{self.port}/healthz") as r:
+                        if r.status == 200:
+                            return
+                if now() > deadline:
+                    raise RuntimeError(f"python -m bot not healthy within {within:.0f} s:\n{self.tail(40)}")
+                await asyncio.sleep(0.1)
+
+    def tree(self) -> list[int]:
+        """The app process and its descendants alive now (`python -m bot` may start worker processes)."""
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for task in tasks:
+                with contextlib.suppress(OSError, ValueError):
+                    todo += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        return found
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) of the app's process tree: each live process's own and that of the
+        children it has reaped."""
+        total, seen = 0, False
+        for pid in self.tree():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+            seen = True
+        if seen:  # once the app has exited, the last reading stands
+            self._last_cpu = total / CLK_TCK
+        return self._last_cpu
+
+    def processes(self) -> list[dict[str, Any]]:
+        """Each process of the tree: pid, command line, VmRSS and VmHWM (kB), threads."""
+        out = []
+        for pid in self.tree():
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            info: dict[str, Any] = {"pid": pid, "cmd": cmd.strip()[:120]}
+            for line in text.splitlines():
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM", "Threads"):
+                    info[key] = int(value.split()[0])
+            out.append(info)
+        return out
+
+    def rss_kb(self) -> int:
+        """VmRSS summed over the process tree, from /proc/<pid>/statm (cheap to read)."""
+        total = 0
+        for pid in self.tree():
+            with contextlib.suppress(OSError):
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
+        return total
+
+    async def stop(self, within: float = 45.0) -> int | None:
+        """SIGTERM to `python -m bot`; SIGKILL after `within` s. Descendants still alive 10 s after it has
+        exited are killed by pid and listed in `self.leftovers`."""
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc else None
+        family = [pid for pid in self.tree() if pid != self.pid]
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code: int | None = await asyncio.wait_for(self.proc.wait(), within)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            code = None
+        deadline = now() + 10
+        while (alive := [pid for pid in family if _alive(pid)]) and now() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # nothing to wait on: these are not our children
+        for pid in alive:
+            self.leftovers.append(pid)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        return code
+
+    def tail(self, n: int) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+# --------------------------------------------------------------------------- databases
+
+
+async def make_database(kind: str, tmp: Path) -> tuple[str, Callable[[], Any]]:
+    """A fresh database URL and an async function that drops it."""
+    if kind == "sqlite":
+
+        async def nothing() -> None:
+            return None
+
+        return f"sqlite:///{tmp / 'easel-bench.db'}", nothing
+    import asyncpg
+
+    name = f"easel_bench_{uuid.uuid4().hex[:10]}"
+    admin = PG_ADMIN_URL.replace("postgresql://", "postgres://", 1)
+    conn = await asyncpg.connect(admin, timeout=10)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+    async def drop() -> None:
+        c = await asyncpg.connect(admin, timeout=10)
+        try:
+            await c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await c.close()
+
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name, drop
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass
+class Request:
+    key: str
+    phase: str
+    channel: str
+    user: str
+    ts: str
+    thread_ts: str  # the thread the image goes to (== ts for a mention)
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    sent: float | None = None
+    acked: float | None = None
+    status: int | None = None
+    error: str | None = None
+
+
+class Sender:
+    """Builds and signs Slack event requests; sends them on one shared session (no connection limit)."""
+
+    def __init__(self, url: str, team_id: str, bot_user_id: str):
+        self.url = url
+        self.shape = SlackSender(
+            url=url, signing_secret=SIGNING_SECRET, team_id=team_id, bot_user_id=bot_user_id
+        )
+        self.team_id, self.bot_user_id = team_id, bot_user_id
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def _sign(self, req: Request, event: dict[str, Any]) -> Request:
+        req.body = json.dumps(self.shape.envelope(event)).encode()
+        req.headers = {"Content-Type": "application/json", **self.shape.sign(req.body, int(time.time()))}
+        return req
+
+    def mention(self, key: str, phase: str, channel: str, user: str, prompt: str) -> Request:
+        ts = next_ts()
+        text = f"{prompt} benchtag-{key}"
+        event = {
+            "type": "app_mention",
+            "user": user,
+            "text": f"<@{self.bot_user_id}> {text}",
+            "ts": ts,
+            "client_msg_id": str(uuid.uuid4()),
+            "team": self.team_id,
+            "channel": channel,
+            "event_ts": ts,
+            "blocks": self.shape._rich_text(
+                [{"type": "user", "user_id": self.bot_user_id}, {"type": "text", "text": f" {text}"}]
+            ),
+        }
+        return self._sign(Request(key, phase, channel, user, ts, ts), event)
+
+    def reply(self, key: str, phase: str, root: Request, prompt: str) -> Request:
+        ts = next_ts()
+        text = f"{prompt} benchtag-{key}"
+        event = {
+            "type": "message",
+            "user": root.user,
+            "text": text,
+            "ts": ts,
+            "team": self.team_id,
+            "blocks": self.shape._rich_text([{"type": "text", "text": text}]),
+            "channel": root.channel,
+            "event_ts": ts,
+            "channel_type": "channel",
+            "client_msg_id": str(uuid.uuid4()),
+            "thread_ts": root.ts,
+        }
+        return self._sign(Request(key, phase, root.channel, root.user, ts, root.ts), event)
+
+    async def send(self, req: Request, at: float | None = None) -> None:
+        if at is not None:
+            await asyncio.sleep(max(0.0, at - now()))
+        req.sent = now()
+        try:
+            async with self.session.post(self.url, data=req.body, headers=req.headers) as r:
+                await r.read()
+                req.status = r.status
+        except (aiohttp.ClientError, TimeoutError) as e:
+            req.error = f"{type(e).__name__}: {e}"
+        req.acked = now()
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+class Sampler:
+    """Every 50 ms: the app's VmRSS, and how late this event loop woke up (its lag)."""
+
+    def __init__(self, app: App, period: float = 0.05):
+        self.app, self.period = app, period
+        self.rss: list[tuple[float, int]] = []
+        self.lag: list[tuple[float, float]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            t0 = now()
+            with contextlib.suppress(OSError, ValueError):
+                self.rss.append((t0, self.app.rss_kb()))
+            await asyncio.sleep(self.period)
+            self.lag.append((t0, max(0.0, now() - t0 - self.period)))
+
+    def peak_rss_kb(self, t0: float = -math.inf, t1: float = math.inf) -> int | None:
+        inside = [kb for t, kb in self.rss if t0 <= t <= t1]
+        return max(inside) if inside else None
+
+    def lag_in(self, t0: float, t1: float) -> list[float]:
+        return [lag for t, lag in self.lag if t0 <= t <= t1]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def pct(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (p99 of 200 values is the 198th smallest)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def summary(values: Iterable[float | None]) -> dict[str, Any]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"n": 0, "p50": None, "p99": None, "max": None, "mean": None}
+    return {
+        "n": len(vals),
+        "p50": pct(vals, 50),
+        "p99": pct(vals, 99),
+        "max": max(vals),
+        "mean": statistics.fmean(vals),
+    }
+
+
+# --------------------------------------------------------------------------- the floor
+
+
+def measure_floor(api_url: str, token: str, image: bytes, tries: int) -> dict[str, Any]:
+    """Run in its own thread (own event loop): decode the image's base64 and upload its bytes to FakeSlack."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    encoded = base64.b64encode(image).decode("ascii")
+
+    async def main() -> dict[str, Any]:
+        client = AsyncWebClient(token=token, base_url=api_url)
+        walls, cpus, procs, decode_walls, decode_cpus = [], [], [], [], []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            for i in range(tries + 1):  # the first try warms connections and imports up; not counted
+                w0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
+                data = base64.b64decode(encoded)
+                w1, c1 = time.perf_counter(), time.thread_time()
+                name = f"floor-{i}.png"
+                ticket = await client.files_getUploadURLExternal(filename=name, length=len(data))
+                async with session.post(
+                    ticket["upload_url"], data=data, headers={"Content-Type": "application/octet-stream"}
+                ) as r:
+                    await r.read()
+                    assert r.status == 200, r.status
+                await client.files_completeUploadExternal(
+                    files=[{"id": ticket["file_id"], "title": name}],
+                    channel_id=FLOOR_CHANNEL,
+                    thread_ts=next_ts(),
+                    initial_comment="the floor",
+                )
+                if i:
+                    walls.append(time.perf_counter() - w0)
+                    cpus.append(time.thread_time() - c0)
+                    procs.append(time.process_time() - p0)
+                    decode_walls.append(w1 - w0)
+                    decode_cpus.append(c1 - c0)
+        return {
+            "what": "base64 decode + files.getUploadURLExternal + POST bytes + files.completeUploadExternal "
+            "(slack_sdk AsyncWebClient + aiohttp, one at a time, against FakeSlack)",
+            "tries": tries,
+            "wall_s": statistics.median(walls),
+            "cpu_s": statistics.median(cpus),
+            "cpu_s_including_fake": statistics.median(procs),
+            "decode_wall_s": statistics.median(decode_walls),
+            "decode_cpu_s": statistics.median(decode_cpus),
+            "wall_s_all": walls,
+            "cpu_s_all": cpus,
+        }
+
+    return asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class Phase:
+    name: str
+    requests: list[Request]
+    t0: float = 0.0
+    t1: float = 0.0
+    cpu0: float = 0.0
+    cpu1: float = 0.0
+    bench_cpu: float = 0.0
+    machine_busy: float = 0.0  # CPU seconds used by every process on the machine during the phase
+    missing: list[str] = field(default_factory=list)
+    timed_out: bool = False
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.image, self.width, self.height = noise_image(args.image_mb)
+        self.slack = TimedSlack()
+        self.openai = TimedOpenAI(api_key=API_KEY, latency=args.latency, image_factory=self._factory)
+        self.phases: list[Phase] = []
+        self.app: App | None = None
+        self.git_at_start: dict[str, Any] = {}
+        self.notes: list[str] = []
+
+    def _factory(self, width: int, height: int, fmt: str, prompt: str) -> bytes:
+        return self.image
+
+    # ---- waiting
+
+    async def wait_images(self, reqs: list[Request], deadline: float) -> list[str]:
+        """Wait until each request in `reqs` has its image or the deadline passes; returns those missing."""
+        while True:
+            missing = [r.key for r in reqs if self.slack.shared_tags[r.key] == 0]
+            if not missing or now() >= deadline:
+                return missing
+            if self.app is not None and self.app.proc is not None and self.app.proc.returncode is not None:
+                self.notes.append(
+                    f"the app exited ({self.app.proc.returncode}) with {len(missing)} image(s) due"
+                )
+                return missing
+            await asyncio.sleep(0.05)
+
+    async def settle(self, quiet: float = 2.0, limit: float = 30.0) -> None:
+        """Until nothing is generating and Slack has been quiet for `quiet` s (at most `limit` s)."""
+        end = now() + limit
+        while now() < end:
+            if self.openai.in_flight == 0 and now() - self.slack.last_activity >= quiet:
+                return
+            await asyncio.sleep(0.1)
+        self.notes.append(
+            f"still busy {limit:.0f} s after the last phase (in flight: {self.openai.in_flight})"
+        )
+
+    # ---- phases
+
+    async def phase_low(self, app: App, sender: Sender) -> Phase:
+        ph = Phase("low", [])
+        ph.t0, ph.cpu0, b0, m0 = now(), app.cpu_seconds(), time.process_time(), machine_busy()
+        for i in range(self.args.low):
+            req = sender.mention(
+                f"l{i}", "low", f"CL{i:05d}", "ULOW0001", f"a quiet harbour at dawn number {i}"
+            )
+            ph.requests.append(req)
+            await sender.send(req)
+            missing = await self.wait_images([req], now() + self.args.latency + 60)
+            if missing:
+                ph.missing += missing
+                ph.timed_out = True
+        ph.t1, ph.cpu1, ph.bench_cpu = now(), app.cpu_seconds(), time.process_time() - b0
+        ph.machine_busy = machine_busy() - m0
+        return ph
+
+    async def phase_concurrent(
+        self, name: str, app: App, sender: Sender, reqs: list[Request], spread: float = 1.0
+    ) -> Phase:
+        ph = Phase(name, reqs)
+        ph.t0, ph.cpu0, b0, m0 = now(), app.cpu_seconds(), time.process_time(), machine_busy()
+        start = now() + 0.05
+        n = len(reqs)
+        await asyncio.gather(*(sender.send(r, start + spread * i / n) for i, r in enumerate(reqs)))
+        ph.missing = await self.wait_images(reqs, start + self.args.latency + 120)
+        ph.timed_out = bool(ph.missing)
+        ph.t1, ph.cpu1, ph.bench_cpu = now(), app.cpu_seconds(), time.process_time() - b0
+        ph.machine_busy = machine_busy() - m0
+        return ph
+
+    # ---- the whole run
+
+    async def run(self) -> dict[str, Any]:
+        args = self.args
+        tmp = Path(tempfile.mkdtemp(prefix="easel-bench-"))
+        started = dt.datetime.now()
+        result: dict[str, Any] = {}
+        drop: Callable[[], Any] | None = None
+        app: App | None = None
+        sampler: Sampler | None = None
+        sender: Sender | None = None
+        profiler: asyncio.subprocess.Process | None = None
+        await self.slack.start()
+        await self.openai.start()
+        try:
+            print(
+                f"image: {self.width}x{self.height} noise PNG, {len(self.image) / 2**20:.2f} MiB; "
+                f"measuring the floor ...",
+                flush=True,
+            )
+            floor = await asyncio.to_thread(
+                measure_floor, self.slack.api_url, self.slack.bot_token, self.image, 10
+            )
+            database_url, drop = await make_database(args.database, tmp)
+            port = free_port()
+            env = {
+                "PATH": os.environ.get("PATH", ""),
+                "HOME": os.environ.get("HOME", str(tmp)),
+                "SLACK_BOT_TOKEN": self.slack.bot_token,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SLACK_API_URL": self.slack.api_url,
+                "OPENAI_API_KEY": API_KEY,
+                "OPENAI_BASE_URL": self.openai.base_url,
+                "DATABASE_URL": database_url,
+                "PORT": str(port),
+                "MAX_CONCURRENT_GENERATIONS": str(max(1, args.burst)),
+                "MAX_QUEUED_PER_USER": str(args.low + args.burst + args.replies + 10),
+                "SHUTDOWN_GRACE_SECONDS": "5",
+                "LOG_LEVEL": "WARNING",
+            }
+            self.git_at_start = git_state(args.app_dir)  # the code the app is about to import
+            app = self.app = App(env, tmp / "bot.log", args.app_dir)
+            print(f"starting python -m bot on :{port} ({args.database}) ...", flush=True)
+            await app.start()
+            sampler = Sampler(app)
+            sampler.start()
+            sender = Sender(
+                f"http://127.0.0.1:{port}/slack/events", self.slack.team_id, self.slack.bot_user_id
+            )
+
+            # Healthy is not yet idle (a worker process may still be starting): wait for quiet, then measure.
+            quiet_by = now() + 20
+            while now() < quiet_by:
+                c0 = app.cpu_seconds()
+                await asyncio.sleep(0.5)
+                if app.cpu_seconds() - c0 <= 0.02:
+                    break
+            else:
+                self.notes.append("the app never went quiet after start-up (idle CPU includes start-up)")
+            idle_t0, idle_c0 = now(), app.cpu_seconds()
+            await asyncio.sleep(5.0)
+            idle_rate = (app.cpu_seconds() - idle_c0) / (now() - idle_t0)
+
+            print(f"phase 1: {args.low} mention(s) one after another ...", flush=True)
+            self.phases.append(await self.phase_low(app, sender))
+
+            print(f"phase 2: burst of {args.burst} mentions within 1 s ...", flush=True)
+            if args.profile:  # from the burst on (optionally for --profile-seconds only)
+                profiler = await self._start_profiler(app, tmp)
+            burst = [
+                sender.mention(
+                    f"b{i}", "burst", f"CB{i:05d}", f"UB{i:05d}", f"a lighthouse in a storm no {i}"
+                )
+                for i in range(args.burst)
+            ]
+            self.phases.append(await self.phase_concurrent("burst", app, sender, burst))
+
+            done = [r for r in burst if self.slack.shared_tags[r.key] > 0]
+            step = max(1, len(done) // max(1, args.replies))
+            roots = done[::step][: args.replies]
+            if len(roots) < args.replies:
+                self.notes.append(
+                    f"only {len(roots)} burst threads had their image: {len(roots)} replies sent"
+                )
+            print(f"phase 3: {len(roots)} threaded replies within 1 s ...", flush=True)
+            replies = [
+                sender.reply(f"r{i}", "replies", root, f"now make it blue {i}")
+                for i, root in enumerate(roots)
+            ]
+            if replies:
+                self.phases.append(await self.phase_concurrent("replies", app, sender, replies))
+
+            await self.settle()
+            end_cpu = app.cpu_seconds()
+            status = app.processes()
+            if profiler is not None:
+                result["profile"] = await self._stop_profiler(profiler, tmp)
+            await sampler.stop()
+            await sender.close()
+            sender = None
+            code = await app.stop()
+            result.update(
+                self.report(
+                    floor=floor,
+                    idle_rate=idle_rate,
+                    status=status,
+                    end_cpu=end_cpu,
+                    sampler=sampler,
+                    app=app,
+                    exit_code=code,
+                    started=started,
+                )
+            )
+            return result
+        finally:
+            if sender is not None:
+                await sender.close()
+            if sampler is not None:
+                await sampler.stop()
+            if profiler is not None and profiler.returncode is None:
+                profiler.kill()
+                await profiler.wait()
+            if app is not None:
+                await app.stop(within=10)
+            await self.openai.close()
+            await self.slack.close()
+            if drop is not None:
+                try:
+                    await drop()
+                except Exception as e:  # noqa: BLE001 - report, do not mask the run's own outcome
+                    print(f"warning: could not drop the benchmark database: {e}", file=sys.stderr)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---- profiling (optional; py-spy must be installed in the virtualenv)
+
+    async def _start_profiler(self, app: App, tmp: Path) -> asyncio.subprocess.Process:
+        exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        if exe is None:
+            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+        limit = ["--duration", str(self.args.profile_seconds)] if self.args.profile_seconds else []
+        proc = await asyncio.create_subprocess_exec(
+            exe,
+            "record",
+            "--subprocesses",
+            "--pid",
+            str(app.pid),
+            "--rate",
+            "100",
+            "--format",
+            "raw",
+            "--threads",
+            *limit,
+            "--output",
+            str(tmp / "profile.txt"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await asyncio.sleep(0.5)  # let py-spy attach before the burst
+        return proc
+
+    async def _stop_profiler(self, proc: asyncio.subprocess.Process, tmp: Path) -> dict[str, Any]:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 30)
+        path = tmp / "profile.txt"
+        if not path.exists():
+            return {"error": "py-spy wrote no profile"}
+        own: collections.Counter[str] = collections.Counter()
+        inclusive: collections.Counter[str] = collections.Counter()
+        total = 0
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            frames = stack.split(";")
+            own[frames[-1]] += n
+            for frame in set(frames):
+                inclusive[frame] += n
+        if self.args.profile_out:
+            shutil.copy(path, self.args.profile_out)
+        return {
+            "samples": total,
+            "self_top": [[f, n] for f, n in own.most_common(40)],
+            "inclusive_top": [[f, n] for f, n in inclusive.most_common(60)],
+        }
+
+    # ---- figures
+
+    def timeline(self, req: Request) -> dict[str, Any]:
+        """Everything measured about one request, in seconds from its send."""
+        s = self.slack
+        shares = [x for x in s.shares if x["tag"] == req.key]
+        posted = shares[0]["t"] if shares else None
+        runs = [g for g in self.openai.generations.get(req.key, []) if g["end"] is not None]
+        run = next((g for g in reversed(runs) if g["status"] == "completed"), runs[-1] if runs else None)
+        signs = [
+            t
+            for t in (s.reacted.get((req.channel, req.ts)), s.posted_in.get((req.channel, req.ts)), posted)
+            if t is not None
+        ]
+        creates = self.openai.creates.get(req.key, [])
+        out: dict[str, Any] = {
+            "key": req.key,
+            "status": req.status,
+            "error": req.error,
+            "images": len(shares),
+            "generations_started": len(runs),
+            "creates": len(creates),
+        }
+        if req.sent is None:
+            return out
+
+        def rel(t: float | None) -> float | None:
+            return None if t is None else t - req.sent  # type: ignore[operator]
+
+        out.update(
+            ack=rel(req.acked) if req.status == 200 else None,
+            sign=rel(min(signs)) if signs else None,
+            create=rel(creates[0]) if creates else None,
+            e2e=rel(posted),
+        )
+        if run is not None:
+            out["gen"] = run["end"] - run["start"]
+            out["gen_start"] = rel(run["start"])
+        if run is not None and posted is not None:
+            out["overhead"] = posted - req.sent - out["gen"]
+            out["after_gen"] = posted - run["end"]
+            file_id = shares[0]["file_id"]
+            ticket, b0, b1 = s.tickets.get(file_id), s.bytes_started.get(file_id), s.bytes_done.get(file_id)
+            written = self.openai.written_final.get(run["id"])
+            if None not in (ticket, b0, b1, written):
+                out["split"] = {
+                    "gen_end_to_fake_wrote_final_event": written - run["end"],
+                    "fake_wrote_to_upload_ticket": ticket - written,
+                    "ticket_to_bytes": b0 - ticket,
+                    "bytes": b1 - b0,
+                    "bytes_to_complete": posted - b1,
+                }
+        return out
+
+    def report(
+        self,
+        *,
+        floor: dict[str, Any],
+        idle_rate: float,
+        status: list[dict[str, Any]],
+        end_cpu: float,
+        sampler: Sampler,
+        app: App,
+        exit_code: int | None,
+        started: dt.datetime,
+    ) -> dict[str, Any]:
+        args = self.args
+        phases: dict[str, Any] = {}
+        everyone: list[dict[str, Any]] = []
+        for ph in self.phases:
+            lines = [self.timeline(r) for r in ph.requests]
+            everyone += lines
+            images = sum(line["images"] for line in lines)
+            cpu = ph.cpu1 - ph.cpu0
+            split = collections.defaultdict(list)
+            for line in lines:
+                for k, v in line.get("split", {}).items():
+                    split[k].append(v)
+            lag = sampler.lag_in(ph.t0, ph.t1)
+            for line, req in zip(lines, ph.requests, strict=True):
+                line["sent_at"] = None if req.sent is None else req.sent - ph.t0
+            phases[ph.name] = {
+                "per_request": lines,
+                "requests": len(ph.requests),
+                "images": images,
+                "missing": ph.missing,
+                "timed_out": ph.timed_out,
+                "seconds": ph.t1 - ph.t0,
+                "non_200": [
+                    (line["key"], line["status"], line["error"]) for line in lines if line["status"] != 200
+                ],
+                "ack_s": summary(line.get("ack") for line in lines),
+                "first_sign_s": summary(line.get("sign") for line in lines),
+                "to_generation_start_s": summary(line.get("gen_start") for line in lines),
+                "e2e_s": summary(line.get("e2e") for line in lines),
+                "generation_s": summary(line.get("gen") for line in lines),
+                "overhead_s": summary(line.get("overhead") for line in lines),
+                "posted_after_generation_s": summary(line.get("after_gen") for line in lines),
+                "after_generation_split_s": {k: summary(v) for k, v in split.items()},
+                "app_cpu_s": cpu,
+                "app_cpu_per_image_s": cpu / images if images else None,
+                "app_peak_rss_mb": (sampler.peak_rss_kb(ph.t0, ph.t1) or 0) / 1024,
+                "bench_cpu_s": ph.bench_cpu,
+                "other_processes_cpu_s": max(0.0, ph.machine_busy - cpu - ph.bench_cpu),
+                "bench_loop_lag_s": summary(lag),
+            }
+        # Exactly-once, from what FakeSlack shared (every share, matched by tag and by thread).
+        keys = {r.key for ph in self.phases for r in ph.requests}
+        per_tag = self.slack.shared_tags
+        lost = sorted(k for k in keys if per_tag[k] == 0)
+        duplicated = sum(per_tag[k] - 1 for k in keys if per_tag[k] > 1)
+        expected_per_thread = collections.Counter(
+            (r.channel, r.thread_ts) for ph in self.phases for r in ph.requests
+        )
+        per_thread = collections.Counter(
+            (x["channel"], x["thread_ts"]) for x in self.slack.shares if x["channel"] != FLOOR_CHANNEL
+        )
+        threads_over = sum(1 for t, c in per_thread.items() if c > expected_per_thread.get(t, 0))
+        stray = sum(1 for x in self.slack.shares if x["channel"] != FLOOR_CHANNEL and x["tag"] not in keys)
+        still_working = sum(1 for names in self.slack.reactions.values() if "hourglass_flowing_sand" in names)
+        failed_marks = sum(1 for names in self.slack.reactions.values() if "warning" in names)
+        creates = sum(len(v) for k, v in self.openai.creates.items() if k in keys)
+
+        rss_peak_sampled = (sampler.peak_rss_kb() or 0) / 1024
+        hwm = max((p.get("VmHWM", 0) for p in status), default=0) / 1024  # of the largest process
+        hwm_sum = sum(p.get("VmHWM", 0) for p in status) / 1024  # an upper bound for the tree's peak
+        total_images = sum(p["images"] for p in phases.values())
+        first_cpu = self.phases[0].cpu0 if self.phases else end_cpu
+        log = app.log.read_text(errors="replace").splitlines() if app.log.exists() else []
+        problems = [line for line in log if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+
+        pooled = {
+            "ack_s": summary(line.get("ack") for line in everyone),
+            "first_sign_s": summary(line.get("sign") for line in everyone),
+        }
+        low, burst = phases.get("low", {}), phases.get("burst", {})
+        targets: list[dict[str, Any]] = []
+
+        def target(name: str, value: float | None, limit: float, text: str, *, strict: bool = False) -> None:
+            ok = value is not None and (value < limit if strict else value <= limit)
+            targets.append({"target": name, "value": value, "limit": limit, "rule": text, "pass": ok})
+
+        target("ack p99 (all requests)", pooled["ack_s"]["p99"], 0.100, "<= 100 ms")
+        target("ack max (all requests)", pooled["ack_s"]["max"], 1.0, "< 1 s", strict=True)
+        target("first visible sign p99 (all requests)", pooled["first_sign_s"]["p99"], 1.0, "<= 1 s")
+        low_over = low.get("overhead_s", {}).get("p50")
+        target(
+            "low-load overhead p50 / floor",
+            None if low_over is None else low_over / floor["wall_s"],
+            3.0,
+            "<= 3x floor",
+        )
+        for name, ph in phases.items():
+            per = ph["app_cpu_per_image_s"]
+            target(
+                f"CPU per image ({name}) / floor",
+                None if per is None else per / floor["cpu_s"],
+                3.0,
+                "<= 3x floor",
+            )
+        target(
+            "burst: posted after generation p99",
+            burst.get("posted_after_generation_s", {}).get("p99"),
+            10.0,
+            "<= 10 s",
+        )
+        target("peak RSS (MB)", max(rss_peak_sampled, hwm), 300.0, "<= 300 MB")
+        if app.leftovers:
+            self.notes.append(f"processes still alive 10 s after the app exited (killed): {app.leftovers}")
+        target("lost", float(len(lost)), 0.0, "0")
+        target("duplicated", float(duplicated + threads_over), 0.0, "0")
+
+        return {
+            "started": started.isoformat(timespec="seconds"),
+            "command": "python -m bench.run " + " ".join(sys.argv[1:]),
+            "config": {
+                "burst": args.burst,
+                "replies": args.replies,
+                "latency_s": args.latency,
+                "image_mb": args.image_mb,
+                "image_bytes": len(self.image),
+                "image_px": f"{self.width}x{self.height}",
+                "database": args.database,
+                "low": args.low,
+                "max_concurrent_generations": max(1, args.burst),
+            },
+            "git": self.git_at_start,
+            "code_changed_during_run": self.git_at_start != git_state(self.args.app_dir),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "floor": floor,
+            "app_idle_cpu_per_s": idle_rate,
+            "phases": phases,
+            "pooled": pooled,
+            "app": {
+                "peak_rss_mb_sampled": rss_peak_sampled,
+                "vm_hwm_mb": hwm,
+                "vm_hwm_sum_mb": hwm_sum,
+                "processes": status,
+                "leftover_processes": app.leftovers,
+                "cpu_s_all_phases": end_cpu - first_cpu,
+                "cpu_per_image_all_phases_s": (end_cpu - first_cpu) / total_images if total_images else None,
+                "exit_code": exit_code,
+                "log_problem_lines": len(problems),
+                "log_problems_sample": problems[:20],
+                "log_tail": log[-20:],
+            },
+            "delivery": {
+                "requests": len(keys),
+                "images": sum(per_tag[k] for k in keys),
+                "lost": len(lost),
+                "lost_keys": lost[:50],
+                "duplicated": duplicated,
+                "threads_over_expected": threads_over,
+                "stray_images": stray,
+                "generations_created": creates,
+                "signs_of_work_left": still_working,
+                "failed_marks": failed_marks,
+            },
+            "notes": self.notes,
+            "targets": targets,
+        }
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
+
+
+def _s3(d: dict[str, Any]) -> str:
+    return f"{_ms(d.get('p50')):>9} {_ms(d.get('p99')):>9} {_ms(d.get('max')):>9}"
+
+
+def render(r: dict[str, Any]) -> str:
+    c, f = r["config"], r["floor"]
+    out = [
+        "",
+        f"Easel load benchmark - {r['started']} - database {c['database']} - "
+        + (f"commit {r['git']['head']}" if r["git"]["head"] else f"app from {r['git']['app_dir']}")
+        + (" + uncommitted product changes" if r["git"]["product_changes"] else "")
+        + f" (product code {r['git']['product_sha256']})"
+        + (" - WARNING: product code changed during the run" if r["code_changed_during_run"] else ""),
+        f"  burst {c['burst']}, replies {c['replies']}, low {c['low']}, "
+        f"fake latency {c['latency_s']} s/image, "
+        f"image {c['image_px']} PNG {c['image_bytes'] / 2**20:.2f} MiB, MAX_CONCURRENT_GENERATIONS "
+        f"{c['max_concurrent_generations']}, {r['machine']['cpus']} CPUs",
+        f"  floor (decode + upload, median of {f['tries']}): {_ms(f['wall_s'])} wall, "
+        f"{f['cpu_s'] * 1000:.1f} ms CPU (client thread; "
+        f"{f['cpu_s_including_fake'] * 1000:.1f} ms with the fake); "
+        f"decode alone {_ms(f['decode_wall_s'])}",
+        f"  app idle CPU: {r['app_idle_cpu_per_s'] * 1000:.1f} ms/s",
+        "",
+        f"  {'per phase':<38}{'p50':>9} {'p99':>9} {'max':>9}",
+    ]
+    rows = [
+        ("ack (send -> HTTP 200)", "ack_s"),
+        ("first visible sign", "first_sign_s"),
+        ("send -> generation starts", "to_generation_start_s"),
+        ("send -> image posted", "e2e_s"),
+        ("generation (fake)", "generation_s"),
+        ("overhead = e2e - generation", "overhead_s"),
+        ("generation end -> posted", "posted_after_generation_s"),
+    ]
+    for name, ph in r["phases"].items():
+        out.append(
+            f"  [{name}] {ph['requests']} requests, {ph['images']} images, {ph['seconds']:.1f} s, "
+            f"app CPU {ph['app_cpu_s']:.2f} s = "
+            f"{(ph['app_cpu_per_image_s'] or 0) * 1000:.1f} ms/image, peak RSS {ph['app_peak_rss_mb']:.0f} MB"
+            + (f", MISSING {len(ph['missing'])}" if ph["missing"] else "")
+        )
+        for label, key in rows:
+            out.append(f"    {label:<36}{_s3(ph[key])}")
+        for k, v in ph["after_generation_split_s"].items():
+            out.append(f"      {k:<34}{_s3(v)}")
+        lag = ph["bench_loop_lag_s"]
+        out.append(
+            f"    (bench: CPU {ph['bench_cpu_s']:.2f} s, event-loop lag p99 {_ms(lag['p99'])}, "
+            f"max {_ms(lag['max'])}; other processes on the machine: CPU {ph['other_processes_cpu_s']:.2f} s)"
+        )
+        if ph["non_200"]:
+            out.append(f"    non-200 acks: {len(ph['non_200'])}, e.g. {ph['non_200'][:3]}")
+    a, d = r["app"], r["delivery"]
+    hwms = " + ".join(str(p.get("VmHWM", 0) // 1024) for p in a["processes"])
+    out += [
+        f"  pooled ack {_s3(r['pooled']['ack_s'])}   first sign {_s3(r['pooled']['first_sign_s'])}",
+        f"  app ({len(a['processes'])} process(es)): peak RSS {a['peak_rss_mb_sampled']:.0f} MB sampled "
+        f"(sum over processes), VmHWM {hwms} MB; "
+        f"CPU {a['cpu_s_all_phases']:.1f} s for all phases = "
+        f"{(a['cpu_per_image_all_phases_s'] or 0) * 1000:.1f} "
+        f"ms/image; exit code {a['exit_code']}; {a['log_problem_lines']} warning/error log lines",
+        f"  delivery: {d['requests']} requests, {d['images']} images, lost {d['lost']}, duplicated "
+        f"{d['duplicated']} (threads over expected {d['threads_over_expected']}), stray {d['stray_images']}, "
+        f"generations created {d['generations_created']}, signs of work left {d['signs_of_work_left']}, "
+        f"failed marks {d['failed_marks']}",
+    ]
+    for note in r["notes"]:
+        out.append(f"  note: {note}")
+    out += ["", f"  {'target':<44}{'value':>12}  {'rule':<12} result"]
+    for t in r["targets"]:
+        v = t["value"]
+        if v is None:
+            shown = "-"
+        elif "/ floor" in t["target"]:
+            shown = f"{v:.2f}x"
+        elif "RSS" in t["target"]:
+            shown = f"{v:.0f} MB"
+        elif t["target"] in ("lost", "duplicated"):
+            shown = f"{v:.0f}"
+        else:
+            shown = _ms(v)
+        out.append(f"  {t['target']:<44}{shown:>12}  {t['rule']:<12} {'PASS' if t['pass'] else 'FAIL'}")
+    if a["log_problems_sample"]:
+        out += ["", "  first warning/error lines of the app log:"]
+        out += [f"    {line[:200]}" for line in a["log_problems_sample"][:8]]
+    prof = r.get("profile")
+    if prof and "self_top" in prof:
+        out += ["", f"  py-spy: {prof['samples']} samples; top self time:"]
+        out += [f"    {n:>6}  {frame[:150]}" for frame, n in prof["self_top"][:25]]
+    return "\n".join(out)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--burst", type=int, default=200, help="mentions sent within one second (default 200)")
+    p.add_argument("--replies", type=int, default=50, help="threaded replies after the burst (default 50)")
+    p.add_argument("--latency", type=float, default=5.0, help="fake generation seconds per image (default 5)")
+    p.add_argument("--image-mb", type=float, default=1.5, help="size of the noise PNG in MiB (default 1.5)")
+    p.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    p.add_argument("--low", type=int, default=5, help="mentions one at a time before the burst (default 5)")
+    p.add_argument(
+        "--app-dir",
+        type=lambda v: Path(v).resolve(),
+        default=ROOT,
+        help="run `python -m bot` from this checkout (e.g. a `git archive` of another commit), to compare",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy record the app from the burst on (slows the app: figures are then not comparable)",
+    )
+    p.add_argument("--profile-seconds", type=int, default=0, help="with --profile: stop recording after N s")
+    p.add_argument("--profile-out", help="with --profile: also keep py-spy's raw (collapsed) output here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (ROOT / "bot").is_dir() or Path.cwd().resolve() != ROOT:
+        print("run from the repository root: .venv/bin/python -m bench.run", file=sys.stderr)
+        return 2
+    result = asyncio.run(Bench(args).run())
+    text = render(result)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{args.database}.json"
+    out.write_text(json.dumps({**result, "table": text.splitlines()}, indent=2, default=str))
+    print(f"\n  written: {out.relative_to(ROOT)}")
+    return 0 if all(t["pass"] for t in result["targets"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
