@@ -206,12 +206,14 @@ def _malformed_requests(settings: Settings) -> Any:
         except web.HTTPException:
             raise
         except Exception as e:  # noqa: BLE001 - the point is that nothing escapes as a 500
-            body = await request.read()
-            signed = verifier.is_valid(
-                body=body,
-                timestamp=request.headers.get("X-Slack-Request-Timestamp", ""),
-                signature=request.headers.get("X-Slack-Signature", ""),
-            )
+            try:
+                signed = verifier.is_valid(
+                    body=await request.read(),
+                    timestamp=request.headers.get("X-Slack-Request-Timestamp", ""),
+                    signature=request.headers.get("X-Slack-Signature", ""),
+                )
+            except ValueError:  # a timestamp that is not a number
+                signed = False
             log.warning("unreadable %s request to %s: %s", "signed" if signed else "unsigned", request.path,
                         type(e).__name__)
             return web.json_response({"error": "malformed request" if signed else "invalid request"},
