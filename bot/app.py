@@ -103,8 +103,11 @@ async def build(settings: Settings, *, wake: Callable[[], None] | None = None) -
 
 def web_app(easel: Easel, *, events: bool = True, worker: WorkerProcess | None = None) -> web.Application:
     """The HTTP side: Slack's requests (HTTP mode) and the readiness check."""
-    app = easel.bolt.web_app(path=EVENTS_PATH) if events else web.Application()
-    app.middlewares.append(_malformed_requests(easel.settings))
+    if events:
+        app = easel.bolt.web_app(path=EVENTS_PATH)
+        app.middlewares.append(_malformed_requests(easel.settings))
+    else:
+        app = web.Application()
 
     async def healthz(_: web.Request) -> web.Response:
         mode = "socket" if easel.settings.socket_mode else "http"
@@ -197,7 +200,8 @@ def _malformed_requests(settings: Settings) -> Any:
     """Bolt builds its request object before checking the signature, and a payload of the wrong shape (say
     `"channel": false`) makes that raise, which aiohttp would answer with a 500. Answer 401 when the request
     is not from Slack and 400 when it is but cannot be read; never a 5xx."""
-    verifier = SignatureVerifier(settings.slack_signing_secret or "")
+    assert settings.slack_signing_secret, "HTTP mode always has a signing secret"
+    verifier = SignatureVerifier(settings.slack_signing_secret)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:

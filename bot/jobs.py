@@ -1,5 +1,10 @@
 """What Easel does with one job. Each step records its progress, so a job taken again after a crash resumes
-where it stopped: the same OpenAI response is collected, images already in Slack are not posted twice."""
+where it stopped: the same OpenAI response is collected, images already in Slack are not posted twice.
+
+Database writes are few on purpose (a burst of images is mostly bookkeeping otherwise): the response id as
+soon as it exists, the finished turn with its images, each upload's file id before and after sharing, and
+one final transaction with the status, the generations and the thread's next chain step.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +17,27 @@ from bot import messages
 from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, PayloadSlots, Turn
 from bot.publishing import EXTENSIONS, CannotPost, DownloadError, SlackPublisher, SlackUnavailable, sniff
 from storage import Store
-from storage.models import Generation, Job, JobKind, JobStatus, KeptImage, Thread
+from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, KeptImage, Thread
 
 log = logging.getLogger(__name__)
 
 
-def queue_position(job_id: int, *, running: int, waiting: list[Job], capacity: int) -> int:
+def queue_position(job_id: int, *, running: int, waiting_ids: list[int], capacity: int) -> int:
     """1 for the next job to get a generation slot, 2 for the one after, ...; 0 if a slot is free for it."""
-    ids = [j.id for j in waiting]
-    if job_id not in ids:
+    if job_id not in waiting_ids:
         return 0
-    return max(0, ids.index(job_id) + 1 - max(0, capacity - running))
+    return max(0, waiting_ids.index(job_id) + 1 - max(0, capacity - running))
+
+
+@dataclasses.dataclass
+class _Run:
+    """One run of a job: its progress (owned by this run), and what the final transaction will record."""
+
+    job: Job
+    progress: dict[str, Any]
+    response_id: str | None = None
+    generations: list[Generation] = dataclasses.field(default_factory=list)
+    chain: ChainStep | None = None
 
 
 class JobRunner:
@@ -57,7 +72,7 @@ class JobRunner:
                     await self._slack.respond(job.response_url, messages.CANNOT_POST)
                 await self._store.finish(job.id, status=JobStatus.FAILED, error="cannot post in channel")
                 return
-            await self._store.update_job(job.id, progress={"root_ts": root_ts})
+            await self._store.update_job(job.id, progress={**job.progress, "root_ts": root_ts})
         await self._slack.react(job.channel_id, root_ts)
         await self._say_queued(job, root_ts)
         await self._store.noticed(job.id, thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
@@ -75,40 +90,36 @@ class JobRunner:
 
     async def _say_queued(self, job: Job, thread_ts: str | None) -> None:
         """When every generation slot is taken, say so, with the request's place in the queue."""
-        if "queue_ts" in job.progress:
+        if job.queue_ts:
             return
-        running, waiting = await self._store.queue()
-        position = queue_position(job.id, running=running, waiting=waiting, capacity=self._capacity)
+        running, ahead = await self._store.queue_place(job.id)
+        position = ahead + 1 - max(0, self._capacity - running)
         if position > 0:
             [ts, *_] = await self._slack.post(job.channel_id, thread_ts, messages.queued(position))
-            await self._store.update_job(job.id, progress={"queue_ts": ts, "queue_pos": position})
+            await self._store.update_job(job.id, queue_ts=ts, queue_pos=position)
 
     async def refresh_queue(self) -> None:
         """Move the queue messages along: each waiting request shows its current place."""
-        running, waiting = await self._store.queue()
-        for job in waiting:
-            ts = job.progress.get("queue_ts")
-            if not ts:
-                continue
-            position = max(1, queue_position(job.id, running=running, waiting=waiting, capacity=self._capacity))
-            if position != job.progress.get("queue_pos"):
-                await self._slack.update(job.channel_id, ts, messages.queued(position))
-                await self._store.update_job(job.id, progress={"queue_pos": position})
+        running, waiting_ids, shown = await self._store.queue_messages()
+        for job_id, channel, ts, shown_pos in shown:
+            position = max(1, queue_position(job_id, running=running, waiting_ids=waiting_ids,
+                                             capacity=self._capacity))
+            if position != shown_pos and await self._store.move_queue_message(job_id, position):
+                await self._slack.update(channel, ts, messages.queued(position))
 
     # -- stage 2: the generation itself -----------------------------------------------------------------------
 
     async def run(self, job: Job) -> None:
+        run = _Run(job=job, progress=dict(job.progress), response_id=job.response_id)
         sign_ts = job.message_ts or job.thread_ts or ""
         status, error = JobStatus.DONE, None
-        queue_ts = job.progress.get("queue_ts")
-        if queue_ts and job.progress.get("queue_pos") != 0:
-            await self._slack.update(job.channel_id, queue_ts, messages.QUEUE_DONE_WAITING)
-            await self._store.update_job(job.id, progress={"queue_pos": 0})
+        if job.queue_ts:
+            await self._slack.update(job.channel_id, job.queue_ts, messages.QUEUE_DONE_WAITING)
         try:
-            await self._generate(job)
+            await self._generate(run)
         except GenerationError as e:
             status, error = JobStatus.FAILED, f"{e.kind}: {e.detail}"
-            await self._record_failure(job, error)
+            run.generations.append(dataclasses.replace(self._generation(run, None), status="failed", error=error))
             await self._tell(job, e.user_message)
         except DownloadError as e:
             status, error = JobStatus.FAILED, f"download: {e}"
@@ -125,11 +136,12 @@ class JobRunner:
             status, error = JobStatus.FAILED, f"internal: {type(e).__name__}: {e}"
             await self._tell(job, messages.INTERNAL)
         await self._slack.unreact(job.channel_id, sign_ts)
-        if queue_ts:
-            await self._slack.delete(job.channel_id, queue_ts)
+        if job.queue_ts:
+            await self._slack.delete(job.channel_id, job.queue_ts)
         if status is JobStatus.FAILED:
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
-        await self._store.finish(job.id, status=status, error=error)
+        await self._store.finish(job.id, status=status, error=error, generations=run.generations,
+                                 chain=run.chain if status is JobStatus.DONE else None)
         log.info("job %s %s%s", job.id, status.value, f" ({error})" if error else "")
 
     async def _tell(self, job: Job, text: str) -> None:
@@ -138,6 +150,10 @@ class JobRunner:
             await self._slack.post(job.channel_id, job.thread_ts, text)
         except Exception as e:  # noqa: BLE001 - nothing more can be done for this job
             log.warning("could not tell job %s's thread about its failure: %s", job.id, type(e).__name__)
+
+    async def _save(self, run: _Run, **changes: Any) -> None:
+        run.progress.update(changes)
+        await self._store.update_job(run.job.id, progress=dict(run.progress))
 
     async def _inputs(self, job: Job) -> tuple[tuple[str, bytes], ...]:
         inputs = []
@@ -157,8 +173,23 @@ class JobRunner:
             log.warning("could not fetch the thread's last image: %s", e)
             return ()
 
-    async def _generate(self, job: Job) -> None:
+    async def _generate(self, run: _Run) -> None:
+        job = run.job
         assert job.thread_ts is not None, "a generate job runs only once its thread is known"
+        began = time.time()
+        outcome = await self._kept(run)
+        if outcome is None:
+            outcome = await self._ask(run)
+        try:
+            await self._publish(run, outcome, queued_ms=_ms(began - job.created_at),
+                                generation_ms=_ms(time.time() - began))
+        finally:
+            outcome.release()
+
+    async def _ask(self, run: _Run) -> Outcome:
+        """One turn with OpenAI (or the pick-up of the one started before a restart), kept once it is done."""
+        job = run.job
+        assert job.thread_ts is not None
         thread = await self._store.thread(team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts)
         turn = Turn(
             prompt=job.text,
@@ -171,71 +202,60 @@ class JobRunner:
         notices = list(job.options.get("notices", []))
 
         async def started(response_id: str) -> None:
+            run.response_id = response_id
             await self._store.update_job(job.id, response_id=response_id)
 
-        began = time.time()
-        outcome = await self._kept(job)
-        if outcome is None:
-            try:
-                outcome = await self._images.run(turn, resume_id=job.response_id, on_started=started)
-            except GenerationError as e:
-                if e.kind != "chain_expired":
-                    raise
-                log.info("job %s: chain %s expired; starting a new chain", job.id, turn.previous_response_id)
-                turn = dataclasses.replace(
-                    turn, previous_response_id=None, images=turn.images + await self._last_image(thread)
-                )
-                notices.insert(0, messages.CHAIN_EXPIRED_NOTE)
-                outcome = await self._images.run(turn, on_started=started)
-            try:
-                await self._keep(job, outcome, notices)
-            except BaseException:
-                outcome.release()
-                raise
-        else:
-            notices = outcome_notices(job)
         try:
-            await self._publish(job, outcome, notices=notices, queued_ms=_ms(began - job.created_at),
-                                generation_ms=_ms(time.time() - began))
-        finally:
+            outcome = await self._images.run(turn, resume_id=job.response_id, on_started=started)
+        except GenerationError as e:
+            if e.kind != "chain_expired":
+                raise
+            log.info("job %s: chain %s expired; starting a new chain", job.id, turn.previous_response_id)
+            turn = dataclasses.replace(
+                turn, previous_response_id=None, images=turn.images + await self._last_image(thread)
+            )
+            notices.insert(0, messages.CHAIN_EXPIRED_NOTE)
+            outcome = await self._images.run(turn, on_started=started)
+        try:
+            kept = [
+                KeptImage(idx=i, call_id=img.call_id, data=img.data, output_format=img.output_format,
+                          revised_prompt=img.revised_prompt)
+                for i, img in enumerate(outcome.images)
+            ]
+            run.progress["outcome"] = {
+                "response_id": outcome.response_id,
+                "text": outcome.text,
+                "usage": outcome.usage,
+                "tool_usage": outcome.tool_usage,
+                "blocked": outcome.blocked,
+                "count": len(kept),
+                "notices": notices,
+            }
+            await self._store.keep_outcome(job.id, progress=dict(run.progress), images=kept)
+        except BaseException:
             outcome.release()
+            raise
+        return outcome
 
-    async def _keep(self, job: Job, outcome: Outcome, notices: list[str]) -> None:
-        """Hold the finished turn in the database, so a restart posts it without asking OpenAI again."""
-        kept = [
-            KeptImage(idx=i, call_id=img.call_id, data=img.data, output_format=img.output_format,
-                      revised_prompt=img.revised_prompt)
-            for i, img in enumerate(outcome.images)
-        ]
-        summary = {
-            "response_id": outcome.response_id,
-            "text": outcome.text,
-            "usage": outcome.usage,
-            "tool_usage": outcome.tool_usage,
-            "blocked": outcome.blocked,
-            "count": len(kept),
-            "notices": notices,
-        }
-        await self._store.keep_outcome(job.id, outcome=summary, images=kept)
-
-    async def _kept(self, job: Job) -> Outcome | None:
-        summary = job.progress.get("outcome")
+    async def _kept(self, run: _Run) -> Outcome | None:
+        """The finished turn kept before a restart, if there is one."""
+        summary = run.progress.get("outcome")
         if not summary:
             return None
         release = await self._slots.take()
         try:
-            images = await self._store.kept_images(job.id)
+            images = await self._store.kept_images(run.job.id)
         except BaseException:
             release()
             raise
         by_index = {k.idx: Image(k.call_id, k.data, k.revised_prompt, k.output_format) for k in images}
-        posted = job.progress.get("files", {})
+        posted = run.progress.get("files", {})
         missing = [i for i in range(summary["count"]) if i not in by_index and str(i) not in posted]
         if missing:  # cannot happen unless the database lost rows; ask OpenAI again rather than post a gap
-            log.warning("job %s: kept images %s are missing; collecting the response again", job.id, missing)
+            log.warning("job %s: kept images %s are missing; collecting the response again", run.job.id, missing)
             release()
             return None
-        log.info("job %s: posting the answer kept from before a restart", job.id)
+        log.info("job %s: posting the answer kept from before a restart", run.job.id)
         placeholder = Image("", b"", None, None)
         return Outcome(
             response_id=summary["response_id"],
@@ -247,26 +267,26 @@ class JobRunner:
             release=release,
         )
 
-    async def _publish(self, job: Job, outcome: Outcome, *, notices: list[str], queued_ms: int,
-                       generation_ms: int) -> None:
+    async def _publish(self, run: _Run, outcome: Outcome, *, queued_ms: int, generation_ms: int) -> None:
+        job = run.job
         assert job.thread_ts is not None
-        files: dict[str, str] = dict(job.progress.get("files", {}))
-        uploads: dict[str, dict[str, str]] = dict(job.progress.get("uploads", {}))
-        base = self._generation(job, outcome, queued_ms=queued_ms, generation_ms=generation_ms)
-        last_file = None
+        notices = list(run.progress["outcome"].get("notices", []))
+        files: dict[str, str] = dict(run.progress.get("files", {}))
+        uploads: dict[str, dict[str, str]] = dict(run.progress.get("uploads", {}))
+        upload_ms: dict[str, int] = {}
         for i, image in enumerate(outcome.images):
-            if str(i) in files:  # posted before a restart
-                last_file = files[str(i)]
+            key = str(i)
+            if key in files:  # posted before a restart
                 continue
             mimetype = sniff(image.data) or f"image/{image.output_format or 'png'}"
             t0 = time.time()
 
-            async def stage(record: dict[str, str], key: str = str(i)) -> None:
+            async def stage(record: dict[str, str], key: str = key) -> None:
                 uploads[key] = record
-                await self._store.update_job(job.id, progress={"uploads": uploads})
+                await self._save(run, uploads=uploads)
 
-            file_id = await self._slack.upload(
-                reserved=uploads.get(str(i)),
+            files[key] = await self._slack.upload(
+                reserved=uploads.get(key),
                 on_stage=stage,
                 channel=job.channel_id,
                 thread_ts=job.thread_ts,
@@ -276,38 +296,41 @@ class JobRunner:
                     revised_prompt=image.revised_prompt, notices=notices, index=i, count=len(outcome.images)
                 ),
             )
-            files[str(i)] = last_file = file_id
-            await self._store.update_job(job.id, progress={"files": files})
-            await self._store.add_generation(dataclasses.replace(
-                base,
-                status="posted",
-                image_call_id=image.call_id,
-                revised_prompt=image.revised_prompt,
-                slack_file_id=file_id,
-                upload_ms=_ms(time.time() - t0),
-                usage=base.usage if i == 0 else None,  # usage is per response: counted once
-                tool_usage=base.tool_usage if i == 0 else None,
-            ))
-        if outcome.blocked and outcome.images and not job.progress.get("blocked_posted"):
+            upload_ms[key] = _ms(time.time() - t0)
+            await self._save(run, files=files)
+        if outcome.blocked and outcome.images and not run.progress.get("blocked_posted"):
             await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
-            await self._store.update_job(job.id, progress={"blocked_posted": True})
-        if outcome.text.strip() and not job.progress.get("text_posted"):
+            await self._save(run, blocked_posted=True)
+        if outcome.text.strip() and not run.progress.get("text_posted"):
             text = outcome.text
             if notices and not outcome.images:
                 text = "\n".join([*(f":information_source: {n}" for n in notices), text])
             await self._slack.post(job.channel_id, job.thread_ts, text)
-            await self._store.update_job(job.id, progress={"text_posted": True})
-            if not outcome.images:
-                await self._store.add_generation(dataclasses.replace(base, status="text"))
-        await self._store.advance_thread(
+            await self._save(run, text_posted=True)
+        base = self._generation(run, outcome, queued_ms=queued_ms, generation_ms=generation_ms)
+        for i, image in enumerate(outcome.images):
+            run.generations.append(dataclasses.replace(
+                base,
+                status="posted",
+                image_call_id=image.call_id or None,
+                revised_prompt=image.revised_prompt,
+                slack_file_id=files[str(i)],
+                upload_ms=upload_ms.get(str(i)),
+                usage=base.usage if i == 0 else None,  # usage is per response: counted once
+                tool_usage=base.tool_usage if i == 0 else None,
+            ))
+        if not outcome.images:
+            run.generations.append(dataclasses.replace(base, status="text"))
+        run.chain = ChainStep(
             team_id=job.team_id,
             channel_id=job.channel_id,
             thread_ts=job.thread_ts,
             response_id=outcome.response_id,
-            image_file_id=last_file,
+            image_file_id=files[str(len(outcome.images) - 1)] if outcome.images else None,
         )
 
-    def _generation(self, job: Job, outcome: Outcome | None, **timings: Any) -> Generation:
+    def _generation(self, run: _Run, outcome: Outcome | None, **timings: Any) -> Generation:
+        job = run.job
         tool = job.options.get("tool", {})
         return Generation(
             job_id=job.id,
@@ -319,25 +342,12 @@ class JobRunner:
             options=tool,
             model=self._images.model,
             image_model=tool.get("model"),
-            response_id=outcome.response_id if outcome else job.response_id,
+            response_id=outcome.response_id if outcome else run.response_id,
             usage=outcome.usage if outcome else None,
             tool_usage=outcome.tool_usage if outcome else None,
             status="failed",
             **timings,
         )
-
-    async def _record_failure(self, job: Job, error: str) -> None:
-        try:
-            current = await self._store.job(job.id)
-            await self._store.add_generation(
-                dataclasses.replace(self._generation(current, None), status="failed", error=error)
-            )
-        except Exception as e:  # noqa: BLE001 - bookkeeping must not hide the failure itself
-            log.warning("could not record the failure of job %s: %s", job.id, e)
-
-
-def outcome_notices(job: Job) -> list[str]:
-    return list(job.progress.get("outcome", {}).get("notices", []))
 
 
 def _ms(seconds: float) -> int:

@@ -40,8 +40,9 @@ class Worker:
         self._lease = lease
         self._poll = poll
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._generation_slots = asyncio.Semaphore(max_generations)
-        self._notice_slots = asyncio.Semaphore(notice_concurrency)
+        self._capacity = {"notice": notice_concurrency, "run": max_generations}
+        self._busy = {"notice": 0, "run": 0}
+        self._freed = {"notice": asyncio.Event(), "run": asyncio.Event()}
         self._new_work = asyncio.Event()
         self._queued_work = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -61,10 +62,10 @@ class Worker:
 
     def start(self) -> None:
         self._loops = [
-            asyncio.create_task(self._claim_loop(self._store.claim_new, self._notice_slots, self._new_work,
+            asyncio.create_task(self._claim_loop("notice", self._store.claim_new_batch, self._new_work,
                                                  self._notice), name="easel-noticer"),
-            asyncio.create_task(self._claim_loop(self._store.claim, self._generation_slots, self._queued_work,
-                                                 self._run), name="easel-runner"),
+            asyncio.create_task(self._claim_loop("run", self._store.claim_batch, self._queued_work, self._run),
+                                name="easel-runner"),
             asyncio.create_task(self._heartbeat(), name="easel-heartbeat"),
             asyncio.create_task(self._queue_messages(), name="easel-queue"),
         ]
@@ -92,34 +93,43 @@ class Worker:
 
     async def _claim_loop(
         self,
-        claim: Callable[..., Awaitable[Job | None]],
-        slots: asyncio.Semaphore,
+        kind: str,
+        claim: Callable[..., Awaitable[list[Job]]],
         wake: asyncio.Event,
         work: Callable[[Job], Awaitable[None]],
+        *,
+        batch: int = 32,
     ) -> None:
+        """Claim as many jobs as there are free slots of this kind (in one query), run each in its own task."""
         while not self._stopping.is_set():
-            await slots.acquire()
+            free = self._capacity[kind] - self._busy[kind]
+            if free <= 0:
+                self._freed[kind].clear()
+                await self._wait(self._freed[kind])
+                continue
             wake.clear()
             try:
-                job = await claim(worker_id=self.worker_id, lease=self._lease)
+                jobs = await claim(worker_id=self.worker_id, lease=self._lease, limit=min(free, batch))
             except Exception:
-                slots.release()
-                log.exception("claiming a job failed; retrying")
+                log.exception("claiming jobs failed; retrying")
                 await self._wait(wake)
                 continue
-            if job is None:
-                slots.release()
+            if not jobs:
                 await self._wait(wake)
                 continue
-            task = asyncio.create_task(work(job), name=f"easel-job-{job.id}")
-            self._tasks[task] = job
-            task.add_done_callback(lambda t, s=slots: self._done(t, s))
+            for job in jobs:
+                self._busy[kind] += 1
+                task = asyncio.create_task(work(job), name=f"easel-job-{job.id}")
+                self._tasks[task] = job
+                task.add_done_callback(lambda t, k=kind: self._done(t, k))
 
-    def _done(self, task: asyncio.Task[None], slots: asyncio.Semaphore) -> None:
+    def _done(self, task: asyncio.Task[None], kind: str) -> None:
         self._tasks.pop(task, None)
-        slots.release()
+        self._busy[kind] -= 1
+        self._freed[kind].set()
         self._queued_work.set()  # a thread's next job may be runnable now
-        self._queue_moved.set()
+        if kind == "run":
+            self._queue_moved.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("job task crashed", exc_info=task.exception())
 

@@ -66,6 +66,8 @@ class Job:
     noticed: bool
     response_id: str | None
     progress: dict[str, Any]
+    queue_ts: str | None
+    queue_pos: int | None
     error: str | None
     created_at: float
     started_at: float | None
@@ -117,3 +119,14 @@ class KeptImage:
     data: bytes
     output_format: str | None
     revised_prompt: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainStep:
+    """A thread's chain moving on to a new response (and its newest image, if the turn made one)."""
+
+    team_id: str
+    channel_id: str
+    thread_ts: str
+    response_id: str
+    image_file_id: str | None

@@ -45,7 +45,9 @@ jobs = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("noticed", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("response_id", sa.String(128)),
-    sa.Column("progress", sa.JSON, nullable=False),
+    sa.Column("progress", sa.JSON, nullable=False),  # written only by the worker running the job
+    sa.Column("queue_ts", sa.String(32)),  # the "number N in the queue" message, while the job waits
+    sa.Column("queue_pos", sa.Integer),
     sa.Column("error", sa.Text),
     sa.Column("worker_id", sa.String(64)),
     sa.Column("lease_until", sa.Float),

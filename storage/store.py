@@ -23,9 +23,11 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import models
-from storage.schema import generations, job_images, jobs, threads
+from storage.schema import generations as generations_table
+from storage.schema import job_images, jobs, threads
 
-_ACTIVE = ("new", "noticing", "queued", "running")
+_WAITING = ("new", "noticing", "queued")
+_ACTIVE = (*_WAITING, "running")
 
 
 P = ParamSpec("P")
@@ -74,6 +76,8 @@ def _job(row: Any) -> models.Job:
         noticed=bool(m["noticed"]),
         response_id=m["response_id"],
         progress=dict(m["progress"] or {}),
+        queue_ts=m["queue_ts"],
+        queue_pos=m["queue_pos"],
         error=m["error"],
         created_at=m["created_at"],
         started_at=m["started_at"],
@@ -202,34 +206,50 @@ class Store:
 
     # -- claiming work -----------------------------------------------------------------------------------
 
-    async def _claim(self, candidates: sa.Select, takeable: Any, values: dict[str, Any]) -> models.Job | None:
+    async def _claim(
+        self, candidates: sa.Select, takeable: Any, values: dict[str, Any], limit: int
+    ) -> list[models.Job]:
+        candidates = candidates.limit(limit)
         if self.dialect == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
+        # A CTE, not `id IN (subquery)`: PostgreSQL may run such a subquery more than once, and with LIMIT and
+        # SKIP LOCKED each run can pick other rows, so one claim could take more jobs than it asked for.
+        picked = candidates.cte("picked")
         stmt = (
             sa.update(jobs)
-            .where(jobs.c.id == candidates.scalar_subquery(), takeable)
+            .where(jobs.c.id == picked.c.id, takeable)
             .values(**values)
             .returning(*jobs.c)
         )
         async with self.engine.begin() as conn:
-            row = (await conn.execute(stmt)).first()
-        return _job(row) if row is not None else None
+            rows = (await conn.execute(stmt)).all()
+        return sorted((_job(r) for r in rows), key=lambda j: j.id)
 
-    @_uncancellable
     async def claim_new(self, *, worker_id: str, lease: float) -> models.Job | None:
         """Take the oldest job that has had no sign of work yet (or whose noticer died)."""
+        taken = await self.claim_new_batch(worker_id=worker_id, lease=lease, limit=1)
+        return taken[0] if taken else None
+
+    async def claim(self, *, worker_id: str, lease: float) -> models.Job | None:
+        """Take the oldest runnable job: queued (or running with a dead owner), and first in its thread."""
+        taken = await self.claim_batch(worker_id=worker_id, lease=lease, limit=1)
+        return taken[0] if taken else None
+
+    @_uncancellable
+    async def claim_new_batch(self, *, worker_id: str, lease: float, limit: int) -> list[models.Job]:
+        """Take the oldest jobs that have had no sign of work yet (or whose noticer died)."""
         now = time.time()
         takeable = sa.or_(
             jobs.c.status == "new", sa.and_(jobs.c.status == "noticing", jobs.c.lease_until < now)
         )
-        candidates = sa.select(jobs.c.id).where(takeable).order_by(jobs.c.id).limit(1)
+        candidates = sa.select(jobs.c.id).where(takeable).order_by(jobs.c.id)
         return await self._claim(
-            candidates, takeable, {"status": "noticing", "worker_id": worker_id, "lease_until": now + lease}
+            candidates, takeable, {"status": "noticing", "worker_id": worker_id, "lease_until": now + lease}, limit
         )
 
     @_uncancellable
-    async def claim(self, *, worker_id: str, lease: float) -> models.Job | None:
-        """Take the oldest runnable job: queued (or running with a dead owner), and first in its thread."""
+    async def claim_batch(self, *, worker_id: str, lease: float, limit: int) -> list[models.Job]:
+        """Take the oldest runnable jobs: queued (or running with a dead owner), each first in its thread."""
         now = time.time()
         earlier = jobs.alias("earlier")
         blocked = (
@@ -249,7 +269,6 @@ class Store:
             sa.select(jobs.c.id)
             .where(takeable, jobs.c.kind == models.JobKind.GENERATE.value, ~blocked)
             .order_by(jobs.c.id)
-            .limit(1)
         )
         return await self._claim(
             candidates,
@@ -261,6 +280,7 @@ class Store:
                 "attempts": jobs.c.attempts + 1,
                 "started_at": sa.func.coalesce(jobs.c.started_at, now),
             },
+            limit,
         )
 
     @_uncancellable
@@ -323,27 +343,23 @@ class Store:
 
     @_uncancellable
     async def update_job(self, job_id: int, **values: Any) -> None:
-        """Record progress: `response_id`, `progress` (merged key by key into what is stored)."""
+        """Record progress: `response_id`, `progress` (the whole dict: only the job's runner writes it),
+        `queue_ts`, `queue_pos`."""
         async with self.engine.begin() as conn:
-            if "progress" in values:
-                current = (await conn.execute(sa.select(jobs.c.progress).where(jobs.c.id == job_id))).scalar_one()
-                values["progress"] = {**(current or {}), **values["progress"]}
             await conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
 
     @_uncancellable
-    async def keep_outcome(self, job_id: int, *, outcome: dict[str, Any], images: list[models.KeptImage]) -> None:
+    async def keep_outcome(self, job_id: int, *, progress: dict[str, Any], images: list[models.KeptImage]) -> None:
         """Keep a finished turn (its images, and the rest in the job's progress) until Slack has it all."""
+        now = time.time()
         async with self.engine.begin() as conn:
-            now = time.time()
-            for img in images:
-                await conn.execute(sa.insert(job_images).values(
-                    job_id=job_id, idx=img.idx, call_id=img.call_id, data=img.data,
-                    output_format=img.output_format, revised_prompt=img.revised_prompt, created_at=now,
-                ))
-            current = (await conn.execute(sa.select(jobs.c.progress).where(jobs.c.id == job_id))).scalar_one()
-            await conn.execute(
-                sa.update(jobs).where(jobs.c.id == job_id).values(progress={**(current or {}), "outcome": outcome})
-            )
+            if images:
+                await conn.execute(sa.insert(job_images), [
+                    {"job_id": job_id, "idx": img.idx, "call_id": img.call_id, "data": img.data,
+                     "output_format": img.output_format, "revised_prompt": img.revised_prompt, "created_at": now}
+                    for img in images
+                ])
+            await conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(progress=progress))
 
     @_uncancellable
     async def kept_images(self, job_id: int) -> list[models.KeptImage]:
@@ -357,15 +373,40 @@ class Store:
         ]
 
     @_uncancellable
-    async def finish(self, job_id: int, *, status: models.JobStatus, error: str | None = None) -> None:
-        """End a job; the images kept for it are no longer needed."""
+    async def finish(
+        self,
+        job_id: int,
+        *,
+        status: models.JobStatus,
+        error: str | None = None,
+        generations: Sequence[models.Generation] = (),
+        chain: models.ChainStep | None = None,
+    ) -> None:
+        """End a job, in one transaction: its status, the generations it produced, and (when it succeeded)
+        the thread's chain moved on. The images kept for it are no longer needed."""
+        now = time.time()
         async with self.engine.begin() as conn:
             await conn.execute(sa.delete(job_images).where(job_images.c.job_id == job_id))
             await conn.execute(
                 sa.update(jobs)
                 .where(jobs.c.id == job_id)
-                .values(status=status.value, error=error, finished_at=time.time(), worker_id=None, lease_until=None)
+                .values(status=status.value, error=error, finished_at=now, worker_id=None, lease_until=None,
+                        queue_ts=None)
             )
+            if generations:
+                await conn.execute(sa.insert(generations_table), [
+                    {**{f: getattr(g, f) for f in models.Generation.__dataclass_fields__}, "created_at": now}
+                    for g in generations
+                ])
+            if chain is not None:
+                values: dict[str, Any] = {"last_response_id": chain.response_id, "updated_at": now}
+                if chain.image_file_id:
+                    values["last_image_file_id"] = chain.image_file_id
+                await conn.execute(
+                    sa.update(threads)
+                    .where(*self._thread_is(chain.team_id, chain.channel_id, chain.thread_ts))
+                    .values(**values)
+                )
 
     @_uncancellable
     async def job(self, job_id: int) -> models.Job:
@@ -389,14 +430,40 @@ class Store:
             return int((await conn.execute(stmt)).scalar_one())
 
     @_uncancellable
-    async def queue(self) -> tuple[int, list[models.Job]]:
-        """(generate jobs running now, generate jobs waiting in id order): what queue positions come from."""
+    async def queue_place(self, job_id: int) -> tuple[int, int]:
+        """(generate jobs running now, generate jobs waiting ahead of this one)."""
         kind = jobs.c.kind == models.JobKind.GENERATE.value
         running = sa.select(sa.func.count()).where(kind, jobs.c.status == "running")
-        waiting = sa.select(jobs).where(kind, jobs.c.status.in_(("new", "noticing", "queued"))).order_by(jobs.c.id)
+        ahead = sa.select(sa.func.count()).where(kind, jobs.c.status.in_(_WAITING), jobs.c.id < job_id)
         async with self.engine.connect() as conn:
-            n = int((await conn.execute(running)).scalar_one())
-            return n, [_job(r) for r in (await conn.execute(waiting)).all()]
+            return int((await conn.execute(running)).scalar_one()), int((await conn.execute(ahead)).scalar_one())
+
+    @_uncancellable
+    async def queue_messages(self) -> tuple[int, list[int], list[tuple[int, str, str, int | None]]]:
+        """For moving queue messages along: (running count, ids of all waiting generate jobs in order,
+        (id, channel, queue_ts, queue_pos) of the waiting jobs that show a queue message)."""
+        kind = jobs.c.kind == models.JobKind.GENERATE.value
+        waiting = sa.and_(kind, jobs.c.status.in_(_WAITING))
+        async with self.engine.connect() as conn:
+            shown = (await conn.execute(
+                sa.select(jobs.c.id, jobs.c.channel_id, jobs.c.queue_ts, jobs.c.queue_pos)
+                .where(waiting, jobs.c.queue_ts.is_not(None)).order_by(jobs.c.id)
+            )).all()
+            if not shown:
+                return 0, [], []
+            running = (await conn.execute(
+                sa.select(sa.func.count()).where(kind, jobs.c.status == "running"))).scalar_one()
+            ids = (await conn.execute(sa.select(jobs.c.id).where(waiting).order_by(jobs.c.id))).scalars().all()
+        return int(running), list(ids), [tuple(r) for r in shown]
+
+    @_uncancellable
+    async def move_queue_message(self, job_id: int, position: int) -> bool:
+        """Record a queue message's new position, if the job is still waiting. False once it has started."""
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(_WAITING)).values(queue_pos=position)
+            )
+        return done.rowcount == 1
 
     @_uncancellable
     async def pending_for_user(self, *, team_id: str, user_id: str) -> int:
@@ -440,12 +507,12 @@ class Store:
     async def add_generation(self, gen: models.Generation) -> None:
         values = {f: getattr(gen, f) for f in models.Generation.__dataclass_fields__}
         async with self.engine.begin() as conn:
-            await conn.execute(sa.insert(generations).values(**values, created_at=time.time()))
+            await conn.execute(sa.insert(generations_table).values(**values, created_at=time.time()))
 
     @_uncancellable
     async def generations(self, *, job_id: int | None = None) -> Sequence[dict[str, Any]]:
-        stmt = sa.select(generations).order_by(generations.c.id)
+        stmt = sa.select(generations_table).order_by(generations_table.c.id)
         if job_id is not None:
-            stmt = stmt.where(generations.c.job_id == job_id)
+            stmt = stmt.where(generations_table.c.job_id == job_id)
         async with self.engine.connect() as conn:
             return [dict(r._mapping) for r in (await conn.execute(stmt)).all()]

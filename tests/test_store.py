@@ -367,16 +367,19 @@ async def test_release_gives_back_only_the_workers_job(store: Store) -> None:
 # -- progress --------------------------------------------------------------------------------------
 
 
-async def test_update_job_merges_progress(store: Store) -> None:
+async def test_update_job_writes_progress_whole_and_leaves_other_columns(store: Store) -> None:
+    """Only the job's runner writes progress, from its own copy: the store writes what it is given."""
     job = await queued(store, new_job())
     await store.update_job(job.id, progress={"posted": ["F1"], "stage": "generating"})
-    await store.update_job(job.id, progress={"stage": "uploading", "seq": 7}, response_id="resp_1")
+    await store.update_job(job.id, progress={"posted": ["F1"], "stage": "uploading", "seq": 7},
+                           response_id="resp_1")
     after = await store.job(job.id)
     assert after.progress == {"posted": ["F1"], "stage": "uploading", "seq": 7}
     assert after.response_id == "resp_1"
-    await store.update_job(job.id, response_id="resp_2")
+    await store.update_job(job.id, response_id="resp_2", queue_ts="9.9", queue_pos=2)
     after = await store.job(job.id)
     assert after.response_id == "resp_2" and after.progress["seq"] == 7
+    assert (after.queue_ts, after.queue_pos) == ("9.9", 2)
 
 
 async def test_finish_records_status_and_error(store: Store) -> None:
@@ -566,3 +569,18 @@ async def test_postgres_concurrent_claimers_run_one_thread_one_at_a_time(
     finally:
         await one.close()
         await two.close()
+
+
+async def test_batch_claims_take_at_most_their_limit(store: Store) -> None:
+    for n in range(10):
+        await enqueue(store, new_job(key=f"msg:T:C:b{n}", thread_ts=f"b{n}.0"))
+    noticing = await store.claim_new_batch(worker_id="n", lease=60, limit=4)
+    assert len(noticing) == 4
+    assert sum(j.status == "noticing" for j in await store.jobs()) == 4
+    for job in await store.claim_new_batch(worker_id="n", lease=60, limit=100):
+        await store.noticed(job.id)
+    for job in noticing:
+        await store.noticed(job.id)
+    taken = await store.claim_batch(worker_id="w", lease=60, limit=3)
+    assert [j.id for j in taken] == sorted(j.id for j in taken) and len(taken) == 3
+    assert sum(j.status == "running" for j in await store.jobs()) == 3
