@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
 
@@ -336,6 +337,19 @@ async def outcome(response: dict[str, Any]) -> Outcome:
                    blocked=len(blocked))
 
 
+def _timed_out(e: BaseException) -> bool:
+    """Did a time-out really happen? The SDK's aiohttp transport reports a dropped connection as a connect
+    time-out; the cause chain tells them apart."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, TimeoutError):
+            return True
+        if isinstance(seen, aiohttp.ClientConnectionError):
+            return False
+        seen = seen.__cause__ or seen.__context__
+    return True
+
+
 def classify(e: openai.APIError) -> GenerationError:
     """An SDK exception (after the SDK's own retries) as what the user should be told."""
     code = getattr(e, "code", None) or ""
@@ -348,7 +362,7 @@ def classify(e: openai.APIError) -> GenerationError:
         return GenerationError("unknown_model", messages.unknown_model(getattr(e, "message", detail)), detail)
     if isinstance(e, openai.RateLimitError):
         return GenerationError("rate_limit", messages.RATE_LIMITED, detail)
-    if isinstance(e, openai.APITimeoutError):
+    if isinstance(e, openai.APITimeoutError) and _timed_out(e):
         return GenerationError("timeout", messages.TIMED_OUT, detail)
     if isinstance(e, openai.APIConnectionError | openai.InternalServerError):
         return GenerationError("unavailable", messages.UNAVAILABLE, detail)

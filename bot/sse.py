@@ -82,15 +82,17 @@ async def events(
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         if skipping is not None:
-            window = tail[-1:] + chunk
-            end = window.find(b"\n\n")
-            if end < 0:
-                tail = (tail + chunk)[-256:]
-                continue
-            tail = (tail + window[1:end])[-256:] if end else tail
+            if tail.endswith(b"\n") and chunk.startswith(b"\n"):  # the blank line straddles two chunks
+                end, rest = 0, chunk[1:]
+            else:
+                end = chunk.find(b"\n\n")
+                if end < 0:
+                    tail = (tail + chunk[-256:])[-256:]
+                    continue
+                tail, rest = (tail + chunk[max(0, end - 256):end])[-256:], chunk[end + 2:]
             seq = _last_seq(tail)
             yield Event(skipping, seq if seq is not None else head_seq, None)
-            skipping, chunk = None, window[end + 2:]
+            skipping, chunk = None, rest
         buf += chunk
         while True:
             end = buf.find(b"\n\n", searched)
