@@ -85,13 +85,13 @@ async def build(settings: Settings, *, wake: Callable[[], None] | None = None) -
     slots = PayloadSlots(settings.max_images_in_memory)
     images = OpenAIImages(client, model=settings.openai_model, slots=slots,
                           deadline=max(settings.openai_timeout * 2, 30.0))
+    runner = JobRunner(store=store, images=images, slack=slack, capacity=settings.max_concurrent_generations,
+                       slots=slots)
     worker = Worker(
-        store=store,
-        runner=JobRunner(store=store, images=images, slack=slack, capacity=settings.max_concurrent_generations,
-                         slots=slots),
-        max_generations=settings.max_concurrent_generations,
+        store=store, runner=runner, max_generations=settings.max_concurrent_generations,
         lease=settings.job_lease_seconds,
     )
+    runner.free_slots = worker.free_generation_slots
     bolt = AsyncApp(
         client=web_client,
         signing_secret=settings.slack_signing_secret,

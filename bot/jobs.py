@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bot import messages
@@ -42,13 +43,20 @@ class _Run:
 
 class JobRunner:
     def __init__(
-        self, *, store: Store, images: OpenAIImages, slack: SlackPublisher, capacity: int, slots: PayloadSlots
+        self,
+        *,
+        store: Store,
+        images: OpenAIImages,
+        slack: SlackPublisher,
+        capacity: int,
+        slots: PayloadSlots,
     ):
         self._store = store
         self._images = images
         self._slack = slack
         self._capacity = capacity
         self._slots = slots
+        self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
@@ -90,8 +98,8 @@ class JobRunner:
 
     async def _say_queued(self, job: Job, thread_ts: str | None) -> None:
         """When every generation slot is taken, say so, with the request's place in the queue."""
-        if job.queue_ts:
-            return
+        if job.queue_ts or self.free_slots() >= 0:
+            return  # a slot is free here: it will start at once (other replicas' queues say so themselves)
         running, ahead = await self._store.queue_place(job.id)
         position = ahead + 1 - max(0, self._capacity - running)
         if position > 0:

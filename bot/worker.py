@@ -43,6 +43,7 @@ class Worker:
         self._capacity = {"notice": notice_concurrency, "run": max_generations}
         self._busy = {"notice": 0, "run": 0}
         self._freed = {"notice": asyncio.Event(), "run": asyncio.Event()}
+        self._notices_idle = asyncio.Event()
         self._new_work = asyncio.Event()
         self._queued_work = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -102,6 +103,10 @@ class Worker:
     ) -> None:
         """Claim as many jobs as there are free slots of this kind (in one query), run each in its own task."""
         while not self._stopping.is_set():
+            if kind == "run" and self._busy["notice"]:
+                # Signs of work first: a burst of requests should all see the hourglass before the CPU goes
+                # to starting generations (never for long: a notice is one Slack call and a write).
+                await self._wait(self._notices_idle)
             free = self._capacity[kind] - self._busy[kind]
             if free <= 0:
                 self._freed[kind].clear()
@@ -117,16 +122,24 @@ class Worker:
             if not jobs:
                 await self._wait(wake)
                 continue
+            if kind == "notice":
+                self._notices_idle.clear()
             for job in jobs:
                 self._busy[kind] += 1
                 task = asyncio.create_task(work(job), name=f"easel-job-{job.id}")
                 self._tasks[task] = job
                 task.add_done_callback(lambda t, k=kind: self._done(t, k))
 
+    def free_generation_slots(self) -> int:
+        """Generation slots no job here is using or about to use (every job being noticed may want one)."""
+        return self._capacity["run"] - self._busy["run"] - self._busy["notice"]
+
     def _done(self, task: asyncio.Task[None], kind: str) -> None:
         self._tasks.pop(task, None)
         self._busy[kind] -= 1
         self._freed[kind].set()
+        if kind == "notice" and self._busy[kind] == 0:
+            self._notices_idle.set()
         self._queued_work.set()  # a thread's next job may be runnable now
         if kind == "run":
             self._queue_moved.set()
