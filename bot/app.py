@@ -245,7 +245,15 @@ class WorkerProcess:
         return self._proc is not None and self._proc.returncode is None
 
     async def start(self) -> None:
-        env = {**os.environ, "EASEL_PARENT_PID": str(os.getpid())}
+        env = {
+            # Images pass through buffers of megabytes; glibc's default raises its mmap threshold after the
+            # first one is freed and then keeps such buffers in fragmented heaps. A fixed threshold hands
+            # them back to the system as soon as they are freed, which keeps the worker's memory flat.
+            "MALLOC_MMAP_THRESHOLD_": "262144",
+            "MALLOC_ARENA_MAX": "2",
+            **os.environ,
+            "EASEL_PARENT_PID": str(os.getpid()),
+        }
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "worker", stdin=asyncio.subprocess.PIPE, env=env
         )

@@ -81,6 +81,16 @@ class PayloadSlots:
 
     async def take(self) -> Callable[[], None]:
         await self._sem.acquire()
+        return self._releaser()
+
+    async def try_take(self) -> Callable[[], None] | None:
+        """A slot if one is free now (acquiring a free semaphore does not wait), else None."""
+        if self._sem.locked():
+            return None
+        await self._sem.acquire()
+        return self._releaser()
+
+    def _releaser(self) -> Callable[[], None]:
         released = False
 
         def release() -> None:
@@ -231,7 +241,7 @@ class OpenAIImages:
         response_id: str | None = None
         last_seq: int | None = None
         try:
-            async for event in sse.events(raw.iter_bytes(), admit=hold.take):
+            async for event in sse.events(raw.iter_bytes(), admit=hold.try_take):
                 if event.sequence_number is not None:
                     last_seq = event.sequence_number
                 data = event.data or {}
@@ -242,6 +252,8 @@ class OpenAIImages:
                         await remember(response_id)
                 if event.type in sse.FINAL and isinstance(response, dict):
                     return response_id, response, last_seq
+                if event.type == sse.DEFERRED:
+                    break  # the answer is ready but there is no room for it yet: fetch it when there is
                 if event.type == "error":
                     if data.get("error") and response_id is None:
                         raise GenerationError("failed", messages.rejected(str(data["error"])), str(data["error"]))
@@ -271,6 +283,11 @@ class _Hold:
     async def take(self) -> None:
         if self._release is None:
             self._release = await self._slots.take()
+
+    async def try_take(self) -> bool:
+        if self._release is None:
+            self._release = await self._slots.try_take()
+        return self._release is not None
 
     def release(self) -> None:
         if self._release is not None:

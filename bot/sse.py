@@ -4,9 +4,9 @@ The openai SDK's own stream decoding parses every event into typed objects; an i
 result twice (in `response.output_item.done` and again in `response.completed`), and measured on this machine
 that decoding costs several times what decoding and uploading the image itself does. Here small events are
 parsed, large ones Easel does not need are skipped as they stream by (only their last bytes are kept, for the
-sequence number), and a large event it needs (the final response) is read only after `admit()` returns: while
-it waits, the socket is not read, so the server holds the payload and memory stays bounded however many
-generations finish at once.
+sequence number), and a large event it needs (the final response) is read only if `admit()` says there is
+room; otherwise the stream ends there and the caller fetches the response later, so memory stays bounded
+however many generations finish at once.
 """
 
 from __future__ import annotations
@@ -64,14 +64,20 @@ def parse_event(raw: bytes) -> Event | None:
     return Event(str(body.get("type") or hint), seq if isinstance(seq, int) else None, body)
 
 
+DEFERRED = "easel.deferred"
+
+
 async def events(
     chunks: AsyncIterator[bytes],
     *,
-    admit: Callable[[], Awaitable[None]],
+    admit: Callable[[], Awaitable[bool]],
     wanted: frozenset[str] = FINAL,
     small: int = SMALL,
 ) -> AsyncIterator[Event]:
-    """Split a byte stream into events. Large events whose type is not in `wanted` come out with data=None."""
+    """Split a byte stream into events. Large events whose type is not in `wanted` come out with data=None.
+
+    Before a large wanted event is read, `admit()` is awaited: True reads it; False ends the stream here with
+    an event of type DEFERRED (the caller fetches that payload later, when it has room for it)."""
     buf = bytearray()
     skipping: str | None = None  # type of the large event being skipped
     head_seq: int | None = None
@@ -118,7 +124,9 @@ async def events(
                     buf.clear()
                     searched = 0
                 elif not admitted:
-                    await admit()  # nothing more is read from the socket until there is room
+                    if not await admit():  # no room for it now: stop reading, hold nothing
+                        yield Event(DEFERRED, None, None)
+                        return
                     admitted = True
             break
     if skipping is None and buf.strip():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from tests.conftest import Running
 from tests.fakes.openai_api import Fault, default_image_factory
 
@@ -227,3 +229,24 @@ async def test_imagine_in_a_channel_easel_cannot_post_in_is_told_privately(easel
     assert job.status == "failed"
     [call] = await easel.slack.wait_for("response_url")
     assert "/invite @Easel" in call.args["text"]
+
+
+async def test_answers_without_room_are_fetched_later_and_all_arrive(easel_factory) -> None:
+    """More generations finish at once than MAX_IMAGES_IN_MEMORY: the rest are fetched when room frees."""
+    easel = await easel_factory(MAX_IMAGES_IN_MEMORY="1")
+
+    def large(w: int, h: int, fmt: str, prompt: str) -> bytes:  # ~270 KB of base64: a "large" event
+        return b"\x89PNG\r\n\x1a\n" + random.Random(prompt).randbytes(200_000)
+
+    easel.openai.image_factory = large
+    easel.openai.latency = 0.3
+    for i in range(6):
+        await easel.sender.mention(f"image {i}", channel=f"C{i}", user=f"U{i}")
+    await easel.slack.wait_for("files.completeUploadExternal", count=6, timeout=30)
+    jobs = await easel.jobs_settled(6)
+    assert all(j.status == "done" for j in jobs)
+    assert len(easel.openai.create_requests()) == 6  # no generation paid twice
+    assert sorted(f["bytes"] for f in easel.slack.shared_files) == sorted(large(0, 0, "", f"image {i}")
+                                                                          for i in range(6))
+    fetched_later = [r for r in easel.openai.requests if r.method == "GET" and not r.query.get("stream")]
+    assert fetched_later, "some answers waited for room and were fetched afterwards"

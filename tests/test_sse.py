@@ -26,8 +26,9 @@ async def _chunks(data: bytes, size: int):
 async def _collect(data: bytes, size: int, **kw) -> list[sse.Event]:
     admitted = []
 
-    async def admit() -> None:
+    async def admit() -> bool:
         admitted.append(True)
+        return True
 
     return [e async for e in sse.events(_chunks(data, size), admit=admit, **kw)]
 
@@ -72,8 +73,9 @@ async def test_a_large_wanted_event_is_read_only_after_admission() -> None:
             pulled.append(i)
             yield data[i:i + 4096]
 
-    async def admit() -> None:
+    async def admit() -> bool:
         await gate.wait()
+        return True
 
     seen = []
 
@@ -93,6 +95,24 @@ async def test_a_large_wanted_event_is_read_only_after_admission() -> None:
     gate.set()
     await asyncio.wait_for(task, 5)
     assert seen[-1] == "response.completed"
+
+
+async def test_a_large_wanted_event_without_room_ends_the_stream_deferred() -> None:
+    pulled = []
+    data = _sse(*STREAM)
+
+    async def chunks():
+        for i in range(0, len(data), 4096):
+            pulled.append(i)
+            yield data[i:i + 4096]
+
+    async def no_room() -> bool:
+        return False
+
+    events = [e async for e in sse.events(chunks(), admit=no_room)]
+    assert [e.type for e in events][-1] == sse.DEFERRED
+    assert "response.completed" not in [e.type for e in events]
+    assert len(pulled) * 4096 < len(data)  # the payload was left unread
 
 
 def test_parse_event_handles_comments_multiline_data_and_done() -> None:
