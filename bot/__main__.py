@@ -28,6 +28,8 @@ def _die_with_parent() -> None:
         pass  # not Linux: the end of standard input still stops the worker
     if str(os.getppid()) != parent:
         os._exit(0)  # the parent died before the line above took effect
+    # Slack waits at most three seconds for the other process; image work can wait a few milliseconds.
+    os.nice(5)
 
 
 async def _main(settings: Settings, role: str) -> None:
