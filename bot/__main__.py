@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -22,10 +23,8 @@ def _die_with_parent() -> None:
     parent = os.environ.get("EASEL_PARENT_PID")
     if parent is None:
         return
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the end of standard input still stops it
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: the end of standard input still stops the worker
     if str(os.getppid()) != parent:
         os._exit(0)  # the parent died before the line above took effect
     # Slack waits at most three seconds for the other process; image work can wait a few milliseconds.

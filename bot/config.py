@@ -121,7 +121,8 @@ class Settings(pydantic.BaseModel):
             try:
                 v = json.loads(v) if v.strip() else {}
             except json.JSONDecodeError as e:
-                raise ValueError(f'EXTRA_IMAGE_MODELS must be JSON like {{"gpt-image-3": {{"transparent": true}}}} ({e})')
+                example = '{"gpt-image-3": {"transparent": true}}'
+                raise ValueError(f"EXTRA_IMAGE_MODELS must be JSON like {example} ({e})") from None
         return v
 
     @field_validator("log_level")

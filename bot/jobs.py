@@ -131,7 +131,7 @@ class JobRunner:
             await self._tell(job, e.user_message)
         except DownloadError as e:
             status, error = JobStatus.FAILED, f"download: {e}"
-            await self._tell(job, f":warning: I couldn't use an attached file: {e} Nothing was sent to the image model.")
+            await self._tell(job, messages.attachment_failed(str(e)))
         except SlackUnavailable as e:
             status, error = JobStatus.FAILED, f"slack: {e}"
             await self._tell(job, messages.SLACK_FAILED.format(reason=e))

@@ -70,6 +70,10 @@ def attachment_problem(name: str, problem: str) -> str:
     return f":warning: I couldn't use the attached file `{name}`: {problem} Nothing was sent to the image model."
 
 
+def attachment_failed(reason: str) -> str:
+    return f":warning: I couldn't use an attached file: {reason} Nothing was sent to the image model."
+
+
 NOT_AN_IMAGE = "it is not an image. Attach PNG, JPEG, WebP or GIF images."
 HTML_INSTEAD = "Slack sent a web page instead of the file (the app may be missing the files:read scope)."
 

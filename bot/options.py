@@ -161,7 +161,9 @@ def resolve(options: ImageOptions, *, defaults: Defaults, table: models.ModelTab
     notices: list[str] = []
     if background == "transparent":
         if fmt == "jpeg":
-            raise OptionError("A transparent background needs `--format png` or `--format webp`; jpeg has no transparency.")
+            raise OptionError(
+                "A transparent background needs `--format png` or `--format webp`; jpeg has no transparency."
+            )
         if not model.transparent:
             fallback = table.transparent_fallback()
             if fallback is None:

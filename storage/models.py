@@ -7,14 +7,14 @@ import enum
 from typing import Any
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
 
 
-class JobKind(str, enum.Enum):
+class JobKind(enum.StrEnum):
     GENERATE = "generate"  # ask OpenAI, post what comes back
     NOTICE = "notice"  # post a fixed text in the thread (help, a bad flag): no OpenAI call
 
