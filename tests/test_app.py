@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
-import socket
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +11,9 @@ import aiohttp
 import yaml
 
 from bot import app as easel_app
-from tests.conftest import SIGNING_SECRET, Running, wait_until
+from tests.conftest import SIGNING_SECRET, Running
+from tests.fakes.slack_requests import SlackSender
+from tests.procs import BotProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,15 +70,9 @@ async def test_every_manifest_event_reaches_a_listener(easel: Running) -> None:
     assert result.status == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_python_m_bot_serves_http_and_stops_cleanly_on_sigterm(fake_slack, fake_openai, tmp_path) -> None:
-    port = _free_port()
-    env = {
+    port = free_port()
+    bot = BotProcess({
         "PATH": os.environ.get("PATH", ""),
         "SLACK_BOT_TOKEN": fake_slack.bot_token,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
@@ -89,39 +81,20 @@ async def test_python_m_bot_serves_http_and_stops_cleanly_on_sigterm(fake_slack,
         "OPENAI_BASE_URL": fake_openai.base_url,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'easel.db'}",
         "PORT": str(port),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
+    }, tmp_path / "bot.log")
     try:
-        async with aiohttp.ClientSession() as session:
-
-            async def healthy() -> bool:
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await wait_until(healthy, timeout=30, what="python -m bot to answer /healthz")
-            from tests.fakes.slack_requests import SlackSender
-
-            async with SlackSender(url=f"http://127.0.0.1:{port}/slack/events", signing_secret=SIGNING_SECRET) as s:
-                ts, result = await s.mention("a subprocess painting")
-                assert result.status == 200
-            await fake_slack.wait_for("files.completeUploadExternal", timeout=30)
-            assert fake_slack.shared_files[0]["thread_ts"] == ts
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 30)
-        _, stderr = await proc.communicate()
-        assert code == 0, stderr.decode()
-        log = stderr.decode()
+        await bot.start()
+        async with SlackSender(url=f"http://127.0.0.1:{port}/slack/events", signing_secret=SIGNING_SECRET) as s:
+            ts, result = await s.mention("a subprocess painting")
+            assert result.status == 200
+        await fake_slack.wait_for("files.completeUploadExternal", timeout=30)
+        assert fake_slack.shared_files[0]["thread_ts"] == ts
+        assert await bot.terminate() == 0, bot.log.read_text()[-3000:]
+        log = bot.log.read_text()
         assert fake_slack.bot_token not in log and fake_openai.api_key not in log
+        assert "worker" in log  # the jobs ran in the worker process
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await bot.ensure_stopped()
 
 
 async def test_a_payload_bolt_cannot_read_is_400_when_signed_and_401_when_not(easel: Running) -> None:

@@ -3,78 +3,27 @@ answered exactly once. Also: SIGTERM hands unfinished work back, and secrets nev
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import os
-import signal
-import socket
-import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.conftest import SIGNING_SECRET, wait_until
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_requests import SlackSender
+from tests.procs import BotProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-chaos-0123456789abcdef-secret"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class BotProcess:
-    """`python -m bot` as a subprocess, its log in a file."""
-
-    def __init__(self, env: dict[str, str], log: Path):
-        self.env, self.log = env, log
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", cwd=ROOT, env=self.env, stdout=out, stderr=out
-            )
-        port = self.env["PORT"]
-        async with aiohttp.ClientSession() as session:
-
-            async def healthy() -> bool:
-                assert self.proc is not None and self.proc.returncode is None, self.log.read_text()[-3000:]
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await wait_until(healthy, timeout=30, what="python -m bot to start")
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), 60)
-
-    async def ensure_stopped(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-
 @pytest.fixture
 async def chaos(database_url: str, tmp_path: Path) -> Any:
     async with FakeSlack() as slack, FakeOpenAI(api_key=API_KEY) as openai:
-        port = _free_port()
+        port = free_port()
         env = {
             "PATH": os.environ.get("PATH", ""),
             "SLACK_BOT_TOKEN": slack.bot_token,
