@@ -98,8 +98,8 @@ class JobRunner:
 
     async def _say_queued(self, job: Job, thread_ts: str | None) -> None:
         """When every generation slot is taken, say so, with the request's place in the queue."""
-        if job.queue_ts or self.free_slots() >= 0:
-            return  # a slot is free here: it will start at once (other replicas' queues say so themselves)
+        if job.queue_ts or self.free_slots() > max(1, self._capacity // 10):
+            return  # far from full here: it starts at once (near capacity, the database says exactly)
         running, ahead = await self._store.queue_place(job.id)
         position = ahead + 1 - max(0, self._capacity - running)
         if position > 0:

@@ -419,17 +419,6 @@ class Store:
             return [_job(r) for r in (await conn.execute(sa.select(jobs).order_by(jobs.c.id))).all()]
 
     @_uncancellable
-    async def waiting_ahead(self, job: models.Job) -> int:
-        """How many generate jobs are waiting before this one for a free generation slot."""
-        stmt = sa.select(sa.func.count()).where(
-            jobs.c.kind == models.JobKind.GENERATE.value,
-            jobs.c.status.in_(("new", "noticing", "queued")),
-            jobs.c.id < job.id,
-        )
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
-
-    @_uncancellable
     async def queue_place(self, job_id: int) -> tuple[int, int]:
         """(generate jobs running now, generate jobs waiting ahead of this one)."""
         kind = jobs.c.kind == models.JobKind.GENERATE.value
@@ -465,17 +454,6 @@ class Store:
             )
         return done.rowcount == 1
 
-    @_uncancellable
-    async def pending_for_user(self, *, team_id: str, user_id: str) -> int:
-        stmt = sa.select(sa.func.count()).where(
-            jobs.c.team_id == team_id,
-            jobs.c.user_id == user_id,
-            jobs.c.kind == models.JobKind.GENERATE.value,
-            jobs.c.status.in_(_ACTIVE),
-        )
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(stmt)).scalar_one())
-
     # -- threads -----------------------------------------------------------------------------------------------
 
     @_uncancellable
@@ -488,26 +466,7 @@ class Store:
         values = {k: row._mapping[k] for k in models.Thread.__dataclass_fields__}
         return models.Thread(**{**values, "options": dict(values["options"] or {})})
 
-    @_uncancellable
-    async def advance_thread(
-        self, *, team_id: str, channel_id: str, thread_ts: str, response_id: str, image_file_id: str | None
-    ) -> None:
-        """Move the thread's chain to `response_id` (and remember its latest image, if it has a new one)."""
-        values: dict[str, Any] = {"last_response_id": response_id, "updated_at": time.time()}
-        if image_file_id:
-            values["last_image_file_id"] = image_file_id
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                sa.update(threads).where(*self._thread_is(team_id, channel_id, thread_ts)).values(**values)
-            )
-
     # -- generations and usage -----------------------------------------------------------------------------
-
-    @_uncancellable
-    async def add_generation(self, gen: models.Generation) -> None:
-        values = {f: getattr(gen, f) for f in models.Generation.__dataclass_fields__}
-        async with self.engine.begin() as conn:
-            await conn.execute(sa.insert(generations_table).values(**values, created_at=time.time()))
 
     @_uncancellable
     async def generations(self, *, job_id: int | None = None) -> Sequence[dict[str, Any]]:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from storage import DuplicateJob, Store, open_store
-from storage.models import Generation, Job, JobKind, JobStatus, NewJob
+from storage import DuplicateJob, Store, TooManyPending, open_store
+from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, NewJob
 from storage.schema import jobs as jobs_table
 from tests.conftest import wait_until
 
@@ -393,21 +393,37 @@ async def test_finish_records_status_and_error(store: Store) -> None:
     assert await store.claim(worker_id="w", lease=60) is None
 
 
-async def test_advance_thread(store: Store) -> None:
-    await enqueue(store, new_job(thread_ts="60.0"), start_thread=True)
+async def own_thread(store: Store, thread_ts: str) -> None:
+    """Make a thread Easel's (as a mention starting it does), leaving no unfinished job behind."""
+    job_id = await store.enqueue(new_job(thread_ts=thread_ts, kind=JobKind.NOTICE), start_thread=True)
+    taken = await store.claim_new(worker_id="n", lease=60)
+    assert taken is not None and taken.id == job_id
+    await store.finish(job_id, status=JobStatus.DONE)
+
+
+async def test_finish_moves_the_threads_chain(store: Store) -> None:
     key = {"team_id": TEAM, "channel_id": CHANNEL, "thread_ts": "60.0"}
-    await store.advance_thread(**key, response_id="resp_1", image_file_id="F1")
-    thread = await store.thread(**key)
-    assert (thread.last_response_id, thread.last_image_file_id) == ("resp_1", "F1")
-    await store.advance_thread(**key, response_id="resp_2", image_file_id=None)  # a text answer
-    thread = await store.thread(**key)
-    assert (thread.last_response_id, thread.last_image_file_id) == ("resp_2", "F1")
-    await store.advance_thread(**key, response_id="resp_3", image_file_id="F2")
-    thread = await store.thread(**key)
-    assert (thread.last_response_id, thread.last_image_file_id) == ("resp_3", "F2")
+    await own_thread(store, "60.0")
+    for n, (response, image) in enumerate((("resp_1", "F1"), ("resp_2", None), ("resp_3", "F2"))):
+        job = await queued(store, new_job(thread_ts="60.0", key=f"msg:T:C:60.{n}"))
+        taken = await store.claim(worker_id="w", lease=60)
+        assert taken is not None and taken.id == job.id
+        await store.finish(job.id, status=JobStatus.DONE,
+                           chain=ChainStep(**key, response_id=response, image_file_id=image))
+        thread = await store.thread(**key)
+        expected_image = image or "F1"  # a text answer keeps the thread's last image
+        assert (thread.last_response_id, thread.last_image_file_id) == (response, expected_image)
 
 
-async def test_generations(store: Store) -> None:
+async def test_a_failed_job_does_not_move_the_chain(store: Store) -> None:
+    await own_thread(store, "61.0")
+    job = await queued(store, new_job(thread_ts="61.0", key="msg:T:C:61.1"))
+    await store.finish(job.id, status=JobStatus.FAILED, error="moderation")
+    thread = await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="61.0")
+    assert thread.last_response_id is None
+
+
+async def test_finish_records_generations(store: Store) -> None:
     a = await queued(store, new_job(thread_ts="70.0"))
     b = await queued(store, new_job(thread_ts="71.0"))
     gen = Generation(
@@ -418,15 +434,14 @@ async def test_generations(store: Store) -> None:
         usage={"input_tokens": 10, "output_tokens": 20}, tool_usage={"image_gen": {"images": 1}},
         queued_ms=5, generation_ms=1000, upload_ms=30,
     )
-    await store.add_generation(gen)
-    await store.add_generation(Generation(job_id=b.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="71.0",
-                                          user_id=USER, request_text="a dog", options={}, model="gpt-5.4",
-                                          status="failed", error="timed out"))
-    await store.add_generation(Generation(job_id=a.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="70.0",
-                                          user_id=USER, request_text="a cat", options={}, model="gpt-5.4",
-                                          status="text"))
+    text = Generation(job_id=a.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="70.0", user_id=USER,
+                      request_text="a cat", options={}, model="gpt-5.4", status="text")
+    await store.finish(a.id, status=JobStatus.DONE, generations=[gen, text])
+    await store.finish(b.id, status=JobStatus.FAILED, generations=[
+        Generation(job_id=b.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="71.0", user_id=USER,
+                   request_text="a dog", options={}, model="gpt-5.4", status="failed", error="timed out")])
     everything = await store.generations()
-    assert [g["job_id"] for g in everything] == [a.id, b.id, a.id]
+    assert [g["job_id"] for g in everything] == [a.id, a.id, b.id]
     for_a = await store.generations(job_id=a.id)
     assert [g["status"] for g in for_a] == ["posted", "text"]
     first = for_a[0]
@@ -437,7 +452,7 @@ async def test_generations(store: Store) -> None:
     assert for_b["error"] == "timed out" and for_b["usage"] is None
 
 
-async def test_pending_for_user_counts_only_active_generate_jobs(store: Store) -> None:
+async def test_the_per_user_cap_counts_only_active_generate_jobs(store: Store) -> None:
     q = await queued(store, new_job(thread_ts="82.0"))
     r = await queued(store, new_job(thread_ts="83.0"))
     d = await queued(store, new_job(thread_ts="84.0"))
@@ -451,30 +466,31 @@ async def test_pending_for_user_counts_only_active_generate_jobs(store: Store) -
     await enqueue(store, new_job(thread_ts="81.0"))
     assert await store.claim_new(worker_id="n", lease=60) is not None  # one new, one noticing
     await enqueue(store, new_job(thread_ts="86.0", kind=JobKind.NOTICE))
-    await enqueue(store, new_job(thread_ts="87.0", user="U0002"))
-    await enqueue(store, new_job(thread_ts="88.0", team="T0002"))
-    assert await store.pending_for_user(team_id=TEAM, user_id=USER) == 4  # new, noticing, queued, running
-    assert await store.pending_for_user(team_id=TEAM, user_id="U0002") == 1
-    assert await store.pending_for_user(team_id="T0002", user_id=USER) == 1
-    assert await store.pending_for_user(team_id=TEAM, user_id="U0NONE") == 0
+    # this user now has 4 active generate jobs: new, noticing, queued, running
+    with pytest.raises(TooManyPending):
+        await store.enqueue(new_job(thread_ts="90.0"), max_pending=4)
+    await store.enqueue(new_job(thread_ts="91.0"), max_pending=5)
+    await store.enqueue(new_job(thread_ts="92.0", kind=JobKind.NOTICE), max_pending=1)  # notices never count
+    await store.enqueue(new_job(thread_ts="93.0", user="U0002"), max_pending=1)  # per user
+    await store.enqueue(new_job(thread_ts="94.0", team="T0002"), max_pending=1)  # per team
 
 
-async def test_waiting_ahead(store: Store) -> None:
+async def test_queue_place(store: Store) -> None:
     a = await queued(store, new_job(thread_ts="90.0"))
     b = await queued(store, new_job(thread_ts="91.0"))
     await enqueue(store, new_job(thread_ts="92.0", kind=JobKind.NOTICE))
     c = await enqueue(store, new_job(thread_ts="93.0"))
     d = await enqueue(store, new_job(thread_ts="94.0"))
-    assert await store.waiting_ahead(a) == 0
-    assert await store.waiting_ahead(b) == 1
-    assert await store.waiting_ahead(c) == 2  # the notice does not count
-    assert await store.waiting_ahead(d) == 3
+    assert await store.queue_place(a.id) == (0, 0)
+    assert await store.queue_place(b.id) == (0, 1)
+    assert await store.queue_place(c.id) == (0, 2)  # the notice does not count
+    assert await store.queue_place(d.id) == (0, 3)
     assert (await store.claim(worker_id="w", lease=60)).id == a.id  # running: no longer waiting
-    assert await store.waiting_ahead(d) == 2
+    assert await store.queue_place(d.id) == (1, 2)
     await store.finish(a.id, status=JobStatus.DONE)
     assert (await store.claim(worker_id="w", lease=60)).id == b.id
-    assert await store.waiting_ahead(d) == 1
-    assert await store.waiting_ahead(c) == 0
+    assert await store.queue_place(d.id) == (1, 1)
+    assert await store.queue_place(c.id) == (1, 0)
 
 
 async def test_ping(store: Store) -> None:
