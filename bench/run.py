@@ -161,9 +161,7 @@ class TimedSlack(FakeSlack):
 class TimedOpenAI(FakeOpenAI):
     """FakeOpenAI that stamps each generation's start and end, and each create request, by request tag.
 
-    It also wakes a stream only for events of its own response: the base fake wakes every open stream on every
-    event of any response, which with 200 streams open costs this process seconds of CPU (and delays stamps).
-    What is sent is unchanged."""
+    (The base fake stamps when each response's final event was written: `final_written_at`.)"""
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
@@ -171,64 +169,6 @@ class TimedOpenAI(FakeOpenAI):
         self.creates: dict[str, list[float]] = collections.defaultdict(
             list
         )  # tag -> POST /v1/responses times
-        self._own_changes: dict[str, asyncio.Event] = {}
-        self.written_final: dict[str, float] = {}  # response id -> its last event handed to the socket
-
-    def _changed_for(self, resp: FakeResponse) -> asyncio.Event:
-        return self._own_changes.setdefault(resp.id, asyncio.Event())
-
-    def _wake(self, resp: FakeResponse) -> None:
-        event = self._own_changes.pop(resp.id, None)
-        if event is not None:
-            event.set()
-
-    def _emit(self, resp: FakeResponse, type_: str, **fields: Any) -> None:
-        super()._emit(resp, type_, **fields)
-        self._wake(resp)
-
-    def _set_status(self, resp: FakeResponse, status: str) -> None:
-        super()._set_status(resp, status)
-        self._wake(resp)
-
-    async def close(self) -> None:
-        self._closing = True
-        for event in self._own_changes.values():
-            event.set()
-        await super().close()
-
-    async def _stream(
-        self, request: web.Request, resp: FakeResponse, *, after: int, cut_after: int | None
-    ) -> web.StreamResponse:
-        """FakeOpenAI._stream, waiting on this response's own changes."""
-        sse = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "x-request-id": "req_" + uuid.uuid4().hex,
-            }
-        )
-        await sse.prepare(request)
-        sent = 0
-        position = after + 1
-        while not self._closing:
-            changed = self._changed_for(resp)
-            batch = resp.events[position:]
-            position += len(batch)
-            for event in batch:
-                if cut_after is not None and sent >= cut_after:
-                    if request.transport is not None:
-                        request.transport.close()
-                    return sse
-                data = json.dumps(event, separators=(",", ":"))
-                await sse.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
-                sent += 1
-                if event["type"] in ("response.completed", "response.failed", "response.incomplete"):
-                    self.written_final.setdefault(resp.id, now())
-            if resp.finished and position >= len(resp.events):
-                break
-            if not batch:
-                await changed.wait()
-        return sse
 
     async def _record(self, request: web.Request) -> Recorded:
         recorded = await super()._record(request)
@@ -972,7 +912,7 @@ class Bench:
             out["after_gen"] = posted - run["end"]
             file_id = shares[0]["file_id"]
             ticket, b0, b1 = s.tickets.get(file_id), s.bytes_started.get(file_id), s.bytes_done.get(file_id)
-            written = self.openai.written_final.get(run["id"])
+            written = self.openai.final_written_at.get(run["id"])
             if None not in (ticket, b0, b1, written):
                 out["split"] = {
                     "gen_end_to_fake_wrote_final_event": written - run["end"],

@@ -169,6 +169,12 @@ class FakeResponse:
     events: list[Json] = field(default_factory=list)
     finished: bool = False
     task: asyncio.Task[None] | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (then replaced) on each change
+
+    def touch(self) -> None:
+        """Wake the streams following this response (only these: with hundreds open, waking all is costly)."""
+        self.changed.set()
+        self.changed = asyncio.Event()
 
     @property
     def status(self) -> str:
@@ -320,6 +326,7 @@ class FakeOpenAI:
         self.requests: list[Recorded] = []
         self.responses: dict[str, FakeResponse] = {}
         self.in_flight = 0
+        self.final_written_at: dict[str, float] = {}  # response id -> time.monotonic() its last event was sent
         self.base_url = ""
         self._faults: list[_QueuedFault] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -343,6 +350,8 @@ class FakeOpenAI:
         """Stop generation tasks and live streams, then the server."""
         self._closing = True
         self._notify()
+        for resp in self.responses.values():
+            resp.touch()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -691,10 +700,12 @@ class FakeOpenAI:
         resp.events.append(event)
         if type_ in TERMINAL_EVENTS:
             resp.finished = True
+        resp.touch()
         self._notify()
 
     def _set_status(self, resp: FakeResponse, status: str) -> None:
         resp.body["status"] = status
+        resp.touch()
         self._notify()
 
     async def _produce(self, resp: FakeResponse) -> None:
@@ -828,7 +839,7 @@ class FakeOpenAI:
         sent = 0
         position = after + 1
         while not self._closing:
-            changed = self._changed
+            changed = resp.changed
             batch = resp.events[position:]
             position += len(batch)
             for event in batch:
@@ -839,6 +850,8 @@ class FakeOpenAI:
                 data = json.dumps(event, separators=(",", ":"))
                 await sse.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
                 sent += 1
+                if event["type"] in TERMINAL_EVENTS:
+                    self.final_written_at.setdefault(resp.id, time.monotonic())
             if resp.finished and position >= len(resp.events):
                 break
             if not batch:
