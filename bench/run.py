@@ -15,7 +15,8 @@ Every request carries a unique tag in its prompt (`benchtag-<key>`); the fake ec
 revised prompt, which the app puts in the image's `initial_comment`, so each image is matched to its request.
 
 Where the times come from (all `time.monotonic()` in this process):
-- sent/acked: around the signed POST to /slack/events (body read included);
+- sent/acked: around the signed POST to /slack/events (body read included), stamped by `bench.sender`, a
+  process that does nothing else (the same monotonic clock);
 - first visible sign: when FakeSlack handles the first `reactions.add` on the message (or a
   `chat.postMessage` in the thread rooted at it, or the image itself, whichever is first);
 - generation start/finish: when FakeOpenAI's generation task for the response starts and ends (it sleeps
@@ -408,7 +409,8 @@ class Request:
 
 
 class Sender:
-    """Builds and signs Slack event requests; sends them on one shared session (no connection limit)."""
+    """Builds and signs Slack event requests; `bench.sender`, a process of its own, sends them and stamps the
+    acknowledgements (so this process's event-loop lag, from running the fakes, is not in those figures)."""
 
     def __init__(self, url: str, team_id: str, bot_user_id: str):
         self.url = url
@@ -416,12 +418,26 @@ class Sender:
             url=url, signing_secret=SIGNING_SECRET, team_id=team_id, bot_user_id=bot_user_id
         )
         self.team_id, self.bot_user_id = team_id, bot_user_id
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.sender", self.url, cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024,
         )
 
     async def close(self) -> None:
-        await self.session.close()
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.write(b"\n")
+            await self.proc.stdin.drain()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
 
     def _sign(self, req: Request, event: dict[str, Any]) -> Request:
         req.body = json.dumps(self.shape.envelope(event)).encode()
@@ -464,17 +480,33 @@ class Sender:
         }
         return self._sign(Request(key, phase, root.channel, root.user, ts, root.ts), event)
 
-    async def send(self, req: Request, at: float | None = None) -> None:
-        if at is not None:
-            await asyncio.sleep(max(0.0, at - now()))
-        req.sent = now()
-        try:
-            async with self.session.post(self.url, data=req.body, headers=req.headers) as r:
-                await r.read()
-                req.status = r.status
-        except (aiohttp.ClientError, TimeoutError) as e:
-            req.error = f"{type(e).__name__}: {e}"
-        req.acked = now()
+    async def send(
+        self, reqs: list[Request], start: float | None = None, spread: float = 0.0
+    ) -> list[float]:
+        """Send `reqs`, the i-th at `start + spread * i / len(reqs)` (at once when `start` is None), and wait
+        for every answer. Returns the sender process's event-loop lag samples meanwhile."""
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        t0 = now() if start is None else start
+        batch = [
+            {
+                "key": r.key,
+                "at": t0 + spread * i / len(reqs),
+                "body": r.body.decode(),
+                "headers": r.headers,
+            }
+            for i, r in enumerate(reqs)
+        ]
+        self.proc.stdin.write(json.dumps({"requests": batch}).encode() + b"\n")
+        await self.proc.stdin.drain()
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench.sender exited ({await self.proc.wait()})")
+        answer = json.loads(line)
+        by_key = {r.key: r for r in reqs}
+        for got in answer["results"]:
+            req = by_key[got["key"]]
+            req.sent, req.acked, req.status, req.error = got["sent"], got["acked"], got["status"], got["error"]
+        return list(answer["lag"])
 
 
 # --------------------------------------------------------------------------- sampling
@@ -605,6 +637,7 @@ class Phase:
     machine_busy: float = 0.0  # CPU seconds used by every process on the machine during the phase
     missing: list[str] = field(default_factory=list)
     timed_out: bool = False
+    sender_lag: list[float] = field(default_factory=list)  # the sender process's loop lag while sending
 
 
 class Bench:
@@ -657,7 +690,7 @@ class Bench:
                 f"l{i}", "low", f"CL{i:05d}", "ULOW0001", f"a quiet harbour at dawn number {i}"
             )
             ph.requests.append(req)
-            await sender.send(req)
+            ph.sender_lag += await sender.send([req])
             missing = await self.wait_images([req], now() + self.args.latency + 60)
             if missing:
                 ph.missing += missing
@@ -671,9 +704,8 @@ class Bench:
     ) -> Phase:
         ph = Phase(name, reqs)
         ph.t0, ph.cpu0, b0, m0 = now(), app.cpu_seconds(), time.process_time(), machine_busy()
-        start = now() + 0.05
-        n = len(reqs)
-        await asyncio.gather(*(sender.send(r, start + spread * i / n) for i, r in enumerate(reqs)))
+        start = now() + 0.1
+        ph.sender_lag = await sender.send(reqs, start, spread)
         ph.missing = await self.wait_images(reqs, start + self.args.latency + 120)
         ph.timed_out = bool(ph.missing)
         ph.t1, ph.cpu1, ph.bench_cpu = now(), app.cpu_seconds(), time.process_time() - b0
@@ -729,6 +761,7 @@ class Bench:
             sender = Sender(
                 f"http://127.0.0.1:{port}/slack/events", self.slack.team_id, self.slack.bot_user_id
             )
+            await sender.start()
 
             # Healthy is not yet idle (a worker process may still be starting): wait for quiet, then measure.
             quiet_by = now() + 20
@@ -971,9 +1004,13 @@ class Bench:
                 "app_cpu_s": cpu,
                 "app_cpu_per_image_s": cpu / images if images else None,
                 "app_peak_rss_mb": (sampler.peak_rss_kb(ph.t0, ph.t1) or 0) / 1024,
+                "app_rss_mb_every_half_second": [
+                    round(kb / 1024) for t, kb in sampler.rss if ph.t0 <= t <= ph.t1 and round((t - ph.t0) * 20) % 10 == 0
+                ],
                 "bench_cpu_s": ph.bench_cpu,
                 "other_processes_cpu_s": max(0.0, ph.machine_busy - cpu - ph.bench_cpu),
                 "bench_loop_lag_s": summary(lag),
+                "sender_loop_lag_s": summary(ph.sender_lag),
             }
         # Exactly-once, from what FakeSlack shared (every share, matched by tag and by thread).
         keys = {r.key for ph in self.phases for r in ph.requests}
@@ -1148,10 +1185,11 @@ def render(r: dict[str, Any]) -> str:
             out.append(f"    {label:<36}{_s3(ph[key])}")
         for k, v in ph["after_generation_split_s"].items():
             out.append(f"      {k:<34}{_s3(v)}")
-        lag = ph["bench_loop_lag_s"]
+        lag, slag = ph["bench_loop_lag_s"], ph["sender_loop_lag_s"]
         out.append(
-            f"    (bench: CPU {ph['bench_cpu_s']:.2f} s, event-loop lag p99 {_ms(lag['p99'])}, "
-            f"max {_ms(lag['max'])}; other processes on the machine: CPU {ph['other_processes_cpu_s']:.2f} s)"
+            f"    (bench with the fakes: CPU {ph['bench_cpu_s']:.2f} s, event-loop lag p99 {_ms(lag['p99'])}, "
+            f"max {_ms(lag['max'])}; sender's event-loop lag p99 {_ms(slag['p99'])}, max {_ms(slag['max'])}; "
+            f"other processes: CPU {ph['other_processes_cpu_s']:.2f} s)"
         )
         if ph["non_200"]:
             out.append(f"    non-200 acks: {len(ph['non_200'])}, e.g. {ph['non_200'][:3]}")

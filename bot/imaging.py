@@ -6,15 +6,14 @@ restarts picks the same response up again by id instead of paying for a second g
 
 The stream is read with `bot.sse` rather than the SDK's typed decoder (measured: the typed decoder costs
 several times what the image itself does), and the final, image-carrying event is read only with a payload
-slot (`PayloadSlots`), so memory stays flat however many generations finish at once.
+slot (`PayloadSlots`): without one, the stream waits (its unread bytes stay in the socket), so memory stays
+flat however many generations finish at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,13 +21,13 @@ from typing import Any
 import aiohttp
 import httpx2
 import openai
+import pybase64
 
 from bot import messages, sse
 
 log = logging.getLogger(__name__)
 
 TERMINAL = ("completed", "failed", "incomplete", "cancelled")
-_DECODE_IN_THREAD = 256 * 1024
 
 
 class GenerationError(Exception):
@@ -80,13 +79,6 @@ class PayloadSlots:
         self._sem = asyncio.Semaphore(size)
 
     async def take(self) -> Callable[[], None]:
-        await self._sem.acquire()
-        return self._releaser()
-
-    async def try_take(self) -> Callable[[], None] | None:
-        """A slot if one is free now (acquiring a free semaphore does not wait), else None."""
-        if self._sem.locked():
-            return None
         await self._sem.acquire()
         return self._releaser()
 
@@ -150,7 +142,7 @@ class OpenAIImages:
                 if response is None:
                     started.clear()
                     response = await self._start(turn, remember, hold)
-            result = await outcome(response)
+            result = outcome(response)
         except TimeoutError:
             hold.release()
             if started:
@@ -184,7 +176,7 @@ class OpenAIImages:
     ) -> dict[str, Any]:
         content: list[dict[str, Any]] = [{"type": "input_text", "text": turn.prompt}]
         for mimetype, data in turn.images:
-            url = f"data:{mimetype};base64,{base64.b64encode(data).decode('ascii')}"
+            url = f"data:{mimetype};base64,{pybase64.b64encode(data).decode('ascii')}"
             content.append({"type": "input_image", "image_url": url, "detail": "auto"})
         params: dict[str, Any] = {
             "model": self._model,
@@ -214,7 +206,7 @@ class OpenAIImages:
             try:
                 await hold.take()  # a finished response is large: look it up only with a slot
                 looked_up = await self._client.responses.with_raw_response.retrieve(response_id)
-                response = await asyncio.to_thread(json.loads, looked_up.content)
+                response = sse.loads(looked_up.content)
                 if response.get("status") in TERMINAL:
                     return response
                 hold.release()
@@ -241,7 +233,7 @@ class OpenAIImages:
         response_id: str | None = None
         last_seq: int | None = None
         try:
-            async for event in sse.events(raw.iter_bytes(), admit=hold.try_take):
+            async for event in sse.events(raw.iter_bytes(), admit=hold.take):
                 if event.sequence_number is not None:
                     last_seq = event.sequence_number
                 data = event.data or {}
@@ -252,8 +244,6 @@ class OpenAIImages:
                         await remember(response_id)
                 if event.type in sse.FINAL and isinstance(response, dict):
                     return response_id, response, last_seq
-                if event.type == sse.DEFERRED:
-                    break  # the answer is ready but there is no room for it yet: fetch it when there is
                 if event.type == "error":
                     if data.get("error") and response_id is None:
                         raise GenerationError("failed", messages.rejected(str(data["error"])), str(data["error"]))
@@ -261,7 +251,7 @@ class OpenAIImages:
                     break
         except httpx2.TransportError as e:
             log.warning("stream cut off after event %s: %s", last_seq, type(e).__name__)
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # json.JSONDecodeError too
             log.warning("unreadable event after %s: %s", last_seq, e)
         hold.release()
         return response_id, None, last_seq
@@ -284,21 +274,17 @@ class _Hold:
         if self._release is None:
             self._release = await self._slots.take()
 
-    async def try_take(self) -> bool:
-        if self._release is None:
-            self._release = await self._slots.try_take()
-        return self._release is not None
-
     def release(self) -> None:
         if self._release is not None:
             self._release()
             self._release = None
 
 
-async def _decode(result: str) -> bytes:
-    if len(result) > _DECODE_IN_THREAD:
-        return await asyncio.to_thread(base64.b64decode, result)
-    return base64.b64decode(result)
+def _image_bytes(result: bytes | str) -> bytes:
+    """An image call's result: already decoded by `sse.loads` when it is large, base64 text when small."""
+    if isinstance(result, bytes):
+        return result
+    return pybase64.b64decode(result, validate=True)
 
 
 def _output_text(response: dict[str, Any]) -> str:
@@ -311,7 +297,7 @@ def _output_text(response: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-async def outcome(response: dict[str, Any]) -> Outcome:
+def outcome(response: dict[str, Any]) -> Outcome:
     """Turn a finished response (the API's JSON) into images and text, or raise GenerationError."""
     status = response.get("status")
     if status == "failed":
@@ -338,7 +324,7 @@ async def outcome(response: dict[str, Any]) -> Outcome:
         if not isinstance(item, dict) or item.get("type") != "image_generation_call":
             continue
         if item.get("status") == "completed" and item.get("result"):
-            data = await _decode(item["result"])
+            data = _image_bytes(item["result"])
             item["result"] = None  # drop the base64 copy as soon as the bytes exist
             images.append(Image(str(item.get("id")), data, item.get("revised_prompt"), item.get("output_format")))
         else:

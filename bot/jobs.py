@@ -1,9 +1,11 @@
 """What Easel does with one job. Each step records its progress, so a job taken again after a crash resumes
-where it stopped: the same OpenAI response is collected, images already in Slack are not posted twice.
+where it stopped: the same OpenAI response is collected again by its id (stored responses stay retrievable,
+so an image is never paid for twice and is never written to the database), and images already in Slack are
+not posted twice.
 
 Database writes are few on purpose (a burst of images is mostly bookkeeping otherwise): the response id as
-soon as it exists, the finished turn with its images, each upload's file id before and after sharing, and
-one final transaction with the status, the generations and the thread's next chain step.
+soon as it exists, each upload's file id before sharing, and one final transaction with the status, the
+generations and the thread's next chain step.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bot import messages
-from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, PayloadSlots, Turn
+from bot.imaging import GenerationError, OpenAIImages, Outcome, Turn
 from bot.publishing import EXTENSIONS, CannotPost, DownloadError, SlackPublisher, SlackUnavailable, sniff
 from storage import Store
-from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, KeptImage, Thread
+from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, Thread
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +51,11 @@ class JobRunner:
         images: OpenAIImages,
         slack: SlackPublisher,
         capacity: int,
-        slots: PayloadSlots,
     ):
         self._store = store
         self._images = images
         self._slack = slack
         self._capacity = capacity
-        self._slots = slots
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
@@ -185,9 +185,7 @@ class JobRunner:
         job = run.job
         assert job.thread_ts is not None, "a generate job runs only once its thread is known"
         began = time.time()
-        outcome = await self._kept(run)
-        if outcome is None:
-            outcome = await self._ask(run)
+        outcome = await self._ask(run)
         try:
             await self._publish(run, outcome, queued_ms=_ms(began - job.created_at),
                                 generation_ms=_ms(time.time() - began))
@@ -195,7 +193,7 @@ class JobRunner:
             outcome.release()
 
     async def _ask(self, run: _Run) -> Outcome:
-        """One turn with OpenAI (or the pick-up of the one started before a restart), kept once it is done."""
+        """One turn with OpenAI, or the pick-up of the one started before a restart."""
         job = run.job
         assert job.thread_ts is not None
         thread = await self._store.thread(team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts)
@@ -207,14 +205,14 @@ class JobRunner:
             previous_response_id=thread.last_response_id if thread else None,
             metadata={"easel_job": str(job.id)},
         )
-        notices = list(job.options.get("notices", []))
+        notices = run.progress.setdefault("notices", list(job.options.get("notices", [])))
 
         async def started(response_id: str) -> None:
             run.response_id = response_id
-            await self._store.update_job(job.id, response_id=response_id)
+            await self._store.update_job(job.id, response_id=response_id, progress=dict(run.progress))
 
         try:
-            outcome = await self._images.run(turn, resume_id=job.response_id, on_started=started)
+            return await self._images.run(turn, resume_id=job.response_id, on_started=started)
         except GenerationError as e:
             if e.kind != "chain_expired":
                 raise
@@ -223,62 +221,12 @@ class JobRunner:
                 turn, previous_response_id=None, images=turn.images + await self._last_image(thread)
             )
             notices.insert(0, messages.CHAIN_EXPIRED_NOTE)
-            outcome = await self._images.run(turn, on_started=started)
-        try:
-            kept = [
-                KeptImage(idx=i, call_id=img.call_id, data=img.data, output_format=img.output_format,
-                          revised_prompt=img.revised_prompt)
-                for i, img in enumerate(outcome.images)
-            ]
-            run.progress["outcome"] = {
-                "response_id": outcome.response_id,
-                "text": outcome.text,
-                "usage": outcome.usage,
-                "tool_usage": outcome.tool_usage,
-                "blocked": outcome.blocked,
-                "count": len(kept),
-                "notices": notices,
-            }
-            await self._store.keep_outcome(job.id, progress=dict(run.progress), images=kept)
-        except BaseException:
-            outcome.release()
-            raise
-        return outcome
-
-    async def _kept(self, run: _Run) -> Outcome | None:
-        """The finished turn kept before a restart, if there is one."""
-        summary = run.progress.get("outcome")
-        if not summary:
-            return None
-        release = await self._slots.take()
-        try:
-            images = await self._store.kept_images(run.job.id)
-        except BaseException:
-            release()
-            raise
-        by_index = {k.idx: Image(k.call_id, k.data, k.revised_prompt, k.output_format) for k in images}
-        posted = run.progress.get("files", {})
-        missing = [i for i in range(summary["count"]) if i not in by_index and str(i) not in posted]
-        if missing:  # cannot happen unless the database lost rows; ask OpenAI again rather than post a gap
-            log.warning("job %s: kept images %s are missing; collecting the response again", run.job.id, missing)
-            release()
-            return None
-        log.info("job %s: posting the answer kept from before a restart", run.job.id)
-        placeholder = Image("", b"", None, None)
-        return Outcome(
-            response_id=summary["response_id"],
-            images=[by_index.get(i, placeholder) for i in range(summary["count"])],
-            text=summary["text"],
-            usage=summary["usage"],
-            tool_usage=summary["tool_usage"],
-            blocked=summary["blocked"],
-            release=release,
-        )
+            return await self._images.run(turn, on_started=started)
 
     async def _publish(self, run: _Run, outcome: Outcome, *, queued_ms: int, generation_ms: int) -> None:
         job = run.job
         assert job.thread_ts is not None
-        notices = list(run.progress["outcome"].get("notices", []))
+        notices = list(run.progress.get("notices", []))
         files: dict[str, str] = dict(run.progress.get("files", {}))
         uploads: dict[str, dict[str, str]] = dict(run.progress.get("uploads", {}))
         upload_ms: dict[str, int] = {}
@@ -305,7 +253,6 @@ class JobRunner:
                 ),
             )
             upload_ms[key] = _ms(time.time() - t0)
-            await self._save(run, files=files)
         if outcome.blocked and outcome.images and not run.progress.get("blocked_posted"):
             await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
             await self._save(run, blocked_posted=True)

@@ -1,26 +1,36 @@
-"""A lean reader for the Responses API's event stream, for streams that carry multi-megabyte images.
+"""A lean reader for the Responses API's answers, which carry multi-megabyte base64 images.
 
-The openai SDK's own stream decoding parses every event into typed objects; an image turn sends its base64
-result twice (in `response.output_item.done` and again in `response.completed`), and measured on this machine
-that decoding costs several times what decoding and uploading the image itself does. Here small events are
-parsed, large ones Easel does not need are skipped as they stream by (only their last bytes are kept, for the
-sequence number), and a large event it needs (the final response) is read only if `admit()` says there is
-room; otherwise the stream ends there and the caller fetches the response later, so memory stays bounded
-however many generations finish at once.
+An image turn's event stream sends its base64 result twice (in `response.output_item.done` and again in
+`response.completed`). Parsing that into typed objects, or even into plain JSON, costs more CPU than decoding
+and uploading the image itself (measured: the SDK's typed decoding several times as much; `json.loads` plus
+the copies around it about twice). So here:
+
+- event boundaries are found with single-byte searches (`memchr`), never by scanning for a two-byte needle;
+- large events Easel does not need stream by unparsed (only their last bytes are kept, for the sequence
+  number);
+- a large event Easel does need is read only once `admit()` returns (the caller waits there for room, and
+  the unread answer waits in the socket meanwhile), and is parsed by `loads`, which decodes each large base64
+  string straight from the received bytes and parses JSON only for what is left around them.
 """
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pybase64
+
 SMALL = 64 * 1024
+_HEAD = 1024  # an event's type is known from its first bytes
 FINAL = frozenset({"response.completed", "response.failed", "response.incomplete"})
 _TYPE = re.compile(rb'"type"\s*:\s*"([^"]+)"')
 _SEQ = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
+_RESULT = re.compile(rb'"result"\s*:\s*"')
+_BLOB = "\x00easel-blob-"  # stands in for a large base64 string while the rest is parsed as JSON
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,58 @@ class Event:
     type: str
     sequence_number: int | None
     data: dict[str, Any] | None  # None for a large event that was skipped
+
+
+def loads(payload: bytes | bytearray, start: int = 0, end: int | None = None) -> Any:
+    """`json.loads(payload[start:end])`, except that each large `"result"` string (an image's base64) comes
+    out as the decoded bytes. The base64 is decoded where it lies; only the JSON around it is parsed.
+
+    Falls back to a plain `json.loads` when a large result holds anything but base64 (escapes, say)."""
+    end = len(payload) if end is None else end
+    view = memoryview(payload)
+    pieces: list[bytes | memoryview] = []
+    blobs: list[memoryview] = []
+    pos = start
+    for found in _RESULT.finditer(payload, start, end):
+        if found.start() < pos or (found.start() > start and payload[found.start() - 1] == 0x5C):
+            continue  # an escaped quote: this is text inside a string, not a key
+        value = found.end()
+        close = payload.find(b'"', value, end)
+        if close < 0:
+            break
+        if close - value < SMALL:
+            continue
+        if payload.find(b"\\", value, close) >= 0:
+            return json.loads(bytes(view[start:end]))
+        pieces += [view[pos:value], f"\\u0000easel-blob-{len(blobs)}".encode()]
+        blobs.append(view[value:close])
+        pos = close
+    if not blobs:
+        return json.loads(bytes(view[start:end]))
+    pieces.append(view[pos:end])
+    body = json.loads(b"".join(pieces))
+    decoded: dict[str, bytes] = {}
+    for i, blob in enumerate(blobs):
+        try:
+            decoded[f"{_BLOB}{i}"] = pybase64.b64decode(blob, validate=True)
+        except binascii.Error as e:
+            raise ValueError(f"an image in the answer is not valid base64: {e}") from None
+    return _swap(body, decoded)
+
+
+def _swap(value: Any, decoded: dict[str, bytes]) -> Any:
+    """Put each decoded image back where its stand-in is (always as the value of a "result" key)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "result" and isinstance(item, str) and item in decoded:
+                value[key] = decoded[item]
+            elif isinstance(item, dict | list):
+                _swap(item, decoded)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict | list):
+                _swap(item, decoded)
+    return value
 
 
 def _head_type(head: bytes) -> str:
@@ -43,41 +105,59 @@ def _last_seq(tail: bytes) -> int | None:
     return int(found[-1]) if found else None
 
 
-def parse_event(raw: bytes) -> Event | None:
-    """One SSE event block (without its blank-line terminator) as an Event; None for comments and keep-alives."""
+def _blank_line(buf: bytes | bytearray, start: int) -> int:
+    """Where the first "\\n\\n" at or after `start` begins, or -1 (single-byte searches only: a two-byte
+    needle is searched several times slower, and the events searched here are megabytes long)."""
+    i = buf.find(b"\n", start)
+    while 0 <= i < len(buf) - 1:
+        if buf[i + 1] == 0x0A:
+            return i
+        i = buf.find(b"\n", i + 1)
+    return -1
+
+
+def parse_event(raw: bytes | bytearray, end: int | None = None) -> Event | None:
+    """One SSE event block, `raw[:end]` (without its blank-line terminator), as an Event; None for comments
+    and keep-alives. The block's data is parsed where it lies (no copy of a large event is made)."""
+    end = len(raw) if end is None else end
+    view = memoryview(raw)
     hint = ""
-    data: list[bytes] = []
-    for line in raw.split(b"\n"):
-        if line.startswith(b"data:"):
-            data.append(line[6:] if line[5:6] == b" " else line[5:])
-        elif line.startswith(b"event:"):
-            hint = line[6:].strip().decode("utf-8", "replace")
+    data: list[tuple[int, int]] = []  # where each data line's value lies in raw
+    pos = 0
+    while pos < end:
+        nl = raw.find(b"\n", pos, end)
+        nl = end if nl < 0 else nl
+        if raw.startswith(b"data:", pos, nl):
+            data.append((pos + 6 if raw.startswith(b" ", pos + 5, nl) else pos + 5, nl))
+        elif raw.startswith(b"event:", pos, nl):
+            hint = bytes(view[pos + 6 : nl]).strip().decode("utf-8", "replace")
+        pos = nl + 1
     if not data:
         return None
-    payload = b"\n".join(data)
-    if payload.strip() == b"[DONE]":
+    if len(data) > 1:  # one value over several lines: join them (never the case for the large events)
+        raw = b"\n".join(view[a:b] for a, b in data)
+        data = [(0, len(raw))]
+    [(first, last)] = data
+    if bytes(view[first : min(last, first + 16)]).strip() == b"[DONE]":
         return None
-    body = json.loads(payload)
+    body = loads(raw, first, last)
     if not isinstance(body, dict):
         return None
     seq = body.get("sequence_number")
     return Event(str(body.get("type") or hint), seq if isinstance(seq, int) else None, body)
 
 
-DEFERRED = "easel.deferred"
-
-
 async def events(
     chunks: AsyncIterator[bytes],
     *,
-    admit: Callable[[], Awaitable[bool]],
+    admit: Callable[[], Awaitable[None]],
     wanted: frozenset[str] = FINAL,
     small: int = SMALL,
 ) -> AsyncIterator[Event]:
     """Split a byte stream into events. Large events whose type is not in `wanted` come out with data=None.
 
-    Before a large wanted event is read, `admit()` is awaited: True reads it; False ends the stream here with
-    an event of type DEFERRED (the caller fetches that payload later, when it has room for it)."""
+    Before a wanted event is read past its first kilobyte (unless it is whole by then), `admit()` is awaited:
+    the caller may wait there until it has room for it, and the rest of the answer waits in the socket."""
     buf = bytearray()
     skipping: str | None = None  # type of the large event being skipped
     head_seq: int | None = None
@@ -91,7 +171,7 @@ async def events(
             if tail.endswith(b"\n") and chunk.startswith(b"\n"):  # the blank line straddles two chunks
                 end, rest = 0, chunk[1:]
             else:
-                end = chunk.find(b"\n\n")
+                end = _blank_line(chunk, 0)
                 if end < 0:
                     tail = (tail + chunk[-256:])[-256:]
                     continue
@@ -101,35 +181,33 @@ async def events(
             skipping, chunk = None, rest
         buf += chunk
         while True:
-            end = buf.find(b"\n\n", searched)
+            end = _blank_line(buf, searched)
             if end >= 0:
                 searched = 0
-                if end > small and (kind := _head_type(bytes(buf[:1024]))) not in wanted:
+                if end > small and (kind := _head_type(bytes(buf[:_HEAD]))) not in wanted:
                     seq = _last_seq(bytes(buf[max(0, end - 256):end]))
-                    yield Event(kind, seq if seq is not None else _last_seq(bytes(buf[:1024])), None)
+                    yield Event(kind, seq if seq is not None else _last_seq(bytes(buf[:_HEAD])), None)
                     del buf[: end + 2]
                     continue
-                raw = bytes(buf[:end])
-                del buf[: end + 2]
-                event = parse_event(raw)
+                event = parse_event(buf, end)
+                buf = buf[end + 2 :]  # a new buffer: the parsed one may still be viewed while it is freed
+                admitted = False
                 if event is not None:
                     yield event
                 continue
             searched = max(0, len(buf) - 1)
-            if len(buf) > small:
-                head = bytes(buf[:1024])
+            if len(buf) > _HEAD and not admitted:
+                head = bytes(buf[:_HEAD])
                 kind = _head_type(head)
-                if kind not in wanted:
+                if kind in wanted:  # wait for room before reading on; the answer's bytes stay in the socket
+                    await admit()
+                    admitted = True
+                elif len(buf) > small:
                     skipping, head_seq, tail = kind, _last_seq(head), bytes(buf[-256:])
                     buf.clear()
                     searched = 0
-                elif not admitted:
-                    if not await admit():  # no room for it now: stop reading, hold nothing
-                        yield Event(DEFERRED, None, None)
-                        return
-                    admitted = True
             break
     if skipping is None and buf.strip():
-        event = parse_event(bytes(buf))
+        event = parse_event(buf)
         if event is not None:
             yield event

@@ -111,17 +111,6 @@ class Generation:
 
 
 @dataclasses.dataclass(frozen=True)
-class KeptImage:
-    """An image decoded from OpenAI's answer, kept in the database until it is in Slack."""
-
-    idx: int
-    call_id: str
-    data: bytes
-    output_format: str | None
-    revised_prompt: str | None
-
-
-@dataclasses.dataclass(frozen=True)
 class ChainStep:
     """A thread's chain moving on to a new response (and its newest image, if the turn made one)."""
 

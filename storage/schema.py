@@ -86,15 +86,3 @@ generations = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_generations_job", "job_id"),
 )
-
-job_images = sa.Table(
-    "job_images",
-    metadata,
-    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id"), primary_key=True),
-    sa.Column("idx", sa.Integer, primary_key=True),
-    sa.Column("call_id", sa.String(128), nullable=False),
-    sa.Column("data", sa.LargeBinary, nullable=False),
-    sa.Column("output_format", sa.String(16)),
-    sa.Column("revised_prompt", sa.Text),
-    sa.Column("created_at", sa.Float, nullable=False),
-)

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import models
 from storage.schema import generations as generations_table
-from storage.schema import job_images, jobs, threads
+from storage.schema import jobs, threads
 
 _WAITING = ("new", "noticing", "queued")
 _ACTIVE = (*_WAITING, "running")
@@ -349,30 +349,6 @@ class Store:
             await conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
 
     @_uncancellable
-    async def keep_outcome(self, job_id: int, *, progress: dict[str, Any], images: list[models.KeptImage]) -> None:
-        """Keep a finished turn (its images, and the rest in the job's progress) until Slack has it all."""
-        now = time.time()
-        async with self.engine.begin() as conn:
-            if images:
-                await conn.execute(sa.insert(job_images), [
-                    {"job_id": job_id, "idx": img.idx, "call_id": img.call_id, "data": img.data,
-                     "output_format": img.output_format, "revised_prompt": img.revised_prompt, "created_at": now}
-                    for img in images
-                ])
-            await conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(progress=progress))
-
-    @_uncancellable
-    async def kept_images(self, job_id: int) -> list[models.KeptImage]:
-        stmt = sa.select(job_images).where(job_images.c.job_id == job_id).order_by(job_images.c.idx)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [
-            models.KeptImage(idx=r.idx, call_id=r.call_id, data=bytes(r.data), output_format=r.output_format,
-                             revised_prompt=r.revised_prompt)
-            for r in rows
-        ]
-
-    @_uncancellable
     async def finish(
         self,
         job_id: int,
@@ -383,10 +359,9 @@ class Store:
         chain: models.ChainStep | None = None,
     ) -> None:
         """End a job, in one transaction: its status, the generations it produced, and (when it succeeded)
-        the thread's chain moved on. The images kept for it are no longer needed."""
+        the thread's chain moved on."""
         now = time.time()
         async with self.engine.begin() as conn:
-            await conn.execute(sa.delete(job_images).where(job_images.c.job_id == job_id))
             await conn.execute(
                 sa.update(jobs)
                 .where(jobs.c.id == job_id)

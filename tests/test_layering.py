@@ -174,3 +174,20 @@ def test_relative_imports_are_resolved() -> None:
     assert found == {"storage.schema.metadata"}
     found = imports_of("storage/migrations/versions/0002_x.py", "from ...store import Store\n")
     assert found == {"storage.store.Store"}
+
+
+def test_the_process_that_answers_slack_does_not_load_the_openai_side() -> None:
+    """`python -m bot` builds only the intake (`bot.app.build_intake`); the OpenAI SDK, the largest import,
+    is loaded by the worker process alone. Checked in a fresh interpreter, on what is really imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bot.__main__, bot.app, handlers, storage\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('openai', 'httpx2') "
+        "or m in ('bot.imaging', 'bot.jobs', 'bot.worker', 'bot.sse'))\n"
+        "print(loaded)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -1,11 +1,15 @@
-"""bot.sse: splitting the Responses event stream, skipping large events, and holding back the one it needs."""
+"""bot.sse: splitting the Responses event stream, skipping large events, holding back the one it needs, and
+parsing large answers with their images decoded in place."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot import sse
 
@@ -24,21 +28,20 @@ async def _chunks(data: bytes, size: int):
 
 
 async def _collect(data: bytes, size: int, **kw) -> list[sse.Event]:
-    admitted = []
-
-    async def admit() -> bool:
-        admitted.append(True)
-        return True
+    async def admit() -> None:
+        return None
 
     return [e async for e in sse.events(_chunks(data, size), admit=admit, **kw)]
 
 
-BIG = "A" * 200_000
+IMAGE = bytes(range(256)) * 600  # 150 KB: its base64 is a "large" string
+BIG = base64.b64encode(IMAGE).decode()
 STREAM = (
     {"type": "response.created", "sequence_number": 0, "response": {"id": "resp_1", "status": "queued"}},
     {"type": "response.output_item.done", "sequence_number": 1, "item": {"result": BIG}},
     {"type": "response.output_text.delta", "sequence_number": 2, "delta": "hi"},
-    {"type": "response.completed", "sequence_number": 3, "response": {"id": "resp_1", "output": [BIG]}},
+    {"type": "response.completed", "sequence_number": 3,
+     "response": {"id": "resp_1", "output": [{"type": "image_generation_call", "result": BIG}]}},
 )
 
 
@@ -60,7 +63,8 @@ async def test_events_skip_large_unwanted_ones_and_keep_the_final(size, crlf, ev
     assert events[0].data["response"]["id"] == "resp_1"
     assert events[1].data is None  # the large image event was skipped, not parsed
     assert events[2].data["delta"] == "hi"
-    assert events[3].data["response"]["output"] == [BIG]  # the final one was read whole
+    # the final one was read whole, its image decoded
+    assert events[3].data["response"]["output"] == [{"type": "image_generation_call", "result": IMAGE}]
 
 
 async def test_a_large_wanted_event_is_read_only_after_admission() -> None:
@@ -73,9 +77,8 @@ async def test_a_large_wanted_event_is_read_only_after_admission() -> None:
             pulled.append(i)
             yield data[i:i + 4096]
 
-    async def admit() -> bool:
+    async def admit() -> None:
         await gate.wait()
-        return True
 
     seen = []
 
@@ -97,27 +100,70 @@ async def test_a_large_wanted_event_is_read_only_after_admission() -> None:
     assert seen[-1] == "response.completed"
 
 
-async def test_a_large_wanted_event_without_room_ends_the_stream_deferred() -> None:
-    pulled = []
-    data = _sse(*STREAM)
-
-    async def chunks():
-        for i in range(0, len(data), 4096):
-            pulled.append(i)
-            yield data[i:i + 4096]
-
-    async def no_room() -> bool:
-        return False
-
-    events = [e async for e in sse.events(chunks(), admit=no_room)]
-    assert [e.type for e in events][-1] == sse.DEFERRED
-    assert "response.completed" not in [e.type for e in events]
-    assert len(pulled) * 4096 < len(data)  # the payload was left unread
-
-
 def test_parse_event_handles_comments_multiline_data_and_done() -> None:
     assert sse.parse_event(b": keep-alive") is None
     assert sse.parse_event(b"data: [DONE]") is None
     e = sse.parse_event(b'event: x\ndata: {"type": "response.in_progress",\ndata: "sequence_number": 4}')
     assert e == sse.Event("response.in_progress", 4, {"type": "response.in_progress", "sequence_number": 4})
     assert sse.parse_event(b'event: error\ndata: {"message": "m"}').type == "error"
+
+
+# -- loads: large base64 results decoded where they lie, the JSON around them parsed as usual --------------
+
+def _reference(text: str):
+    """What `sse.loads` must give: json.loads, with each large "result" string base64-decoded."""
+    def swap(v):
+        if isinstance(v, dict):
+            return {k: (base64.b64decode(x) if k == "result" and isinstance(x, str) and len(x) >= sse.SMALL
+                        else swap(x)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [swap(x) for x in v]
+        return v
+    return swap(json.loads(text))
+
+
+_tricky_text = st.sampled_from([sse._BLOB + "0", '"result":"', '\\"result\\":\\"', "\\", '"', "é", "\u0000", "plain"])
+_small = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | _tricky_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8) | _tricky_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@st.composite
+def _answers(draw):
+    images = draw(st.lists(st.binary(min_size=1, max_size=64).map(lambda b: b * (60_000 // len(b) + 1)),
+                           min_size=0, max_size=3))
+    output = [{"type": "image_generation_call", "revised_prompt": draw(_small),
+               "result": base64.b64encode(img).decode()} for img in images]
+    output.insert(draw(st.integers(0, len(output))), {"type": "message", "content": draw(_small)})
+    small_result = {"type": "image_generation_call", "result": base64.b64encode(b"tiny").decode()}
+    return {"type": "response.completed", "extra": draw(_small),
+            "response": {"output": [*output, small_result], "usage": draw(_small)}}
+
+
+@settings(max_examples=60, deadline=None)
+@given(answer=_answers(), spaced=st.booleans())
+def test_loads_matches_json_with_images_decoded(answer, spaced) -> None:
+    text = json.dumps(answer, separators=(", ", ": ") if spaced else (",", ":"))
+    assert sse.loads(text.encode()) == _reference(text)
+    padded = b"xx" + text.encode() + b"yy"
+    assert sse.loads(bytearray(padded), 2, len(padded) - 2) == _reference(text)
+
+
+def test_loads_falls_back_on_escapes_and_rejects_bad_base64() -> None:
+    escaped = json.dumps({"result": BIG}).replace("/", "\\/")  # JSON may escape "/"
+    assert "\\/" in escaped
+    assert sse.loads(escaped.encode()) == {"result": BIG}  # parsed as plain JSON: left as text, not decoded
+    with pytest.raises(ValueError):
+        sse.loads(json.dumps({"result": "*" * sse.SMALL}).encode())
+
+
+def test_a_large_final_event_comes_out_with_its_image_decoded() -> None:
+    event = {"type": "response.completed", "sequence_number": 7,
+             "response": {"output": [{"type": "image_generation_call", "result": BIG, "revised_prompt": "p"}]}}
+    raw = bytearray(_sse(event).rstrip(b"\n"))
+    parsed = sse.parse_event(raw)
+    assert parsed is not None and parsed.sequence_number == 7
+    assert parsed.data["response"]["output"][0] == {"type": "image_generation_call", "result": IMAGE,
+                                                    "revised_prompt": "p"}

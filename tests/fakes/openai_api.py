@@ -167,6 +167,7 @@ class FakeResponse:
     stored: bool
     fault: Fault | None = None
     events: list[Json] = field(default_factory=list)
+    encoded: dict[int, bytes] = field(default_factory=dict)  # sequence number -> the event as SSE bytes
     finished: bool = False
     task: asyncio.Task[None] | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (then replaced) on each change
@@ -327,6 +328,8 @@ class FakeOpenAI:
         self.responses: dict[str, FakeResponse] = {}
         self.in_flight = 0
         self.final_written_at: dict[str, float] = {}  # response id -> time.monotonic() its last event was sent
+        self._encodings: dict[int, tuple[bytes, str, bytes]] = {}  # id(image) -> (image, base64, its bytes)
+        self._base64_texts: dict[int, tuple[bytes, str, bytes]] = {}  # id(base64 text) -> the same
         self.base_url = ""
         self._faults: list[_QueuedFault] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -658,7 +661,7 @@ class FakeOpenAI:
             }
         else:
             image = self.image_factory(width, height, fmt, text + suffix)
-            item["result"] = base64.b64encode(image).decode("ascii")
+            item["result"] = self._base64(image)
         return item
 
     @staticmethod
@@ -847,8 +850,7 @@ class FakeOpenAI:
                     if request.transport is not None:
                         request.transport.close()
                     return sse
-                data = json.dumps(event, separators=(",", ":"))
-                await sse.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+                await sse.write(self._encoded(resp, event))
                 sent += 1
                 if event["type"] in TERMINAL_EVENTS:
                     self.final_written_at.setdefault(resp.id, time.monotonic())
@@ -858,6 +860,55 @@ class FakeOpenAI:
                 await changed.wait()
         return sse
 
+    def _base64(self, image: bytes) -> str:
+        """The image's base64, encoded once per image (a load test sends the same image hundreds of times)."""
+        found = self._encodings.get(id(image))
+        if found is None or found[0] is not image:
+            if len(self._encodings) >= 64:
+                self._encodings.clear()
+                self._base64_texts.clear()
+            text = base64.b64encode(image).decode("ascii")
+            found = self._encodings[id(image)] = (image, text, text.encode("ascii"))
+            self._base64_texts[id(text)] = found
+        return found[1]
+
+    def _dumps(self, value: Any) -> bytes:
+        """Compact JSON, with the base64 this fake made spliced in rather than re-scanned by json.dumps (which
+        would escape nothing in it anyway): the fake's own cost stays small next to the app's."""
+        spliced: list[bytes] = []
+
+        def swap(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: swap(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [swap(x) for x in v]
+            if isinstance(v, str) and len(v) > 4096:
+                known = self._base64_texts.get(id(v))
+                if known is not None and known[1] is v:
+                    spliced.append(known[2])
+                    return "\x00"
+            return v
+
+        text = json.dumps(swap(value), separators=(",", ":")).encode()
+        if not spliced:
+            return text
+        parts = text.split(b'"\\u0000"')
+        assert len(parts) == len(spliced) + 1, "a NUL string in a response would confuse the splice"
+        out = [parts[0]]
+        for data, rest in zip(spliced, parts[1:], strict=True):
+            out += [b'"', data, b'"', rest]
+        return b"".join(out)
+
+    def _encoded(self, resp: FakeResponse, event: Json) -> bytes:
+        """The event as SSE bytes, encoded once (events are frozen copies; several streams may send one)."""
+        seq = event["sequence_number"]
+        found = resp.encoded.get(seq)
+        if found is None:
+            found = resp.encoded[seq] = b"".join(
+                (b"event: ", event["type"].encode(), b"\ndata: ", self._dumps(event), b"\n\n")
+            )
+        return found
+
     # ---- other routes
 
     async def _retrieve(
@@ -865,7 +916,11 @@ class FakeOpenAI:
     ) -> web.StreamResponse:
         resp = self._known(response_id)
         if request.query.get("stream") != "true":
-            return self._json(resp.body)
+            return web.Response(
+                body=self._dumps(resp.body),
+                content_type="application/json",
+                headers={"x-request-id": _new_id("req_")},
+            )
         if not resp.background:
             raise _Reject(
                 400, "Only responses created with background=true can be streamed again.", param="stream"
