@@ -25,12 +25,14 @@ Where the times come from (all `time.monotonic()` in this process):
 Since the fakes run in this process, a busy bench event loop delays those stamps: the loop's lag is sampled
 every 50 ms and reported next to the figures, as is the bench's own CPU.
 
-The floor (same run, in a separate thread of this process with its own event loop, before the app starts):
-base64-decode the image, then `files.getUploadURLExternal` + POST the bytes to the upload URL +
-`files.completeUploadExternal` with a plain slack_sdk AsyncWebClient / aiohttp session against FakeSlack.
-Its wall time is the median of 10 tries; its CPU is `time.thread_time()` of that client thread only, so the
-fake's server-side work (on the main thread) is not counted (`process_time`, which includes it, is
-reported too).
+The floor (same run, in a separate thread of this process with its own event loop, before the app starts
+and again after the last phase, while the app is idle): base64-decode the image with the standard library,
+then `files.getUploadURLExternal` + POST the bytes to the upload URL + `files.completeUploadExternal` with a
+plain slack_sdk AsyncWebClient / aiohttp session against FakeSlack. Its wall time is the median of the 20
+tries; its CPU is `time.thread_time()` of that client thread only, so the fake's server-side work (on the
+main thread) is not counted (`process_time`, which includes it, is reported too). The app decodes with
+pybase64, some 40 times faster than the standard library: the floor's decode is the standard one, as a
+fixed yardstick; its decode time alone is printed next to it.
 
 Results: a table on stdout, and the same as JSON in `bench/results/<timestamp>-<database>.json`.
 """
@@ -287,6 +289,20 @@ class App:
                 with contextlib.suppress(OSError, ValueError):
                     todo += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
         return found
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds (user + system) of each process of the tree, by role: "serve" (`python -m bot`, which
+        answers Slack) and "worker" (`python -m bot worker`)."""
+        out: dict[str, float] = collections.defaultdict(float)
+        for pid in self.tree():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out["worker" if b"worker" in cmd else "serve"] += sum(int(v) for v in fields[11:13]) / CLK_TCK
+        return dict(out)
 
     def cpu_seconds(self) -> float:
         """CPU seconds (user + system) of the app's process tree: each live process's own and that of the
@@ -622,6 +638,24 @@ def measure_floor(api_url: str, token: str, image: bytes, tries: int) -> dict[st
     return asyncio.run(main())
 
 
+def combine_floors(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """One floor from the measurements before and after the run: medians over all their tries."""
+    walls, cpus = before["wall_s_all"] + after["wall_s_all"], before["cpu_s_all"] + after["cpu_s_all"]
+    return {
+        **before,
+        "tries": len(walls),
+        "wall_s": statistics.median(walls),
+        "cpu_s": statistics.median(cpus),
+        "cpu_s_including_fake": statistics.median([before["cpu_s_including_fake"], after["cpu_s_including_fake"]]),
+        "decode_wall_s": statistics.median([before["decode_wall_s"], after["decode_wall_s"]]),
+        "decode_cpu_s": statistics.median([before["decode_cpu_s"], after["decode_cpu_s"]]),
+        "wall_s_all": walls,
+        "cpu_s_all": cpus,
+        "before": {"wall_s": before["wall_s"], "cpu_s": before["cpu_s"]},
+        "after": {"wall_s": after["wall_s"], "cpu_s": after["cpu_s"]},
+    }
+
+
 # --------------------------------------------------------------------------- the benchmark
 
 
@@ -633,6 +667,8 @@ class Phase:
     t1: float = 0.0
     cpu0: float = 0.0
     cpu1: float = 0.0
+    roles0: dict[str, float] = field(default_factory=dict)
+    roles1: dict[str, float] = field(default_factory=dict)
     bench_cpu: float = 0.0
     machine_busy: float = 0.0  # CPU seconds used by every process on the machine during the phase
     missing: list[str] = field(default_factory=list)
@@ -685,6 +721,7 @@ class Bench:
     async def phase_low(self, app: App, sender: Sender) -> Phase:
         ph = Phase("low", [])
         ph.t0, ph.cpu0, b0, m0 = now(), app.cpu_seconds(), time.process_time(), machine_busy()
+        ph.roles0 = app.cpu_by_role()
         for i in range(self.args.low):
             req = sender.mention(
                 f"l{i}", "low", f"CL{i:05d}", "ULOW0001", f"a quiet harbour at dawn number {i}"
@@ -696,6 +733,7 @@ class Bench:
                 ph.missing += missing
                 ph.timed_out = True
         ph.t1, ph.cpu1, ph.bench_cpu = now(), app.cpu_seconds(), time.process_time() - b0
+        ph.roles1 = app.cpu_by_role()
         ph.machine_busy = machine_busy() - m0
         return ph
 
@@ -704,11 +742,13 @@ class Bench:
     ) -> Phase:
         ph = Phase(name, reqs)
         ph.t0, ph.cpu0, b0, m0 = now(), app.cpu_seconds(), time.process_time(), machine_busy()
+        ph.roles0 = app.cpu_by_role()
         start = now() + 0.1
         ph.sender_lag = await sender.send(reqs, start, spread)
         ph.missing = await self.wait_images(reqs, start + self.args.latency + 120)
         ph.timed_out = bool(ph.missing)
         ph.t1, ph.cpu1, ph.bench_cpu = now(), app.cpu_seconds(), time.process_time() - b0
+        ph.roles1 = app.cpu_by_role()
         ph.machine_busy = machine_busy() - m0
         return ph
 
@@ -764,11 +804,12 @@ class Bench:
             await sender.start()
 
             # Healthy is not yet idle (a worker process may still be starting): wait for quiet, then measure.
-            quiet_by = now() + 20
+            quiet_by, quiet_for = now() + 30, 0
             while now() < quiet_by:
                 c0 = app.cpu_seconds()
                 await asyncio.sleep(0.5)
-                if app.cpu_seconds() - c0 <= 0.02:
+                quiet_for = quiet_for + 1 if app.cpu_seconds() - c0 <= 0.02 else 0
+                if quiet_for >= 4:  # two seconds without work: the worker process has started too
                     break
             else:
                 self.notes.append("the app never went quiet after start-up (idle CPU includes start-up)")
@@ -808,6 +849,13 @@ class Bench:
             await self.settle()
             end_cpu = app.cpu_seconds()
             status = app.processes()
+            # The floor again, now that the run is over: this machine's speed drifts over minutes, and the
+            # ratios are to the median of both measurements.
+            print("measuring the floor again ...", flush=True)
+            floor = combine_floors(
+                floor,
+                await asyncio.to_thread(measure_floor, self.slack.api_url, self.slack.bot_token, self.image, 10),
+            )
             if profiler is not None:
                 result["profile"] = await self._stop_profiler(profiler, tmp)
             await sampler.stop()
@@ -1003,9 +1051,15 @@ class Bench:
                 "after_generation_split_s": {k: summary(v) for k, v in split.items()},
                 "app_cpu_s": cpu,
                 "app_cpu_per_image_s": cpu / images if images else None,
+                "app_cpu_per_image_by_process_s": {
+                    role: (ph.roles1.get(role, 0.0) - ph.roles0.get(role, 0.0)) / images if images else None
+                    for role in sorted(set(ph.roles0) | set(ph.roles1))
+                },
                 "app_peak_rss_mb": (sampler.peak_rss_kb(ph.t0, ph.t1) or 0) / 1024,
                 "app_rss_mb_every_half_second": [
-                    round(kb / 1024) for t, kb in sampler.rss if ph.t0 <= t <= ph.t1 and round((t - ph.t0) * 20) % 10 == 0
+                    round(kb / 1024)
+                    for t, kb in sampler.rss
+                    if ph.t0 <= t <= ph.t1 and round((t - ph.t0) * 20) % 10 == 0
                 ],
                 "bench_cpu_s": ph.bench_cpu,
                 "other_processes_cpu_s": max(0.0, ph.machine_busy - cpu - ph.bench_cpu),
@@ -1157,8 +1211,9 @@ def render(r: dict[str, Any]) -> str:
         f"fake latency {c['latency_s']} s/image, "
         f"image {c['image_px']} PNG {c['image_bytes'] / 2**20:.2f} MiB, MAX_CONCURRENT_GENERATIONS "
         f"{c['max_concurrent_generations']}, {r['machine']['cpus']} CPUs",
-        f"  floor (decode + upload, median of {f['tries']}): {_ms(f['wall_s'])} wall, "
-        f"{f['cpu_s'] * 1000:.1f} ms CPU (client thread; "
+        f"  floor (decode + upload, median of {f['tries']}, before and after the run): {_ms(f['wall_s'])} wall, "
+        f"{f['cpu_s'] * 1000:.1f} ms CPU (before {f['before']['cpu_s'] * 1000:.1f}, after "
+        f"{f['after']['cpu_s'] * 1000:.1f}; client thread; "
         f"{f['cpu_s_including_fake'] * 1000:.1f} ms with the fake); "
         f"decode alone {_ms(f['decode_wall_s'])}",
         f"  app idle CPU: {r['app_idle_cpu_per_s'] * 1000:.1f} ms/s",
@@ -1178,7 +1233,9 @@ def render(r: dict[str, Any]) -> str:
         out.append(
             f"  [{name}] {ph['requests']} requests, {ph['images']} images, {ph['seconds']:.1f} s, "
             f"app CPU {ph['app_cpu_s']:.2f} s = "
-            f"{(ph['app_cpu_per_image_s'] or 0) * 1000:.1f} ms/image, peak RSS {ph['app_peak_rss_mb']:.0f} MB"
+            f"{(ph['app_cpu_per_image_s'] or 0) * 1000:.1f} ms/image ("
+            + " + ".join(f"{role} {(v or 0) * 1000:.1f}" for role, v in ph["app_cpu_per_image_by_process_s"].items())
+            + f"), peak RSS {ph['app_peak_rss_mb']:.0f} MB"
             + (f", MISSING {len(ph['missing'])}" if ph["missing"] else "")
         )
         for label, key in rows:

@@ -14,9 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -40,6 +38,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+READY_LINE = "easel-worker-ready"
 
 
 @dataclasses.dataclass
@@ -138,6 +137,7 @@ async def build(settings: Settings) -> Easel:
     client = openai_client(settings)
     images = OpenAIImages(client, model=settings.openai_model, slots=PayloadSlots(settings.max_images_in_memory),
                           deadline=max(settings.openai_timeout * 2, 30.0))
+    images.warm_up()
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
                        capacity=settings.max_concurrent_generations)
     worker = Worker(
@@ -168,6 +168,8 @@ def web_app(easel: Easel, *, events: bool = True, worker: WorkerProcess | None =
             return web.json_response({"ok": False, "mode": mode, "error": "socket not connected"}, status=503)
         if worker is not None and not worker.alive:
             return web.json_response({"ok": False, "mode": mode, "error": "worker not running"}, status=503)
+        if worker is not None and not worker.ready:
+            return web.json_response({"ok": False, "mode": mode, "error": "worker starting"}, status=503)
         return web.json_response({"ok": True, "mode": mode})
 
     app.router.add_get(HEALTH_PATH, healthz)
@@ -227,6 +229,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
                 log.info("picked up %d unfinished job(s) from the last run", released)
         easel.worker.start()
         log.info("worker %s is running", easel.worker.worker_id)
+        if wakeups:  # tell the parent, whose readiness check waits for this line
+            sys.stdout.write(f"{READY_LINE}\n")
+            sys.stdout.flush()
         await stop.wait()
         log.info("worker stopping: running jobs get %.0f s", settings.shutdown_grace_seconds)
         await easel.worker.stop(settings.shutdown_grace_seconds)
@@ -284,6 +289,7 @@ class WorkerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
+        self.ready = False  # the worker said it is running jobs
 
     @property
     def alive(self) -> bool:
@@ -299,13 +305,20 @@ class WorkerProcess:
             **os.environ,
             "EASEL_PARENT_PID": str(os.getpid()),
         }
+        self.ready = False
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "worker", stdin=asyncio.subprocess.PIPE, env=env
+            sys.executable, "-m", "bot", "worker", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=env,
         )
         self._watch = asyncio.create_task(self._watch_exit(self._proc), name="easel-worker-watch")
 
     async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():  # the worker prints one line, when it is running
+            if line.strip() == READY_LINE.encode():
+                self.ready = True
         code = await proc.wait()
+        self.ready = False
         if self._stopping:
             return
         log.error("the worker process exited (code %s); starting a new one", code)

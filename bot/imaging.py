@@ -28,6 +28,7 @@ from bot import messages, sse
 log = logging.getLogger(__name__)
 
 TERMINAL = ("completed", "failed", "incomplete", "cancelled")
+ITEM_DONE = "response.output_item.done"
 
 
 class GenerationError(Exception):
@@ -118,15 +119,24 @@ class OpenAIImages:
     def model(self) -> str:
         return self._model
 
+    def warm_up(self) -> None:
+        """Load what the first turn would otherwise load while a user waits (the SDK imports its resources on
+        first use: some 50 ms here)."""
+        responses = self._client.responses
+        _ = responses.with_streaming_response, responses.with_raw_response
+
     async def run(
         self,
         turn: Turn,
         *,
         resume_id: str | None = None,
         on_started: Callable[[str], Awaitable[None]],
+        on_image: Callable[[Image], None] | None = None,
     ) -> Outcome:
         """Run (or, given `resume_id`, pick up) one turn. Raises GenerationError.
 
+        `on_image` hears of each image as soon as its own event arrives, before the response is over (the
+        response's final event repeats it, with the usage): the caller can start uploading it meanwhile.
         The returned Outcome holds a payload slot until `outcome.release()` is called."""
         started: list[str] = [resume_id] if resume_id else []
         hold = _Hold(self._slots)
@@ -138,10 +148,10 @@ class OpenAIImages:
 
         try:
             async with asyncio.timeout(self._deadline):
-                response = await self._collect(resume_id, hold) if resume_id else None
+                response = await self._collect(resume_id, hold, on_image) if resume_id else None
                 if response is None:
                     started.clear()
-                    response = await self._start(turn, remember, hold)
+                    response = await self._start(turn, remember, hold, on_image)
             result = outcome(response)
         except TimeoutError:
             hold.release()
@@ -157,10 +167,12 @@ class OpenAIImages:
         result.release = hold.release
         return result
 
-    async def _collect(self, response_id: str, hold: _Hold) -> dict[str, Any] | None:
+    async def _collect(
+        self, response_id: str, hold: _Hold, on_image: Callable[[Image], None] | None
+    ) -> dict[str, Any] | None:
         """Pick up a response started before a restart; None when it is gone or was cancelled (run it again)."""
         try:
-            response = await self._follow(response_id, hold, after=None)
+            response = await self._follow(response_id, hold, on_image, after=None)
         except openai.NotFoundError:
             hold.release()
             log.info("response %s is gone; running the turn again", response_id)
@@ -172,7 +184,11 @@ class OpenAIImages:
         return response
 
     async def _start(
-        self, turn: Turn, remember: Callable[[str], Awaitable[None]], hold: _Hold
+        self,
+        turn: Turn,
+        remember: Callable[[str], Awaitable[None]],
+        hold: _Hold,
+        on_image: Callable[[Image], None] | None,
     ) -> dict[str, Any]:
         content: list[dict[str, Any]] = [{"type": "input_text", "text": turn.prompt}]
         for mimetype, data in turn.images:
@@ -193,14 +209,16 @@ class OpenAIImages:
         if turn.metadata:
             params["metadata"] = turn.metadata
         async with self._client.responses.with_streaming_response.create(**params) as raw:
-            response_id, final, last_seq = await self._consume(raw, remember, hold)
+            response_id, final, last_seq = await self._consume(raw, remember, hold, on_image)
         if final is not None:
             return final
         if response_id is None:
             raise GenerationError("unavailable", messages.UNAVAILABLE, "the stream ended before the response began")
-        return await self._follow(response_id, hold, after=last_seq)
+        return await self._follow(response_id, hold, on_image, after=last_seq)
 
-    async def _follow(self, response_id: str, hold: _Hold, *, after: int | None) -> dict[str, Any]:
+    async def _follow(
+        self, response_id: str, hold: _Hold, on_image: Callable[[Image], None] | None, *, after: int | None
+    ) -> dict[str, Any]:
         """Wait for a background response to finish: look it up, and stream the rest while it is running."""
         for attempt in range(self._max_resumes + 1):
             try:
@@ -213,7 +231,7 @@ class OpenAIImages:
                 del response, looked_up
                 query = {"stream": True} if after is None else {"stream": True, "starting_after": after}
                 async with self._client.responses.with_streaming_response.retrieve(response_id, **query) as raw:
-                    _, final, last_seq = await self._consume(raw, None, hold)
+                    _, final, last_seq = await self._consume(raw, None, hold, on_image)
                 if final is not None:
                     return final
                 after = last_seq if last_seq is not None else after
@@ -226,14 +244,19 @@ class OpenAIImages:
         raise GenerationError("unavailable", messages.UNAVAILABLE, f"response {response_id} never finished")
 
     async def _consume(
-        self, raw: Any, remember: Callable[[str], Awaitable[None]] | None, hold: _Hold
+        self,
+        raw: Any,
+        remember: Callable[[str], Awaitable[None]] | None,
+        hold: _Hold,
+        on_image: Callable[[Image], None] | None,
     ) -> tuple[str | None, dict[str, Any] | None, int | None]:
         """Read events until the response ends. Returns (response id, final response or None if the stream
         broke off first, last sequence number seen)."""
         response_id: str | None = None
         last_seq: int | None = None
+        wanted = sse.FINAL | {ITEM_DONE} if on_image is not None else sse.FINAL
         try:
-            async for event in sse.events(raw.iter_bytes(), admit=hold.take):
+            async for event in sse.events(raw.iter_bytes(), admit=hold.take, wanted=wanted):
                 if event.sequence_number is not None:
                     last_seq = event.sequence_number
                 data = event.data or {}
@@ -244,6 +267,10 @@ class OpenAIImages:
                         await remember(response_id)
                 if event.type in sse.FINAL and isinstance(response, dict):
                     return response_id, response, last_seq
+                if event.type == ITEM_DONE and on_image is not None:
+                    image = _finished_image(data.get("item"))
+                    if image is not None:
+                        on_image(image)
                 if event.type == "error":
                     if data.get("error") and response_id is None:
                         raise GenerationError("failed", messages.rejected(str(data["error"])), str(data["error"]))
@@ -278,6 +305,16 @@ class _Hold:
         if self._release is not None:
             self._release()
             self._release = None
+
+
+def _finished_image(item: Any) -> Image | None:
+    """An output item, if it is a finished image."""
+    if not isinstance(item, dict) or item.get("type") != "image_generation_call":
+        return None
+    if item.get("status") != "completed" or not item.get("result"):
+        return None
+    return Image(str(item.get("id")), _image_bytes(item["result"]), item.get("revised_prompt"),
+                 item.get("output_format"))
 
 
 def _image_bytes(result: bytes | str) -> bytes:
@@ -323,10 +360,10 @@ def outcome(response: dict[str, Any]) -> Outcome:
     for item in response.get("output") or []:
         if not isinstance(item, dict) or item.get("type") != "image_generation_call":
             continue
-        if item.get("status") == "completed" and item.get("result"):
-            data = _image_bytes(item["result"])
-            item["result"] = None  # drop the base64 copy as soon as the bytes exist
-            images.append(Image(str(item.get("id")), data, item.get("revised_prompt"), item.get("output_format")))
+        image = _finished_image(item)
+        if image is not None:
+            item["result"] = None  # drop the answer's copy as soon as the image exists
+            images.append(image)
         else:
             blocked.append(str((item.get("error") or {}).get("code") or "failed"))
     text = _output_text(response)

@@ -10,14 +10,15 @@ generations and the thread's next chain step.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import messages
-from bot.imaging import GenerationError, OpenAIImages, Outcome, Turn
+from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
 from bot.publishing import EXTENSIONS, CannotPost, DownloadError, SlackPublisher, SlackUnavailable, sniff
 from storage import Store
 from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, Thread
@@ -41,6 +42,8 @@ class _Run:
     response_id: str | None = None
     generations: list[Generation] = dataclasses.field(default_factory=list)
     chain: ChainStep | None = None
+    arrived: list[str] = dataclasses.field(default_factory=list)  # image call ids, as their events came
+    prepared: dict[str, asyncio.Task[str]] = dataclasses.field(default_factory=dict)  # call id -> file id
 
 
 class JobRunner:
@@ -85,6 +88,13 @@ class JobRunner:
         await self._say_queued(job, root_ts)
         await self._store.noticed(job.id, thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
 
+    async def sign(self, job: Job) -> None:
+        """Only the sign of work, for a message job that starts generating at once (best effort)."""
+        try:
+            await self._slack.react(job.channel_id, job.message_ts or "")
+        except Exception as e:  # noqa: BLE001 - the generation goes on without its hourglass
+            log.warning("job %s: no sign of work (%s)", job.id, type(e).__name__)
+
     async def notice_failed(self, job: Job) -> None:
         """Slack failed us while showing the sign of work (after its retries). A generate job in an existing
         thread still runs (the sign is only a courtesy); a text-only notice, or a command whose thread could
@@ -117,7 +127,9 @@ class JobRunner:
 
     # -- stage 2: the generation itself -----------------------------------------------------------------------
 
-    async def run(self, job: Job) -> None:
+    async def run(self, job: Job, *, sign: Awaitable[None] | None = None) -> None:
+        """Generate and publish. `sign`, when given, is the sign of work going up meanwhile: it is awaited
+        before the sign is taken down."""
         run = _Run(job=job, progress=dict(job.progress), response_id=job.response_id)
         sign_ts = job.message_ts or job.thread_ts or ""
         status, error = JobStatus.DONE, None
@@ -143,6 +155,11 @@ class JobRunner:
             log.exception("job %s failed unexpectedly", job.id)
             status, error = JobStatus.FAILED, f"internal: {type(e).__name__}: {e}"
             await self._tell(job, messages.INTERNAL)
+        for leftover in run.prepared.values():  # uploads begun for images the answer did not keep
+            leftover.cancel()
+        await asyncio.gather(*run.prepared.values(), return_exceptions=True)
+        if sign is not None:
+            await sign
         await self._slack.unreact(job.channel_id, sign_ts)
         if job.queue_ts:
             await self._slack.delete(job.channel_id, job.queue_ts)
@@ -162,6 +179,22 @@ class JobRunner:
     async def _save(self, run: _Run, **changes: Any) -> None:
         run.progress.update(changes)
         await self._store.update_job(run.job.id, progress=dict(run.progress))
+
+    def _stager(self, run: _Run, key: str) -> Callable[[dict[str, str]], Awaitable[None]]:
+        """Records an upload's file id in the job's progress (before the upload is completed)."""
+        async def stage(record: dict[str, str]) -> None:
+            await self._save(run, uploads={**run.progress.get("uploads", {}), key: record})
+        return stage
+
+    def _image_arrived(self, run: _Run, image: Image) -> None:
+        """An image is in, before the rest of the answer: start its upload (all but the sharing, whose
+        message needs the whole answer) while the answer finishes streaming."""
+        key = str(len(run.arrived))
+        run.arrived.append(image.call_id)
+        if key in run.progress.get("files", {}) or key in run.progress.get("uploads", {}):
+            return  # begun before a restart: the usual path checks what Slack already has
+        run.prepared[image.call_id] = asyncio.create_task(self._slack.prepare(
+            data=image.data, filename=_filename(run.job, int(key), image.data), on_stage=self._stager(run, key)))
 
     async def _inputs(self, job: Job) -> tuple[tuple[str, bytes], ...]:
         inputs = []
@@ -196,7 +229,9 @@ class JobRunner:
         """One turn with OpenAI, or the pick-up of the one started before a restart."""
         job = run.job
         assert job.thread_ts is not None
-        thread = await self._store.thread(team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts)
+        starts_thread = job.source != "command" and job.message_ts == job.thread_ts
+        thread = None if starts_thread else await self._store.thread(
+            team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts)
         turn = Turn(
             prompt=job.text,
             tool=job.options["tool"],
@@ -212,7 +247,8 @@ class JobRunner:
             await self._store.update_job(job.id, response_id=response_id, progress=dict(run.progress))
 
         try:
-            return await self._images.run(turn, resume_id=job.response_id, on_started=started)
+            return await self._images.run(turn, resume_id=job.response_id, on_started=started,
+                                          on_image=lambda image: self._image_arrived(run, image))
         except GenerationError as e:
             if e.kind != "chain_expired":
                 raise
@@ -221,33 +257,28 @@ class JobRunner:
                 turn, previous_response_id=None, images=turn.images + await self._last_image(thread)
             )
             notices.insert(0, messages.CHAIN_EXPIRED_NOTE)
-            return await self._images.run(turn, on_started=started)
+            return await self._images.run(turn, on_started=started,
+                                          on_image=lambda image: self._image_arrived(run, image))
 
     async def _publish(self, run: _Run, outcome: Outcome, *, queued_ms: int, generation_ms: int) -> None:
         job = run.job
         assert job.thread_ts is not None
         notices = list(run.progress.get("notices", []))
         files: dict[str, str] = dict(run.progress.get("files", {}))
-        uploads: dict[str, dict[str, str]] = dict(run.progress.get("uploads", {}))
         upload_ms: dict[str, int] = {}
         for i, image in enumerate(outcome.images):
             key = str(i)
             if key in files:  # posted before a restart
                 continue
-            mimetype = sniff(image.data) or f"image/{image.output_format or 'png'}"
             t0 = time.time()
-
-            async def stage(record: dict[str, str], key: str = key) -> None:
-                uploads[key] = record
-                await self._save(run, uploads=uploads)
-
             files[key] = await self._slack.upload(
-                reserved=uploads.get(key),
-                on_stage=stage,
+                reserved=run.job.progress.get("uploads", {}).get(key),  # from a run before a restart
+                on_stage=self._stager(run, key),
+                prepared=run.prepared.pop(image.call_id, None),
                 channel=job.channel_id,
                 thread_ts=job.thread_ts,
                 data=image.data,
-                filename=f"easel-{job.id}-{i + 1}.{EXTENSIONS.get(mimetype, 'png')}",
+                filename=_filename(job, i, image.data),
                 comment=messages.image_comment(
                     revised_prompt=image.revised_prompt, notices=notices, index=i, count=len(outcome.images)
                 ),
@@ -303,6 +334,10 @@ class JobRunner:
             status="failed",
             **timings,
         )
+
+
+def _filename(job: Job, index: int, data: bytes) -> str:
+    return f"easel-{job.id}-{index + 1}.{EXTENSIONS.get(sniff(data) or '', 'png')}"
 
 
 def _ms(seconds: float) -> int:

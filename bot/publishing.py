@@ -135,6 +135,28 @@ class SlackPublisher:
             stamps.append(response["ts"])
         return stamps
 
+    async def prepare(
+        self,
+        *,
+        data: bytes,
+        filename: str,
+        on_stage: Callable[[dict[str, str]], Awaitable[None]] | None = None,
+    ) -> str:
+        """Steps 1 and 2 of Slack's upload (a file id, then the bytes), which share nothing yet: they can run
+        before it is known what the image's message will say. Returns the file id. Not retried here."""
+        ticket = await self._call("files_getUploadURLExternal", filename=filename, length=len(data))
+        file_id = str(ticket["file_id"])
+        # The file id is recorded while the bytes go up (it must be recorded before the upload is completed,
+        # not before the bytes are sent: Slack shows no file that is not completed).
+        staged = asyncio.ensure_future(on_stage({"file_id": file_id, "stage": "completing"})) \
+            if on_stage is not None else None
+        try:
+            await self._put_bytes(ticket["upload_url"], data)
+        finally:
+            if staged is not None:
+                await staged
+        return file_id
+
     async def upload(
         self,
         *,
@@ -145,22 +167,24 @@ class SlackPublisher:
         comment: str,
         reserved: dict[str, str] | None = None,
         on_stage: Callable[[dict[str, str]], Awaitable[None]] | None = None,
+        prepared: Awaitable[str] | None = None,
     ) -> str:
         """Upload one image into the thread with its comment; returns the Slack file id.
 
         The three steps of Slack's upload are done here (not by `files_upload_v2`) so that the file id can be
         recorded before sharing (`on_stage`). Given that record again after a restart (`reserved`), an upload
-        that was already completed is recognised instead of posted twice. Retried as a whole when a step fails.
+        that was already completed is recognised instead of posted twice. `prepared` is `prepare()` of these
+        bytes already under way (started before the comment was known). Retried as a whole when a step fails.
         """
         if reserved and reserved.get("stage") == "completing" and await self._is_complete(reserved["file_id"]):
             return reserved["file_id"]
         for attempt in range(1, self._attempts + 1):
             try:
-                ticket = await self._call("files_getUploadURLExternal", filename=filename, length=len(data))
-                file_id = ticket["file_id"]
-                await self._put_bytes(ticket["upload_url"], data)
-                if on_stage is not None:
-                    await on_stage({"file_id": file_id, "stage": "completing"})
+                if prepared is not None:
+                    step, prepared = prepared, None
+                    file_id = await step
+                else:
+                    file_id = await self.prepare(data=data, filename=filename, on_stage=on_stage)
                 await self._call(
                     "files_completeUploadExternal",
                     files=[{"id": file_id, "title": filename}],
@@ -168,7 +192,7 @@ class SlackPublisher:
                     thread_ts=thread_ts,
                     initial_comment=comment,
                 )
-                return str(file_id)
+                return file_id
             except CannotPost:
                 raise
             except (SlackApiError, _Transient, aiohttp.ClientError, TimeoutError) as e:

@@ -29,7 +29,7 @@ _HEAD = 1024  # an event's type is known from its first bytes
 FINAL = frozenset({"response.completed", "response.failed", "response.incomplete"})
 _TYPE = re.compile(rb'"type"\s*:\s*"([^"]+)"')
 _SEQ = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
-_RESULT = re.compile(rb'"result"\s*:\s*"')
+_AFTER_KEY = re.compile(rb'\s*:\s*"')  # between the key "result" and its string value
 _BLOB = "\x00easel-blob-"  # stands in for a large base64 string while the rest is parsed as JSON
 
 
@@ -49,14 +49,19 @@ def loads(payload: bytes | bytearray, start: int = 0, end: int | None = None) ->
     view = memoryview(payload)
     pieces: list[bytes | memoryview] = []
     blobs: list[memoryview] = []
-    pos = start
-    for found in _RESULT.finditer(payload, start, end):
-        if found.start() < pos or (found.start() > start and payload[found.start() - 1] == 0x5C):
+    pos = look = start
+    while (key := payload.find(b'"result"', look, end)) >= 0:
+        look = key + 8
+        if key > start and payload[key - 1] == 0x5C:
             continue  # an escaped quote: this is text inside a string, not a key
+        found = _AFTER_KEY.match(payload, look, end)
+        if found is None:
+            continue
         value = found.end()
         close = payload.find(b'"', value, end)
         if close < 0:
             break
+        look = close + 1  # never scan the value itself for keys
         if close - value < SMALL:
             continue
         if payload.find(b"\\", value, close) >= 0:
@@ -157,56 +162,79 @@ async def events(
     """Split a byte stream into events. Large events whose type is not in `wanted` come out with data=None.
 
     Before a wanted event is read past its first kilobyte (unless it is whole by then), `admit()` is awaited:
-    the caller may wait there until it has room for it, and the rest of the answer waits in the socket."""
-    buf = bytearray()
-    skipping: str | None = None  # type of the large event being skipped
+    the caller may wait there until it has room for it, and the rest of the answer waits in the socket.
+    A large event is gathered as the chunks that carry it and joined once, when it is whole."""
+    buf = bytearray()  # the start of the current event, while it is small
+    parts: list[bytes] = []  # a large wanted event being gathered (mode "collect")
+    skipping: str | None = None  # type of the large event being skipped (mode "skip")
     head_seq: int | None = None
     tail = b""
     searched = 0  # bytes at the start of buf known to hold no event end (so a large event is scanned once)
-    admitted = False
     async for chunk in chunks:
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if skipping is not None:
-            if tail.endswith(b"\n") and chunk.startswith(b"\n"):  # the blank line straddles two chunks
-                end, rest = 0, chunk[1:]
-            else:
-                end = _blank_line(chunk, 0)
-                if end < 0:
-                    tail = (tail + chunk[-256:])[-256:]
-                    continue
-                tail, rest = (tail + chunk[max(0, end - 256):end])[-256:], chunk[end + 2:]
-            seq = _last_seq(tail)
-            yield Event(skipping, seq if seq is not None else head_seq, None)
-            skipping, chunk = None, rest
-        buf += chunk
-        while True:
-            end = _blank_line(buf, searched)
-            if end >= 0:
-                searched = 0
-                if end > small and (kind := _head_type(bytes(buf[:_HEAD]))) not in wanted:
-                    seq = _last_seq(bytes(buf[max(0, end - 256):end]))
-                    yield Event(kind, seq if seq is not None else _last_seq(bytes(buf[:_HEAD])), None)
-                    del buf[: end + 2]
-                    continue
-                event = parse_event(buf, end)
-                buf = buf[end + 2 :]  # a new buffer: the parsed one may still be viewed while it is freed
-                admitted = False
+        while chunk:
+            if skipping is not None:
+                if tail.endswith(b"\n") and chunk.startswith(b"\n"):  # the blank line straddles two chunks
+                    end, rest = 0, chunk[1:]
+                else:
+                    end = _blank_line(chunk, 0)
+                    if end < 0:
+                        tail = (tail + chunk[-256:])[-256:]
+                        break
+                    tail, rest = (tail + chunk[max(0, end - 256):end])[-256:], chunk[end + 2:]
+                seq = _last_seq(tail)
+                yield Event(skipping, seq if seq is not None else head_seq, None)
+                skipping, chunk = None, rest
+                continue
+            if parts:
+                if parts[-1].endswith(b"\n") and chunk.startswith(b"\n"):  # the blank line straddles them
+                    raw, end, rest = b"".join(parts), sum(map(len, parts)) - 1, chunk[1:]
+                else:
+                    found = _blank_line(chunk, 0)
+                    if found < 0:
+                        parts.append(chunk)
+                        break
+                    parts.append(chunk[:found])
+                    raw = b"".join(parts)
+                    end, rest = len(raw), chunk[found + 2:]
+                parts = []
+                event = parse_event(raw, end)
+                del raw
                 if event is not None:
                     yield event
+                chunk = rest
                 continue
-            searched = max(0, len(buf) - 1)
-            if len(buf) > _HEAD and not admitted:
-                head = bytes(buf[:_HEAD])
-                kind = _head_type(head)
-                if kind in wanted:  # wait for room before reading on; the answer's bytes stay in the socket
-                    await admit()
-                    admitted = True
-                elif len(buf) > small:
-                    skipping, head_seq, tail = kind, _last_seq(head), bytes(buf[-256:])
-                    buf.clear()
+            buf += chunk
+            chunk = b""
+            while True:
+                end = _blank_line(buf, searched)
+                if end >= 0:
                     searched = 0
-            break
+                    if end > small and (kind := _head_type(bytes(buf[:_HEAD]))) not in wanted:
+                        seq = _last_seq(bytes(buf[max(0, end - 256):end]))
+                        yield Event(kind, seq if seq is not None else _last_seq(bytes(buf[:_HEAD])), None)
+                        del buf[: end + 2]
+                        continue
+                    event = parse_event(buf, end)
+                    buf = buf[end + 2 :]  # a new buffer: the parsed one may still be viewed while it is freed
+                    if event is not None:
+                        yield event
+                    continue
+                searched = max(0, len(buf) - 1)
+                if len(buf) > _HEAD:
+                    head = bytes(buf[:_HEAD])
+                    kind = _head_type(head)
+                    if kind in wanted:  # wait for room before reading on; the answer's bytes stay in the socket
+                        await admit()
+                        parts, buf, searched = [bytes(buf)], bytearray(), 0
+                    elif len(buf) > small:
+                        skipping, head_seq, tail = kind, _last_seq(head), bytes(buf[-256:])
+                        buf.clear()
+                        searched = 0
+                break
+    if parts:
+        buf = bytearray(b"".join(parts))
     if skipping is None and buf.strip():
         event = parse_event(buf)
         if event is not None:

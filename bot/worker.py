@@ -1,9 +1,10 @@
-"""The job runner: takes jobs from the database and runs them, in this process, next to the Slack listener.
+"""The job runner: takes jobs from the database and runs them.
 
 Two loops claim work: the noticer shows a sign of work on every new job at once (its own small concurrency,
 never held up by generations), and the runner starts generations while a slot is free (at most
-`max_generations` at a time). A heartbeat renews the leases of the jobs this worker holds, so another process
-can take over only the jobs of a worker that died.
+`max_generations` at a time). When a slot is free already, the noticer starts a new job's generation itself,
+at the same time as its sign of work, instead of handing it on. A heartbeat renews the leases of the jobs
+this worker holds, so another process can take over only the jobs of a worker that died.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Worker:
         runner: JobRunner,
         max_generations: int,
         lease: float = 60.0,
-        poll: float = 1.0,
+        poll: float = 3.0,
         notice_concurrency: int = 16,
         worker_id: str | None = None,
     ):
@@ -113,8 +114,14 @@ class Worker:
                 await self._wait(self._freed[kind])
                 continue
             wake.clear()
+            limit = min(free, batch)
+            # A lone request starts generating at once, beside its sign of work. In a burst (the noticer is
+            # busy) signs of work go first, and generations start behind them: starting hundreds of them
+            # means database writes, and on SQLite those would make new requests wait for the write lock.
+            quiet = self._busy["notice"] == 0 and self._capacity["run"] - self._busy["run"] >= limit
+            extra = {"start": quiet} if kind == "notice" else {}
             try:
-                jobs = await claim(worker_id=self.worker_id, lease=self._lease, limit=min(free, batch))
+                jobs = await claim(worker_id=self.worker_id, lease=self._lease, limit=limit, **extra)
             except Exception:
                 log.exception("claiming jobs failed; retrying")
                 await self._wait(wake)
@@ -122,13 +129,20 @@ class Worker:
             if not jobs:
                 await self._wait(wake)
                 continue
-            if kind == "notice":
+            if kind == "notice" and any(job.status != "running" for job in jobs):
                 self._notices_idle.clear()
             for job in jobs:
-                self._busy[kind] += 1
-                task = asyncio.create_task(work(job), name=f"easel-job-{job.id}")
-                self._tasks[task] = job
-                task.add_done_callback(lambda t, k=kind: self._done(t, k))
+                if kind == "notice" and job.status == "running":  # a slot was free: it generates at once
+                    self._launch("run", job, self._run_with_sign(job))
+                else:
+                    self._launch(kind, job, work(job))
+
+    def _launch(self, kind: str, job: Job, work: Awaitable[None]) -> None:
+        self._busy[kind] += 1
+        task = asyncio.ensure_future(work)
+        task.set_name(f"easel-job-{job.id}")
+        self._tasks[task] = job
+        task.add_done_callback(lambda t: self._done(t, kind))
 
     def free_generation_slots(self) -> int:
         """Generation slots no job here is using or about to use (every job being noticed may want one)."""
@@ -163,7 +177,13 @@ class Worker:
         self.counts["ran"] += 1
         await self._runner.run(job)
 
-    async def _queue_messages(self, *, every: float = 5.0, at_most_every: float = 1.5) -> None:
+    async def _run_with_sign(self, job: Job) -> None:
+        self.counts["noticed"] += 1
+        self.counts["ran"] += 1
+        sign = asyncio.create_task(self._runner.sign(job))
+        await self._runner.run(job, sign=sign)
+
+    async def _queue_messages(self, *, every: float = 15.0, at_most_every: float = 1.5) -> None:
         """Update "number N in the queue" messages when jobs finish (and now and then, for other replicas),
         but not more often than Slack's chat.update limit suits."""
         while not self._stopping.is_set():

@@ -28,6 +28,19 @@ from storage.schema import jobs, threads
 
 _WAITING = ("new", "noticing", "queued")
 _ACTIVE = (*_WAITING, "running")
+_earlier = jobs.alias("earlier")
+# An earlier generate job of the same thread is not finished, so this one must wait for it. Built once: an
+# alias's column collections are costly to set up, and the claim queries use this on every call.
+_EARLIER_UNFINISHED = (
+    sa.select(_earlier.c.id)
+    .where(
+        _earlier.c.thread_key == jobs.c.thread_key,
+        _earlier.c.id < jobs.c.id,
+        _earlier.c.status.in_(_ACTIVE),
+        _earlier.c.kind == models.JobKind.GENERATE.value,
+    )
+    .exists()
+)
 
 
 P = ParamSpec("P")
@@ -236,32 +249,43 @@ class Store:
         return taken[0] if taken else None
 
     @_uncancellable
-    async def claim_new_batch(self, *, worker_id: str, lease: float, limit: int) -> list[models.Job]:
-        """Take the oldest jobs that have had no sign of work yet (or whose noticer died)."""
+    async def claim_new_batch(
+        self, *, worker_id: str, lease: float, limit: int, start: bool = False
+    ) -> list[models.Job]:
+        """Take the oldest jobs that have had no sign of work yet (or whose noticer died).
+
+        With `start` (the caller has a free generation slot for each), message jobs that are first in their
+        thread go straight to "running" (their sign of work goes up while they generate); the others, and
+        every slash command (which must post its thread's first message before anything else), are
+        "noticing". Each job's status says which."""
         now = time.time()
         takeable = sa.or_(
             jobs.c.status == "new", sa.and_(jobs.c.status == "noticing", jobs.c.lease_until < now)
         )
         candidates = sa.select(jobs.c.id).where(takeable).order_by(jobs.c.id)
+        fast = sa.and_(
+            sa.literal(start), jobs.c.kind == models.JobKind.GENERATE.value, jobs.c.source != "command",
+            jobs.c.thread_ts.is_not(None), ~_EARLIER_UNFINISHED,
+        )
         return await self._claim(
-            candidates, takeable, {"status": "noticing", "worker_id": worker_id, "lease_until": now + lease}, limit
+            candidates,
+            takeable,
+            {
+                "status": sa.case((fast, "running"), else_="noticing"),
+                "noticed": sa.case((fast, True), else_=jobs.c.noticed),
+                "attempts": sa.case((fast, jobs.c.attempts + 1), else_=jobs.c.attempts),
+                "started_at": sa.case((fast, sa.func.coalesce(jobs.c.started_at, now)), else_=jobs.c.started_at),
+                "worker_id": worker_id,
+                "lease_until": now + lease,
+            },
+            limit,
         )
 
     @_uncancellable
     async def claim_batch(self, *, worker_id: str, lease: float, limit: int) -> list[models.Job]:
         """Take the oldest runnable jobs: queued (or running with a dead owner), each first in its thread."""
         now = time.time()
-        earlier = jobs.alias("earlier")
-        blocked = (
-            sa.select(earlier.c.id)
-            .where(
-                earlier.c.thread_key == jobs.c.thread_key,
-                earlier.c.id < jobs.c.id,
-                earlier.c.status.in_(_ACTIVE),
-                earlier.c.kind == models.JobKind.GENERATE.value,
-            )
-            .exists()
-        )
+        blocked = _EARLIER_UNFINISHED
         takeable = sa.or_(
             jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.lease_until < now)
         )

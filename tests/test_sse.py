@@ -167,3 +167,74 @@ def test_a_large_final_event_comes_out_with_its_image_decoded() -> None:
     assert parsed is not None and parsed.sequence_number == 7
     assert parsed.data["response"]["output"][0] == {"type": "image_generation_call", "result": IMAGE,
                                                     "revised_prompt": "p"}
+
+
+@st.composite
+def _streams(draw):
+    """A stream of small and large events, cut into chunks at arbitrary places."""
+    kinds = ["response.created", "response.output_item.done", "response.completed", "response.in_progress"]
+    events = []
+    for seq in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(kinds))
+        big = draw(st.booleans())
+        body = {"type": kind, "sequence_number": seq,
+                "item": {"type": "image_generation_call", "result": BIG if big else "c21hbGw="}}
+        events.append(body)
+    data = _sse(*events, crlf=draw(st.booleans()), event_lines=draw(st.booleans()))
+    blanks = [i for i in range(len(data) - 1) if data[i:i + 2] in (b"\n\n", b"\r\n")]
+    near_ends = st.sampled_from(blanks).flatmap(lambda i: st.sampled_from([i, i + 1, i + 2])) if blanks \
+        else st.integers(1, max(1, len(data) - 1))
+    cuts = sorted({c for c in draw(st.lists(st.integers(1, max(1, len(data) - 1)) | near_ends, max_size=12))
+                   if 0 < c < len(data)})
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True) if b > a]
+    return events, chunks
+
+
+@settings(max_examples=80, deadline=None)
+@given(stream=_streams(), wanted=st.sets(st.sampled_from(["response.output_item.done", "response.completed"])))
+def test_events_come_out_whole_however_the_stream_is_cut(stream, wanted) -> None:
+    events, chunks = stream
+
+    async def pieces():
+        for c in chunks:
+            yield c
+
+    async def admit() -> None:
+        return None
+
+    async def read():
+        return [e async for e in sse.events(pieces(), admit=admit, wanted=frozenset(wanted))]
+
+    got = asyncio.run(read())
+    assert [(e.type, e.sequence_number) for e in got] == [(e["type"], e["sequence_number"]) for e in events]
+    for e, sent in zip(got, events, strict=True):
+        large = sent["item"]["result"] == BIG
+        if large and sent["type"] not in wanted:
+            assert e.data is None  # skipped unparsed
+        else:
+            expected = IMAGE if large else "c21hbGw="
+            assert e.data is not None and e.data["item"]["result"] == expected
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+@pytest.mark.parametrize("wanted", [True, False])
+async def test_a_large_event_ending_exactly_at_a_chunk_edge(crlf, wanted) -> None:
+    """The blank line that ends a large event is split between two chunks, for each way it can fall."""
+    big = {"type": "response.completed", "sequence_number": 1, "response": {"output": [{"result": BIG}]}}
+    after = {"type": "response.in_progress", "sequence_number": 2}
+    data = _sse(big, after, crlf=crlf)
+    blank = data.index(b"\r\n\r\n" if crlf else b"\n\n")
+    for cut in range(blank, blank + (5 if crlf else 3)):
+        async def pieces(cut=cut):
+            for i in range(0, cut, 40_000):  # a large event arrives in many chunks
+                yield data[i:min(i + 40_000, cut)]
+            yield data[cut:]
+
+        async def admit() -> None:
+            return None
+
+        kinds = frozenset({"response.completed"}) if wanted else frozenset()
+        got = [e async for e in sse.events(pieces(), admit=admit, wanted=kinds)]
+        assert [(e.type, e.sequence_number) for e in got] == [("response.completed", 1), ("response.in_progress", 2)]
+        assert got[1].data == after
+        assert (got[0].data is not None) is wanted

@@ -152,6 +152,29 @@ async def test_claim_new_marks_noticing_and_claim_skips_new_and_noticing(store: 
     assert await store.claim(worker_id="w2", lease=60) is None
 
 
+async def test_claim_new_with_free_slots_starts_message_jobs_first_in_their_thread(store: Store) -> None:
+    first = await enqueue(store, new_job(thread_ts="7.0"))
+    second = await enqueue(store, new_job(thread_ts="7.0"))  # a reply behind it in the same thread
+    other = await enqueue(store, new_job(thread_ts="8.0"))
+    command = await enqueue(store, new_job(thread_ts=None))  # must post its thread's first message first
+    notice = await enqueue(store, new_job(thread_ts="9.0", kind=JobKind.NOTICE))
+    taken = {j.id: j for j in await store.claim_new_batch(worker_id="n", lease=60, limit=10, start=True)}
+    assert {i: str(j.status) for i, j in taken.items()} == {
+        first.id: "running", second.id: "noticing", other.id: "running",
+        command.id: "noticing", notice.id: "noticing",
+    }
+    started = taken[first.id]
+    assert started.noticed is True and started.attempts == 1 and started.started_at is not None
+    assert taken[second.id].attempts == 0 and taken[second.id].noticed is False
+    assert await store.claim(worker_id="w", lease=60) is None  # running ones are leased, the rest noticing
+
+
+async def test_claim_new_without_start_only_notices(store: Store) -> None:
+    job = await enqueue(store, new_job(thread_ts="7.0"))
+    [taken] = await store.claim_new_batch(worker_id="n", lease=60, limit=10, start=False)
+    assert taken.id == job.id and taken.status == "noticing" and taken.attempts == 0
+
+
 async def test_claim_new_takes_in_id_order(store: Store) -> None:
     ids = [(await enqueue(store, new_job(thread_ts=f"{i}.5"))).id for i in range(3)]
     got = [(await store.claim_new(worker_id="n", lease=60)).id for _ in ids]
