@@ -60,6 +60,7 @@ class JobRunner:
         self._slack = slack
         self._capacity = capacity
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
+        self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
@@ -114,11 +115,13 @@ class JobRunner:
         position = ahead + 1 - max(0, self._capacity - running)
         if position > 0:
             [ts, *_] = await self._slack.post(job.channel_id, thread_ts, messages.queued(position))
+            self.queue_shown = True
             await self._store.update_job(job.id, queue_ts=ts, queue_pos=position)
 
     async def refresh_queue(self) -> None:
         """Move the queue messages along: each waiting request shows its current place."""
         running, waiting_ids, shown = await self._store.queue_messages()
+        self.queue_shown = bool(shown)
         for job_id, channel, ts, shown_pos in shown:
             position = max(1, queue_position(job_id, running=running, waiting_ids=waiting_ids,
                                              capacity=self._capacity))

@@ -32,7 +32,7 @@ class Worker:
         runner: JobRunner,
         max_generations: int,
         lease: float = 60.0,
-        poll: float = 3.0,
+        poll: float = 10.0,
         notice_concurrency: int = 16,
         worker_id: str | None = None,
     ):
@@ -54,9 +54,9 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
 
     def wake(self) -> None:
-        """New jobs were stored (by this process): look now instead of at the next poll."""
+        """New jobs were stored (by this process): look now instead of at the next poll. (A new job goes to
+        the noticer first; the runner hears of it from there.)"""
         self._new_work.set()
-        self._queued_work.set()
 
     @property
     def busy(self) -> int:
@@ -187,9 +187,14 @@ class Worker:
         """Update "number N in the queue" messages when jobs finish (and now and then, for other replicas),
         but not more often than Slack's chat.update limit suits."""
         while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._queue_moved.wait(), every)
+                moved = True
+            except TimeoutError:
+                moved = False  # a periodic look, for the messages other replicas put up
             self._queue_moved.clear()
+            if moved and not self._runner.queue_shown:
+                continue  # a job finished, but no queue message is up to move
             try:
                 await self._runner.refresh_queue()
             except Exception:
