@@ -817,11 +817,13 @@ class Bench:
             await asyncio.sleep(5.0)
             idle_rate = (app.cpu_seconds() - idle_c0) / (now() - idle_t0)
 
+            if args.profile == "low":
+                profiler = await self._start_profiler(app, tmp)
             print(f"phase 1: {args.low} mention(s) one after another ...", flush=True)
             self.phases.append(await self.phase_low(app, sender))
 
             print(f"phase 2: burst of {args.burst} mentions within 1 s ...", flush=True)
-            if args.profile:  # from the burst on (optionally for --profile-seconds only)
+            if args.profile == "burst":  # from the burst on (optionally for --profile-seconds only)
                 profiler = await self._start_profiler(app, tmp)
             burst = [
                 sender.mention(
@@ -1306,8 +1308,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--profile",
-        action="store_true",
-        help="py-spy record the app from the burst on (slows the app: figures are then not comparable)",
+        nargs="?",
+        const="burst",
+        choices=("low", "burst"),
+        help="py-spy record the app from this phase on (default: the burst; slows the app: figures are then "
+        "not comparable)",
     )
     p.add_argument("--profile-seconds", type=int, default=0, help="with --profile: stop recording after N s")
     p.add_argument("--profile-out", help="with --profile: also keep py-spy's raw (collapsed) output here")

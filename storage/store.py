@@ -197,12 +197,75 @@ class Store:
             set_={"options": sa.case((sa.bindparam("replace", type_=sa.Boolean), stmt.excluded.options),
                                      else_=threads.c.options)},
         )
+        self._claim_new_stmt, self._claim_run_stmt = self._claims()
+        self._finish_stmt = (
+            sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"))
+            .values(status=sa.bindparam("status"), error=sa.bindparam("error"), finished_at=sa.bindparam("now"),
+                    worker_id=None, lease_until=None, queue_ts=None)
+        )
+        self._generation_stmt = sa.insert(generations_table)
+        self._chain_stmt = (
+            sa.update(threads)
+            .where(threads.c.team_id == sa.bindparam("t_team"), threads.c.channel_id == sa.bindparam("t_channel"),
+                   threads.c.thread_ts == sa.bindparam("t_ts"))
+            .values(last_response_id=sa.bindparam("response_id"),
+                    last_image_file_id=sa.func.coalesce(sa.bindparam("image_file_id", type_=sa.String),
+                                                        threads.c.last_image_file_id),
+                    updated_at=sa.bindparam("now"))
+        )
+        self._thread_select = sa.select(threads).where(
+            threads.c.team_id == sa.bindparam("t_team"), threads.c.channel_id == sa.bindparam("t_channel"),
+            threads.c.thread_ts == sa.bindparam("t_ts"))
+        self._noticed_stmt = (
+            sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"), jobs.c.status == "noticing")
+            .values(status="queued", noticed=True, worker_id=None, lease_until=None)
+        )
+        self._updates: dict[frozenset[str], Any] = {}  # update_job statements, by the columns they set
         self._pending_stmt = sa.select(sa.func.count()).where(
             jobs.c.team_id == sa.bindparam("team"),
             jobs.c.user_id == sa.bindparam("user"),
             jobs.c.kind == models.JobKind.GENERATE.value,
             jobs.c.status.in_(_ACTIVE),
         )
+
+    def _claims(self) -> tuple[Any, Any]:
+        """The two claim statements (new jobs for the noticer; runnable jobs for the runner), with bound
+        `now`, `lease_until`, `worker_id`, `lim` (and `start` for the first)."""
+        now = sa.bindparam("now", type_=sa.Float)
+        lim = sa.bindparam("lim", type_=sa.Integer)
+        owner = {"worker_id": sa.bindparam("worker_id", type_=sa.String),
+                 "lease_until": sa.bindparam("lease_until", type_=sa.Float)}
+
+        def claim(takeable: Any, where: tuple[Any, ...], values: dict[str, Any]) -> Any:
+            candidates = sa.select(jobs.c.id).where(takeable, *where).order_by(jobs.c.id).limit(lim)
+            if self.dialect == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True)
+            # A CTE, not `id IN (subquery)`: PostgreSQL may run such a subquery more than once, and with LIMIT
+            # and SKIP LOCKED each run can pick other rows, so one claim could take more jobs than it asked for.
+            picked = candidates.cte("picked")
+            return (
+                sa.update(jobs).where(jobs.c.id == picked.c.id, takeable)
+                .values(**values, **owner).returning(*jobs.c)
+            )
+
+        new = sa.or_(jobs.c.status == "new", sa.and_(jobs.c.status == "noticing", jobs.c.lease_until < now))
+        fast = sa.and_(
+            sa.bindparam("start", type_=sa.Boolean), jobs.c.kind == models.JobKind.GENERATE.value,
+            jobs.c.source != "command", jobs.c.thread_ts.is_not(None), ~_EARLIER_UNFINISHED,
+        )
+        claim_new = claim(new, (), {
+            "status": sa.case((fast, "running"), else_="noticing"),
+            "noticed": sa.case((fast, True), else_=jobs.c.noticed),
+            "attempts": sa.case((fast, jobs.c.attempts + 1), else_=jobs.c.attempts),
+            "started_at": sa.case((fast, sa.func.coalesce(jobs.c.started_at, now)), else_=jobs.c.started_at),
+        })
+        runnable = sa.or_(jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.lease_until < now))
+        claim_run = claim(runnable, (jobs.c.kind == models.JobKind.GENERATE.value, ~_EARLIER_UNFINISHED), {
+            "status": "running",
+            "attempts": jobs.c.attempts + 1,
+            "started_at": sa.func.coalesce(jobs.c.started_at, now),
+        })
+        return claim_new, claim_run
 
     @staticmethod
     def _thread_is(team_id: str, channel_id: str, thread_ts: str) -> tuple[Any, ...]:
@@ -219,23 +282,11 @@ class Store:
 
     # -- claiming work -----------------------------------------------------------------------------------
 
-    async def _claim(
-        self, candidates: sa.Select, takeable: Any, values: dict[str, Any], limit: int
-    ) -> list[models.Job]:
-        candidates = candidates.limit(limit)
-        if self.dialect == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
-        # A CTE, not `id IN (subquery)`: PostgreSQL may run such a subquery more than once, and with LIMIT and
-        # SKIP LOCKED each run can pick other rows, so one claim could take more jobs than it asked for.
-        picked = candidates.cte("picked")
-        stmt = (
-            sa.update(jobs)
-            .where(jobs.c.id == picked.c.id, takeable)
-            .values(**values)
-            .returning(*jobs.c)
-        )
+    async def _claim(self, stmt: Any, *, worker_id: str, lease: float, limit: int, **extra: Any) -> list[models.Job]:
+        now = time.time()
+        params = {"now": now, "lease_until": now + lease, "worker_id": worker_id, "lim": limit, **extra}
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(stmt, params)).all()
         return sorted((_job(r) for r in rows), key=lambda j: j.id)
 
     async def claim_new(self, *, worker_id: str, lease: float) -> models.Job | None:
@@ -258,54 +309,12 @@ class Store:
         thread go straight to "running" (their sign of work goes up while they generate); the others, and
         every slash command (which must post its thread's first message before anything else), are
         "noticing". Each job's status says which."""
-        now = time.time()
-        takeable = sa.or_(
-            jobs.c.status == "new", sa.and_(jobs.c.status == "noticing", jobs.c.lease_until < now)
-        )
-        candidates = sa.select(jobs.c.id).where(takeable).order_by(jobs.c.id)
-        fast = sa.and_(
-            sa.literal(start), jobs.c.kind == models.JobKind.GENERATE.value, jobs.c.source != "command",
-            jobs.c.thread_ts.is_not(None), ~_EARLIER_UNFINISHED,
-        )
-        return await self._claim(
-            candidates,
-            takeable,
-            {
-                "status": sa.case((fast, "running"), else_="noticing"),
-                "noticed": sa.case((fast, True), else_=jobs.c.noticed),
-                "attempts": sa.case((fast, jobs.c.attempts + 1), else_=jobs.c.attempts),
-                "started_at": sa.case((fast, sa.func.coalesce(jobs.c.started_at, now)), else_=jobs.c.started_at),
-                "worker_id": worker_id,
-                "lease_until": now + lease,
-            },
-            limit,
-        )
+        return await self._claim(self._claim_new_stmt, worker_id=worker_id, lease=lease, limit=limit, start=start)
 
     @_uncancellable
     async def claim_batch(self, *, worker_id: str, lease: float, limit: int) -> list[models.Job]:
         """Take the oldest runnable jobs: queued (or running with a dead owner), each first in its thread."""
-        now = time.time()
-        blocked = _EARLIER_UNFINISHED
-        takeable = sa.or_(
-            jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.lease_until < now)
-        )
-        candidates = (
-            sa.select(jobs.c.id)
-            .where(takeable, jobs.c.kind == models.JobKind.GENERATE.value, ~blocked)
-            .order_by(jobs.c.id)
-        )
-        return await self._claim(
-            candidates,
-            takeable,
-            {
-                "status": "running",
-                "worker_id": worker_id,
-                "lease_until": now + lease,
-                "attempts": jobs.c.attempts + 1,
-                "started_at": sa.func.coalesce(jobs.c.started_at, now),
-            },
-            limit,
-        )
+        return await self._claim(self._claim_run_stmt, worker_id=worker_id, lease=lease, limit=limit)
 
     @_uncancellable
     async def renew(self, *, worker_id: str, lease: float) -> int:
@@ -361,16 +370,26 @@ class Store:
                 await self._ensure_thread(
                     conn, job.team_id, job.channel_id, thread_ts, job.user_id, time.time(), thread_options
                 )
-            await conn.execute(
-                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "noticing").values(**values)
-            )
+            if thread_ts is None:
+                await conn.execute(self._noticed_stmt, {"job_id": job_id})
+            else:
+                await conn.execute(
+                    sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "noticing").values(**values)
+                )
 
     @_uncancellable
     async def update_job(self, job_id: int, **values: Any) -> None:
         """Record progress: `response_id`, `progress` (the whole dict: only the job's runner writes it),
         `queue_ts`, `queue_pos`."""
+        columns = frozenset(values)
+        stmt = self._updates.get(columns)
+        if stmt is None:
+            stmt = self._updates[columns] = (
+                sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"))
+                .values({c: sa.bindparam(f"v_{c}", type_=jobs.c[c].type) for c in columns})
+            )
         async with self.engine.begin() as conn:
-            await conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**values))
+            await conn.execute(stmt, {"job_id": job_id, **{f"v_{c}": v for c, v in values.items()}})
 
     @_uncancellable
     async def finish(
@@ -386,26 +405,18 @@ class Store:
         the thread's chain moved on."""
         now = time.time()
         async with self.engine.begin() as conn:
-            await conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(status=status.value, error=error, finished_at=now, worker_id=None, lease_until=None,
-                        queue_ts=None)
-            )
+            await conn.execute(self._finish_stmt, {"job_id": job_id, "status": status.value, "error": error,
+                                                   "now": now})
             if generations:
-                await conn.execute(sa.insert(generations_table), [
+                await conn.execute(self._generation_stmt, [
                     {**{f: getattr(g, f) for f in models.Generation.__dataclass_fields__}, "created_at": now}
                     for g in generations
                 ])
             if chain is not None:
-                values: dict[str, Any] = {"last_response_id": chain.response_id, "updated_at": now}
-                if chain.image_file_id:
-                    values["last_image_file_id"] = chain.image_file_id
-                await conn.execute(
-                    sa.update(threads)
-                    .where(*self._thread_is(chain.team_id, chain.channel_id, chain.thread_ts))
-                    .values(**values)
-                )
+                await conn.execute(self._chain_stmt, {
+                    "t_team": chain.team_id, "t_channel": chain.channel_id, "t_ts": chain.thread_ts,
+                    "response_id": chain.response_id, "image_file_id": chain.image_file_id, "now": now,
+                })
 
     @_uncancellable
     async def job(self, job_id: int) -> models.Job:
@@ -457,9 +468,9 @@ class Store:
 
     @_uncancellable
     async def thread(self, *, team_id: str, channel_id: str, thread_ts: str) -> models.Thread | None:
-        stmt = sa.select(threads).where(*self._thread_is(team_id, channel_id, thread_ts))
         async with self.engine.connect() as conn:
-            row = (await conn.execute(stmt)).first()
+            row = (await conn.execute(self._thread_select,
+                                      {"t_team": team_id, "t_channel": channel_id, "t_ts": thread_ts})).first()
         if row is None:
             return None
         values = {k: row._mapping[k] for k in models.Thread.__dataclass_fields__}
