@@ -25,14 +25,13 @@ Where the times come from (all `time.monotonic()` in this process):
 Since the fakes run in this process, a busy bench event loop delays those stamps: the loop's lag is sampled
 every 50 ms and reported next to the figures, as is the bench's own CPU.
 
-The floor (same run, in a separate thread of this process with its own event loop, before the app starts
-and again after the last phase, while the app is idle): base64-decode the image with the standard library,
-then `files.getUploadURLExternal` + POST the bytes to the upload URL + `files.completeUploadExternal` with a
-plain slack_sdk AsyncWebClient / aiohttp session against FakeSlack. Its wall time is the median of the 20
-tries; its CPU is `time.thread_time()` of that client thread only, so the fake's server-side work (on the
-main thread) is not counted (`process_time`, which includes it, is reported too). The app decodes with
-pybase64, some 40 times faster than the standard library: the floor's decode is the standard one, as a
-fixed yardstick; its decode time alone is printed next to it.
+The floor (same run, before the app starts and again after the last phase, while the app is idle):
+`bench.floor`, a process of its own started with the app worker's malloc settings, base64-decodes the image
+with the standard library, then does `files.getUploadURLExternal` + POST the bytes to the upload URL +
+`files.completeUploadExternal` with a plain slack_sdk AsyncWebClient / aiohttp session against FakeSlack.
+Its wall and CPU times are the medians of the 20 tries. The app decodes with pybase64, some 40 times faster
+than the standard library: the floor's decode is the standard one, as a fixed yardstick, and pybase64's
+time for the same image is printed next to it.
 
 Results: a table on stdout, and the same as JSON in `bench/results/<timestamp>-<database>.json`.
 """
@@ -41,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import collections
 import contextlib
 import datetime as dt
@@ -589,53 +587,18 @@ def summary(values: Iterable[float | None]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the floor
 
 
-def measure_floor(api_url: str, token: str, image: bytes, tries: int) -> dict[str, Any]:
-    """Run in its own thread (own event loop): decode the image's base64 and upload its bytes to FakeSlack."""
-    from slack_sdk.web.async_client import AsyncWebClient
+async def measure_floor(api_url: str, token: str, image_file: Path, tries: int) -> dict[str, Any]:
+    """`bench.floor` in a process of its own, allocating like the app's worker (see that module)."""
+    from bot.app import WORKER_MALLOC
 
-    encoded = base64.b64encode(image).decode("ascii")
-
-    async def main() -> dict[str, Any]:
-        client = AsyncWebClient(token=token, base_url=api_url)
-        walls, cpus, procs, decode_walls, decode_cpus = [], [], [], [], []
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            for i in range(tries + 1):  # the first try warms connections and imports up; not counted
-                w0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
-                data = base64.b64decode(encoded)
-                w1, c1 = time.perf_counter(), time.thread_time()
-                name = f"floor-{i}.png"
-                ticket = await client.files_getUploadURLExternal(filename=name, length=len(data))
-                async with session.post(
-                    ticket["upload_url"], data=data, headers={"Content-Type": "application/octet-stream"}
-                ) as r:
-                    await r.read()
-                    assert r.status == 200, r.status
-                await client.files_completeUploadExternal(
-                    files=[{"id": ticket["file_id"], "title": name}],
-                    channel_id=FLOOR_CHANNEL,
-                    thread_ts=next_ts(),
-                    initial_comment="the floor",
-                )
-                if i:
-                    walls.append(time.perf_counter() - w0)
-                    cpus.append(time.thread_time() - c0)
-                    procs.append(time.process_time() - p0)
-                    decode_walls.append(w1 - w0)
-                    decode_cpus.append(c1 - c0)
-        return {
-            "what": "base64 decode + files.getUploadURLExternal + POST bytes + files.completeUploadExternal "
-            "(slack_sdk AsyncWebClient + aiohttp, one at a time, against FakeSlack)",
-            "tries": tries,
-            "wall_s": statistics.median(walls),
-            "cpu_s": statistics.median(cpus),
-            "cpu_s_including_fake": statistics.median(procs),
-            "decode_wall_s": statistics.median(decode_walls),
-            "decode_cpu_s": statistics.median(decode_cpus),
-            "wall_s_all": walls,
-            "cpu_s_all": cpus,
-        }
-
-    return asyncio.run(main())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.floor", api_url, token, str(image_file), str(tries), cwd=ROOT,
+        env={**os.environ, **WORKER_MALLOC}, stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.floor exited with {proc.returncode}")
+    return dict(json.loads(out))
 
 
 def combine_floors(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -646,9 +609,10 @@ def combine_floors(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
         "tries": len(walls),
         "wall_s": statistics.median(walls),
         "cpu_s": statistics.median(cpus),
-        "cpu_s_including_fake": statistics.median([before["cpu_s_including_fake"], after["cpu_s_including_fake"]]),
         "decode_wall_s": statistics.median([before["decode_wall_s"], after["decode_wall_s"]]),
         "decode_cpu_s": statistics.median([before["decode_cpu_s"], after["decode_cpu_s"]]),
+        "decode_pybase64_wall_s": statistics.median([before["decode_pybase64_wall_s"],
+                                                     after["decode_pybase64_wall_s"]]),
         "wall_s_all": walls,
         "cpu_s_all": cpus,
         "before": {"wall_s": before["wall_s"], "cpu_s": before["cpu_s"]},
@@ -772,9 +736,9 @@ class Bench:
                 f"measuring the floor ...",
                 flush=True,
             )
-            floor = await asyncio.to_thread(
-                measure_floor, self.slack.api_url, self.slack.bot_token, self.image, 10
-            )
+            image_file = tmp / "image.png"
+            image_file.write_bytes(self.image)
+            floor = await measure_floor(self.slack.api_url, self.slack.bot_token, image_file, 10)
             database_url, drop = await make_database(args.database, tmp)
             port = free_port()
             env = {
@@ -856,7 +820,7 @@ class Bench:
             print("measuring the floor again ...", flush=True)
             floor = combine_floors(
                 floor,
-                await asyncio.to_thread(measure_floor, self.slack.api_url, self.slack.bot_token, self.image, 10),
+                await measure_floor(self.slack.api_url, self.slack.bot_token, image_file, 10),
             )
             if profiler is not None:
                 result["profile"] = await self._stop_profiler(profiler, tmp)
@@ -1215,9 +1179,9 @@ def render(r: dict[str, Any]) -> str:
         f"{c['max_concurrent_generations']}, {r['machine']['cpus']} CPUs",
         f"  floor (decode + upload, median of {f['tries']}, before and after the run): {_ms(f['wall_s'])} wall, "
         f"{f['cpu_s'] * 1000:.1f} ms CPU (before {f['before']['cpu_s'] * 1000:.1f}, after "
-        f"{f['after']['cpu_s'] * 1000:.1f}; client thread; "
-        f"{f['cpu_s_including_fake'] * 1000:.1f} ms with the fake); "
-        f"decode alone {_ms(f['decode_wall_s'])}",
+        f"{f['after']['cpu_s'] * 1000:.1f}; a process of its own); standard-library decode alone "
+        f"{f['decode_cpu_s'] * 1000:.1f} ms CPU (pybase64, which the app uses: "
+        f"{f['decode_pybase64_wall_s'] * 1000:.2f} ms)",
         f"  app idle CPU: {r['app_idle_cpu_per_s'] * 1000:.1f} ms/s",
         "",
         f"  {'per phase':<38}{'p50':>9} {'p99':>9} {'max':>9}",

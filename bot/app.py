@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
 READY_LINE = "easel-worker-ready"
+# Images pass through buffers of a few megabytes. Below this threshold glibc serves them from its heaps,
+# where they are reused; above it each one is a fresh mapping, faulted in page by page and handed back when
+# freed. Measured in the benchmark: with a 256 KB threshold (so that every 256 KB socket read was a fresh
+# mapping) the worker spent about a third more CPU per image, for no lower peak memory than with this one.
+# A fixed value also keeps glibc from raising it on its own; two arenas keep the heaps few.
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "8388608", "MALLOC_ARENA_MAX": "2"}
 
 
 @dataclasses.dataclass
@@ -186,6 +192,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, host: str = "0.0.0.0
     """
     worker = WorkerProcess(settings)
     easel = await build_intake(settings, wake=worker.wake)
+    await easel.store.warm_up()
     runner = web.AppRunner(web_app(easel, events=not settings.socket_mode, worker=worker), access_log=None)
     await runner.setup()
     socket_handler = None
@@ -221,6 +228,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
     input is the parent's pipe: each byte says "new job", and its end means the parent is gone."""
     easel = await build(settings)
     assert easel.worker is not None
+    await easel.store.warm_up()
     follower = asyncio.create_task(_follow_wakeups(easel.worker.wake, stop)) if wakeups else None
     try:
         if easel.store.dialect == "sqlite":
@@ -297,14 +305,7 @@ class WorkerProcess:
 
     async def start(self) -> None:
         env = {
-            # Images pass through buffers of a few megabytes. Below this threshold glibc serves them from its
-            # heaps, where they are reused; above it each one is a fresh mapping, faulted in page by page
-            # and handed back when freed. Measured in the benchmark: with a 256 KB threshold (so that every
-            # 256 KB socket read was a fresh mapping) the worker spent about a third more CPU per image, for
-            # no lower peak memory than with this one. A fixed value also keeps glibc from raising it on its
-            # own, and two arenas keep the heaps few.
-            "MALLOC_MMAP_THRESHOLD_": "8388608",
-            "MALLOC_ARENA_MAX": "2",
+            **WORKER_MALLOC,
             **os.environ,
             "EASEL_PARENT_PID": str(os.getpid()),
         }

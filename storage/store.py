@@ -28,6 +28,11 @@ from storage.schema import jobs, threads
 
 _WAITING = ("new", "noticing", "queued")
 _ACTIVE = (*_WAITING, "running")
+_QUEUE_SHOWN = (  # waiting generate jobs that show a queue message (looked up now and then, mostly to find none)
+    sa.select(jobs.c.id, jobs.c.channel_id, jobs.c.queue_ts, jobs.c.queue_pos)
+    .where(jobs.c.kind == models.JobKind.GENERATE.value, jobs.c.status.in_(_WAITING), jobs.c.queue_ts.is_not(None))
+    .order_by(jobs.c.id)
+)
 _earlier = jobs.alias("earlier")
 # An earlier generate job of the same thread is not finished, so this one must wait for it. Built once: an
 # alias's column collections are costly to set up, and the claim queries use this on every call.
@@ -228,6 +233,43 @@ class Store:
             jobs.c.status.in_(_ACTIVE),
         )
 
+    def _update_stmt(self, columns: frozenset[str]) -> Any:
+        stmt = self._updates.get(columns)
+        if stmt is None:
+            stmt = self._updates[columns] = (
+                sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"))
+                .values({c: sa.bindparam(f"v_{c}", type_=jobs.c[c].type) for c in columns})
+            )
+        return stmt
+
+    async def warm_up(self) -> None:
+        """Compile the statements a request and its job run, so that the first request after a start does not
+        pay for it (some 150 ms here): each runs once, on no row or a row that is thrown away, in a
+        transaction that is rolled back."""
+        now, none = time.time(), {"t_team": "", "t_channel": "", "t_ts": ""}
+        async with self.engine.connect() as conn:
+            trans = await conn.begin()
+            try:
+                await conn.execute(self._pending_stmt, {"team": "", "user": ""})
+                await conn.execute(self._enqueue_stmt, {
+                    "dedupe_key": f"warm-up:{now}", "kind": "notice", "source": "warm-up", "team_id": "",
+                    "channel_id": "", "user_id": "", "message_ts": None, "thread_ts": None, "thread_key": "warm-up",
+                    "text": "", "response_url": None, "options": {}, "files": [], "force_image": False,
+                    "created_at": now,
+                })
+                await conn.execute(self._thread_stmt, {"team_id": "", "channel_id": "", "thread_ts": "",
+                                                       "started_by": "", "options": {}, "now": now,
+                                                       "replace": False})
+                await conn.execute(self._thread_select, none)
+                await conn.execute(self._noticed_stmt, {"job_id": -1})
+                for columns in (("response_id", "progress"), ("progress",), ("queue_ts", "queue_pos")):
+                    await conn.execute(self._update_stmt(frozenset(columns)),
+                                       {"job_id": -1, **{f"v_{c}": None for c in columns}})
+                await conn.execute(self._finish_stmt, {"job_id": -1, "status": "done", "error": None, "now": now})
+                await conn.execute(self._chain_stmt, {**none, "response_id": "", "image_file_id": None, "now": now})
+            finally:
+                await trans.rollback()
+
     def _claims(self) -> tuple[Any, Any]:
         """The two claim statements (new jobs for the noticer; runnable jobs for the runner), with bound
         `now`, `lease_until`, `worker_id`, `lim` (and `start` for the first)."""
@@ -381,13 +423,7 @@ class Store:
     async def update_job(self, job_id: int, **values: Any) -> None:
         """Record progress: `response_id`, `progress` (the whole dict: only the job's runner writes it),
         `queue_ts`, `queue_pos`."""
-        columns = frozenset(values)
-        stmt = self._updates.get(columns)
-        if stmt is None:
-            stmt = self._updates[columns] = (
-                sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"))
-                .values({c: sa.bindparam(f"v_{c}", type_=jobs.c[c].type) for c in columns})
-            )
+        stmt = self._update_stmt(frozenset(values))
         async with self.engine.begin() as conn:
             await conn.execute(stmt, {"job_id": job_id, **{f"v_{c}": v for c, v in values.items()}})
 
@@ -444,10 +480,7 @@ class Store:
         kind = jobs.c.kind == models.JobKind.GENERATE.value
         waiting = sa.and_(kind, jobs.c.status.in_(_WAITING))
         async with self.engine.connect() as conn:
-            shown = (await conn.execute(
-                sa.select(jobs.c.id, jobs.c.channel_id, jobs.c.queue_ts, jobs.c.queue_pos)
-                .where(waiting, jobs.c.queue_ts.is_not(None)).order_by(jobs.c.id)
-            )).all()
+            shown = (await conn.execute(_QUEUE_SHOWN)).all()
             if not shown:
                 return 0, [], []
             running = (await conn.execute(

@@ -623,3 +623,11 @@ async def test_batch_claims_take_at_most_their_limit(store: Store) -> None:
     taken = await store.claim_batch(worker_id="w", lease=60, limit=3)
     assert [j.id for j in taken] == sorted(j.id for j in taken) and len(taken) == 3
     assert sum(j.status == "running" for j in await store.jobs()) == 3
+
+
+async def test_warm_up_leaves_nothing_behind(store: Store) -> None:
+    job = await enqueue(store, new_job(thread_ts="5.0"))
+    await store.warm_up()
+    await store.warm_up()  # twice: nothing it wrote was kept (its job's dedupe key would collide otherwise)
+    assert [j.id for j in await store.jobs()] == [job.id]
+    assert await store.thread(team_id="", channel_id="", thread_ts="") is None
