@@ -102,6 +102,44 @@ def _job(row: Any) -> models.Job:
     )
 
 
+class _Grouped:
+    """One kind of small write from concurrent callers, made together: each caller's write goes into the
+    next transaction (one statement, executed for every caller's parameters), and the caller returns once
+    that transaction has committed, as it would have on its own. A burst's hundreds of such writes become a
+    few transactions; on SQLite each transaction takes the one write lock, which the process that answers
+    Slack needs too."""
+
+    def __init__(self, engine: AsyncEngine, stmt: Any):
+        self._engine, self._stmt = engine, stmt
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def write(self, params: dict[str, Any]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((params, done))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    async with self._engine.begin() as conn:
+                        await conn.execute(self._stmt, [params for params, _ in batch])
+                except Exception as e:  # noqa: BLE001 - every caller of this batch hears of it
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(e)
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._flushing = None
+
+
 class Store:
     """All persistence Easel does. Methods are keyword-only where it helps reading call sites."""
 
@@ -226,6 +264,8 @@ class Store:
             .values(status="queued", noticed=True, worker_id=None, lease_until=None)
         )
         self._updates: dict[frozenset[str], Any] = {}  # update_job statements, by the columns they set
+        self._update_groups: dict[frozenset[str], _Grouped] = {}
+        self._noticed = _Grouped(self.engine, self._noticed_stmt)
         self._pending_stmt = sa.select(sa.func.count()).where(
             jobs.c.team_id == sa.bindparam("team"),
             jobs.c.user_id == sa.bindparam("user"),
@@ -403,6 +443,9 @@ class Store:
         self, job_id: int, *, thread_ts: str | None = None, thread_options: dict[str, Any] | None = None
     ) -> None:
         """The sign of work is up: the job may run. A slash command's job gets its thread here."""
+        if thread_ts is None:
+            await self._noticed.write({"job_id": job_id})
+            return
         values: dict[str, Any] = {"status": "queued", "noticed": True, "worker_id": None, "lease_until": None}
         async with self.engine.begin() as conn:
             if thread_ts is not None:
@@ -412,20 +455,19 @@ class Store:
                 await self._ensure_thread(
                     conn, job.team_id, job.channel_id, thread_ts, job.user_id, time.time(), thread_options
                 )
-            if thread_ts is None:
-                await conn.execute(self._noticed_stmt, {"job_id": job_id})
-            else:
-                await conn.execute(
-                    sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "noticing").values(**values)
-                )
+            await conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "noticing").values(**values)
+            )
 
     @_uncancellable
     async def update_job(self, job_id: int, **values: Any) -> None:
         """Record progress: `response_id`, `progress` (the whole dict: only the job's runner writes it),
         `queue_ts`, `queue_pos`."""
-        stmt = self._update_stmt(frozenset(values))
-        async with self.engine.begin() as conn:
-            await conn.execute(stmt, {"job_id": job_id, **{f"v_{c}": v for c, v in values.items()}})
+        columns = frozenset(values)
+        group = self._update_groups.get(columns)
+        if group is None:
+            group = self._update_groups[columns] = _Grouped(self.engine, self._update_stmt(columns))
+        await group.write({"job_id": job_id, **{f"v_{c}": v for c, v in values.items()}})
 
     @_uncancellable
     async def finish(

@@ -631,3 +631,21 @@ async def test_warm_up_leaves_nothing_behind(store: Store) -> None:
     await store.warm_up()  # twice: nothing it wrote was kept (its job's dedupe key would collide otherwise)
     assert [j.id for j in await store.jobs()] == [job.id]
     assert await store.thread(team_id="", channel_id="", thread_ts="") is None
+
+
+async def test_concurrent_small_writes_are_made_together_and_each_lands(store: Store) -> None:
+    """noticed() and update_job() from many tasks at once share transactions; every write still lands, and
+    every caller returns only once its own write is committed."""
+    made = [await enqueue(store, new_job(thread_ts=f"{i}.0")) for i in range(40)]
+    await store.claim_new_batch(worker_id="n", lease=60, limit=40)
+
+    async def both(job: Job, i: int) -> None:
+        await store.noticed(job.id)
+        assert (await store.job(job.id)).status == "queued"  # committed by the time noticed() returned
+        await store.update_job(job.id, response_id=f"resp_{i}", progress={"n": i})
+
+    await asyncio.gather(*(both(job, i) for i, job in enumerate(made)))
+    after = {j.id: j for j in await store.jobs()}
+    for i, job in enumerate(made):
+        assert after[job.id].status == "queued" and after[job.id].noticed
+        assert after[job.id].response_id == f"resp_{i}" and after[job.id].progress == {"n": i}
