@@ -57,6 +57,17 @@ def _upgrade(sync_conn: Any) -> None:
     command.upgrade(cfg, "head")
 
 
+def make_writer(url: str) -> sa.Engine | None:
+    """For SQLite, the synchronous engine every write goes through (see `Store._txn`); None otherwise."""
+    target = driver_url(url)
+    if not target.startswith("sqlite"):
+        return None
+    writer = sa.create_engine(target.replace("sqlite+aiosqlite:", "sqlite+pysqlite:", 1), pool_size=1,
+                              max_overflow=0, connect_args={"check_same_thread": False})
+    sa.event.listen(writer, "connect", _sqlite_pragmas)
+    return writer
+
+
 async def open_store(url: str) -> Store:
     """Connect, bring the schema to the newest migration, and return the store."""
     engine = make_engine(url)
@@ -66,4 +77,4 @@ async def open_store(url: str) -> Store:
     except BaseException:
         await engine.dispose()
         raise
-    return Store(engine)
+    return Store(engine, writer=make_writer(url))

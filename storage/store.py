@@ -12,9 +12,11 @@ in id order; different threads run in parallel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -63,6 +65,10 @@ def _uncancellable(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T
     return wrapper
 
 
+class _RolledBack(Exception):
+    """Ends a transaction whose writes must not be kept."""
+
+
 class DuplicateJob(Exception):
     """This Slack message or command was accepted before."""
 
@@ -109,8 +115,8 @@ class _Grouped:
     few transactions; on SQLite each transaction takes the one write lock, which the process that answers
     Slack needs too."""
 
-    def __init__(self, engine: AsyncEngine, stmt: Any):
-        self._engine, self._stmt = engine, stmt
+    def __init__(self, store: Store, stmt: Any):
+        self._store, self._stmt = store, stmt
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
 
@@ -125,9 +131,9 @@ class _Grouped:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                rows = [params for params, _ in batch]
                 try:
-                    async with self._engine.begin() as conn:
-                        await conn.execute(self._stmt, [params for params, _ in batch])
+                    await self._store._txn(lambda conn, rows=rows: conn.execute(self._stmt, rows))
                 except Exception as e:  # noqa: BLE001 - every caller of this batch hears of it
                     for _, done in batch:
                         if not done.done():
@@ -143,13 +149,37 @@ class _Grouped:
 class Store:
     """All persistence Easel does. Methods are keyword-only where it helps reading call sites."""
 
-    def __init__(self, engine: AsyncEngine):
+    def __init__(self, engine: AsyncEngine, *, writer: sa.Engine | None = None):
+        """`writer`, for SQLite: a synchronous engine on the same file, through which every write runs."""
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._writer = writer
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="easel-sqlite-writer") if writer else None
         self._prepare()
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._writer is not None and self._writer_thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._writer_thread, self._writer.dispose)
+            self._writer_thread.shutdown(wait=False)
+
+    async def _txn(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run `work(connection)` in one transaction.
+
+        On SQLite the whole transaction runs in one call on the writer thread, so the file's single write lock
+        is held for the time the statements take (well under a millisecond), never across turns of this
+        process's event loop, which in a busy worker can last many milliseconds: the process that answers
+        Slack would wait that long for its own write. On PostgreSQL it runs on the async engine."""
+        if self._writer is None:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(work)
+        writer = self._writer
+
+        def run() -> T:
+            with writer.begin() as conn:
+                return work(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, run)
 
     @_uncancellable
     async def ping(self) -> bool:
@@ -179,14 +209,15 @@ class Store:
         recognised. `thread_options` become the thread's sticky image options.
         """
         now = time.time()
-        async with self.engine.begin() as conn:
+
+        def work(conn: sa.Connection) -> int:
             if max_pending is not None and new.kind is models.JobKind.GENERATE:
-                pending = (await conn.execute(
+                pending = (conn.execute(
                     self._pending_stmt, {"team": new.team_id, "user": new.user_id}
                 )).scalar_one()
                 if pending >= max_pending:
                     raise TooManyPending(pending)
-            job_id = (await conn.execute(self._enqueue_stmt, {
+            job_id = (conn.execute(self._enqueue_stmt, {
                 "dedupe_key": new.dedupe_key,
                 "kind": new.kind.value,
                 "source": new.source,
@@ -206,18 +237,20 @@ class Store:
             if job_id is None:
                 raise DuplicateJob(new.dedupe_key)
             if new.thread_ts is not None and start_thread:
-                await conn.execute(self._thread_stmt, {
+                conn.execute(self._thread_stmt, {
                     "team_id": new.team_id, "channel_id": new.channel_id, "thread_ts": new.thread_ts,
                     "started_by": new.user_id, "options": thread_options or {}, "now": now,
                     "replace": thread_options is not None,
                 })
             elif new.thread_ts is not None and thread_options is not None:
-                await conn.execute(
+                conn.execute(
                     sa.update(threads)
                     .where(*self._thread_is(new.team_id, new.channel_id, new.thread_ts))
                     .values(options=thread_options)
                 )
-        return int(job_id)
+            return int(job_id)
+
+        return await self._txn(work)
 
     def _prepare(self) -> None:
         """Statements on the hot path, built once (SQLAlchemy then reuses their compiled form)."""
@@ -265,7 +298,7 @@ class Store:
         )
         self._updates: dict[frozenset[str], Any] = {}  # update_job statements, by the columns they set
         self._update_groups: dict[frozenset[str], _Grouped] = {}
-        self._noticed = _Grouped(self.engine, self._noticed_stmt)
+        self._noticed = _Grouped(self, self._noticed_stmt)
         self._pending_stmt = sa.select(sa.func.count()).where(
             jobs.c.team_id == sa.bindparam("team"),
             jobs.c.user_id == sa.bindparam("user"),
@@ -287,28 +320,32 @@ class Store:
         pay for it (some 150 ms here): each runs once, on no row or a row that is thrown away, in a
         transaction that is rolled back."""
         now, none = time.time(), {"t_team": "", "t_channel": "", "t_ts": ""}
-        async with self.engine.connect() as conn:
-            trans = await conn.begin()
-            try:
-                await conn.execute(self._pending_stmt, {"team": "", "user": ""})
-                await conn.execute(self._enqueue_stmt, {
-                    "dedupe_key": f"warm-up:{now}", "kind": "notice", "source": "warm-up", "team_id": "",
-                    "channel_id": "", "user_id": "", "message_ts": None, "thread_ts": None, "thread_key": "warm-up",
-                    "text": "", "response_url": None, "options": {}, "files": [], "force_image": False,
-                    "created_at": now,
-                })
-                await conn.execute(self._thread_stmt, {"team_id": "", "channel_id": "", "thread_ts": "",
-                                                       "started_by": "", "options": {}, "now": now,
-                                                       "replace": False})
-                await conn.execute(self._thread_select, none)
-                await conn.execute(self._noticed_stmt, {"job_id": -1})
-                for columns in (("response_id", "progress"), ("progress",), ("queue_ts", "queue_pos")):
-                    await conn.execute(self._update_stmt(frozenset(columns)),
-                                       {"job_id": -1, **{f"v_{c}": None for c in columns}})
-                await conn.execute(self._finish_stmt, {"job_id": -1, "status": "done", "error": None, "now": now})
-                await conn.execute(self._chain_stmt, {**none, "response_id": "", "image_file_id": None, "now": now})
-            finally:
-                await trans.rollback()
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(self._pending_stmt, {"team": "", "user": ""})
+            conn.execute(self._enqueue_stmt, {
+                "dedupe_key": f"warm-up:{now}", "kind": "notice", "source": "warm-up", "team_id": "",
+                "channel_id": "", "user_id": "", "message_ts": None, "thread_ts": None, "thread_key": "warm-up",
+                "text": "", "response_url": None, "options": {}, "files": [], "force_image": False,
+                "created_at": now,
+            })
+            conn.execute(self._thread_stmt, {"team_id": "", "channel_id": "", "thread_ts": "", "started_by": "",
+                                             "options": {}, "now": now, "replace": False})
+            conn.execute(self._noticed_stmt, [{"job_id": -1}])
+            for columns in (("response_id", "progress"), ("progress",), ("queue_ts", "queue_pos")):
+                conn.execute(self._update_stmt(frozenset(columns)),
+                             [{"job_id": -1, **{f"v_{c}": None for c in columns}}])
+            conn.execute(self._finish_stmt, {"job_id": -1, "status": "done", "error": None, "now": now})
+            conn.execute(self._chain_stmt, {**none, "response_id": "", "image_file_id": None, "now": now})
+            for claim in (self._claim_new_stmt, self._claim_run_stmt):
+                conn.execute(claim, {"now": now, "lease_until": now, "worker_id": "warm-up", "lim": 0,
+                                     "start": False})
+            raise _RolledBack
+
+        with contextlib.suppress(_RolledBack):
+            await self._txn(work)
+        async with self.engine.connect() as conn:  # and the reads, on the engine that makes them
+            await conn.execute(self._thread_select, none)
 
     def _claims(self) -> tuple[Any, Any]:
         """The two claim statements (new jobs for the noticer; runnable jobs for the runner), with bound
@@ -353,22 +390,21 @@ class Store:
     def _thread_is(team_id: str, channel_id: str, thread_ts: str) -> tuple[Any, ...]:
         return threads.c.team_id == team_id, threads.c.channel_id == channel_id, threads.c.thread_ts == thread_ts
 
-    async def _ensure_thread(
+    def _ensure_thread(
         self, conn: Any, team: str, channel: str, ts: str, user: str, now: float, options: dict | None = None
     ) -> None:
         stmt = self._insert(threads).values(
             team_id=team, channel_id=channel, thread_ts=ts, started_by=user, options=options or {},
             created_at=now, updated_at=now,
         )
-        await conn.execute(stmt.on_conflict_do_nothing(index_elements=["team_id", "channel_id", "thread_ts"]))
+        conn.execute(stmt.on_conflict_do_nothing(index_elements=["team_id", "channel_id", "thread_ts"]))
 
     # -- claiming work -----------------------------------------------------------------------------------
 
     async def _claim(self, stmt: Any, *, worker_id: str, lease: float, limit: int, **extra: Any) -> list[models.Job]:
         now = time.time()
         params = {"now": now, "lease_until": now + lease, "worker_id": worker_id, "lim": limit, **extra}
-        async with self.engine.begin() as conn:
-            rows = (await conn.execute(stmt, params)).all()
+        rows = await self._txn(lambda conn: conn.execute(stmt, params).all())
         return sorted((_job(r) for r in rows), key=lambda j: j.id)
 
     async def claim_new(self, *, worker_id: str, lease: float) -> models.Job | None:
@@ -406,35 +442,37 @@ class Store:
             .where(jobs.c.worker_id == worker_id, jobs.c.status.in_(("noticing", "running")))
             .values(lease_until=time.time() + lease)
         )
-        async with self.engine.begin() as conn:
-            return (await conn.execute(stmt)).rowcount
+        return await self._txn(lambda conn: conn.execute(stmt).rowcount)
 
     @_uncancellable
     async def release_all(self) -> int:
         """At start-up of a single-process deployment: every leased job belongs to a dead process."""
-        async with self.engine.begin() as conn:
-            n = (await conn.execute(
+        def work(conn: sa.Connection) -> int:
+            n = conn.execute(
                 sa.update(jobs).where(jobs.c.status == "noticing").values(status="new", worker_id=None)
-            )).rowcount
-            n += (await conn.execute(
+            ).rowcount
+            return n + conn.execute(
                 sa.update(jobs).where(jobs.c.status == "running").values(status="queued", worker_id=None)
-            )).rowcount
-        return n
+            ).rowcount
+
+        return await self._txn(work)
 
     @_uncancellable
     async def release(self, job_id: int, *, worker_id: str) -> None:
         """Give a job back (graceful stop): it runs again on the next start, resuming from its progress."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
                 sa.update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == "running")
                 .values(status="queued", worker_id=None, lease_until=None)
             )
-            await conn.execute(
+            conn.execute(
                 sa.update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == "noticing")
                 .values(status="new", worker_id=None, lease_until=None)
             )
+
+        await self._txn(work)
 
     # -- progress of one job -------------------------------------------------------------------------------
 
@@ -447,17 +485,16 @@ class Store:
             await self._noticed.write({"job_id": job_id})
             return
         values: dict[str, Any] = {"status": "queued", "noticed": True, "worker_id": None, "lease_until": None}
-        async with self.engine.begin() as conn:
-            if thread_ts is not None:
-                job = _job((await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).one())
-                values["thread_ts"] = thread_ts
-                values["thread_key"] = f"{job.team_id}:{job.channel_id}:{thread_ts}"
-                await self._ensure_thread(
-                    conn, job.team_id, job.channel_id, thread_ts, job.user_id, time.time(), thread_options
-                )
-            await conn.execute(
-                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "noticing").values(**values)
-            )
+
+        def work(conn: sa.Connection) -> None:
+            job = _job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
+            values["thread_ts"] = thread_ts
+            values["thread_key"] = f"{job.team_id}:{job.channel_id}:{thread_ts}"
+            self._ensure_thread(conn, job.team_id, job.channel_id, thread_ts, job.user_id, time.time(),
+                                thread_options)
+            conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "noticing").values(**values))
+
+        await self._txn(work)
 
     @_uncancellable
     async def update_job(self, job_id: int, **values: Any) -> None:
@@ -466,7 +503,7 @@ class Store:
         columns = frozenset(values)
         group = self._update_groups.get(columns)
         if group is None:
-            group = self._update_groups[columns] = _Grouped(self.engine, self._update_stmt(columns))
+            group = self._update_groups[columns] = _Grouped(self, self._update_stmt(columns))
         await group.write({"job_id": job_id, **{f"v_{c}": v for c, v in values.items()}})
 
     @_uncancellable
@@ -482,19 +519,20 @@ class Store:
         """End a job, in one transaction: its status, the generations it produced, and (when it succeeded)
         the thread's chain moved on."""
         now = time.time()
-        async with self.engine.begin() as conn:
-            await conn.execute(self._finish_stmt, {"job_id": job_id, "status": status.value, "error": error,
-                                                   "now": now})
-            if generations:
-                await conn.execute(self._generation_stmt, [
-                    {**{f: getattr(g, f) for f in models.Generation.__dataclass_fields__}, "created_at": now}
-                    for g in generations
-                ])
+        rows = [{**{f: getattr(g, f) for f in models.Generation.__dataclass_fields__}, "created_at": now}
+                for g in generations]
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(self._finish_stmt, {"job_id": job_id, "status": status.value, "error": error, "now": now})
+            if rows:
+                conn.execute(self._generation_stmt, rows)
             if chain is not None:
-                await conn.execute(self._chain_stmt, {
+                conn.execute(self._chain_stmt, {
                     "t_team": chain.team_id, "t_channel": chain.channel_id, "t_ts": chain.thread_ts,
                     "response_id": chain.response_id, "image_file_id": chain.image_file_id, "now": now,
                 })
+
+        await self._txn(work)
 
     @_uncancellable
     async def job(self, job_id: int) -> models.Job:
@@ -533,11 +571,8 @@ class Store:
     @_uncancellable
     async def move_queue_message(self, job_id: int, position: int) -> bool:
         """Record a queue message's new position, if the job is still waiting. False once it has started."""
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
-                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(_WAITING)).values(queue_pos=position)
-            )
-        return done.rowcount == 1
+        stmt = sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(_WAITING)).values(queue_pos=position)
+        return await self._txn(lambda conn: conn.execute(stmt).rowcount == 1)
 
     # -- threads -----------------------------------------------------------------------------------------------
 
