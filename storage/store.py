@@ -133,7 +133,7 @@ class _Grouped:
                 batch, self._pending = self._pending, []
                 rows = [params for params, _ in batch]
                 try:
-                    await self._store._txn(lambda conn, rows=rows: conn.execute(self._stmt, rows))
+                    await self._store._txn(lambda conn, rows=rows: conn.execute(self._stmt, rows), one_statement=True)
                 except Exception as e:  # noqa: BLE001 - every caller of this batch hears of it
                     for _, done in batch:
                         if not done.done():
@@ -163,14 +163,21 @@ class Store:
             await asyncio.get_running_loop().run_in_executor(self._writer_thread, self._writer.dispose)
             self._writer_thread.shutdown(wait=False)
 
-    async def _txn(self, work: Callable[[sa.Connection], T]) -> T:
+    async def _txn(self, work: Callable[[sa.Connection], T], *, one_statement: bool = False) -> T:
         """Run `work(connection)` in one transaction.
+
+        `one_statement`: the work is a single statement (or one statement run for several callers' rows, each a
+        write of its own); on PostgreSQL it then runs without BEGIN and COMMIT, saving two round trips.
 
         On SQLite the whole transaction runs in one call on the writer thread, so the file's single write lock
         is held for the time the statements take (well under a millisecond), never across turns of this
         process's event loop, which in a busy worker can last many milliseconds: the process that answers
         Slack would wait that long for its own write. On PostgreSQL it runs on the async engine."""
         if self._writer is None:
+            if one_statement:
+                async with self.engine.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return await conn.run_sync(work)
             async with self.engine.begin() as conn:
                 return await conn.run_sync(work)
         writer = self._writer
@@ -404,7 +411,7 @@ class Store:
     async def _claim(self, stmt: Any, *, worker_id: str, lease: float, limit: int, **extra: Any) -> list[models.Job]:
         now = time.time()
         params = {"now": now, "lease_until": now + lease, "worker_id": worker_id, "lim": limit, **extra}
-        rows = await self._txn(lambda conn: conn.execute(stmt, params).all())
+        rows = await self._txn(lambda conn: conn.execute(stmt, params).all(), one_statement=True)
         return sorted((_job(r) for r in rows), key=lambda j: j.id)
 
     async def claim_new(self, *, worker_id: str, lease: float) -> models.Job | None:
@@ -442,7 +449,7 @@ class Store:
             .where(jobs.c.worker_id == worker_id, jobs.c.status.in_(("noticing", "running")))
             .values(lease_until=time.time() + lease)
         )
-        return await self._txn(lambda conn: conn.execute(stmt).rowcount)
+        return await self._txn(lambda conn: conn.execute(stmt).rowcount, one_statement=True)
 
     @_uncancellable
     async def release_all(self) -> int:
@@ -572,7 +579,7 @@ class Store:
     async def move_queue_message(self, job_id: int, position: int) -> bool:
         """Record a queue message's new position, if the job is still waiting. False once it has started."""
         stmt = sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(_WAITING)).values(queue_pos=position)
-        return await self._txn(lambda conn: conn.execute(stmt).rowcount == 1)
+        return await self._txn(lambda conn: conn.execute(stmt).rowcount == 1, one_statement=True)
 
     # -- threads -----------------------------------------------------------------------------------------------
 
