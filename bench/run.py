@@ -89,11 +89,14 @@ def tag_of(text: Any) -> str | None:
 # --------------------------------------------------------------------------- the image
 
 
-def noise_image(mb: float, width: int = 1024) -> tuple[bytes, int, int]:
-    """An incompressible PNG of about `mb` MiB: `width` columns of random pixels, as many rows as it takes."""
-    rows = max(1, round(mb * 1024 * 1024 / (width * 3 + 1)))
-    raw = b"".join(b"\x00" + os.urandom(width * 3) for _ in range(rows))
-    return encode_png(width, rows, raw, level=0), width, rows
+def noise_image(mb: float, width: int = 1024, height: int = 1024) -> tuple[bytes, int, int]:
+    """A `width` x `height` PNG of about `mb` MiB that does not compress: as many rows of random pixels as
+    make `mb` MiB, and the rest of the rows black (which deflate reduces to almost nothing). A 1024x1024 image
+    of noise alone would be 3 MiB; this keeps the size a real answer has, and its bytes still do not shrink."""
+    noisy = min(height, max(1, round(mb * 1024 * 1024 / (width * 3 + 1))))
+    raw = b"".join(b"\x00" + os.urandom(width * 3) for _ in range(noisy))
+    raw += (b"\x00" + bytes(width * 3)) * (height - noisy)
+    return encode_png(width, height, raw, level=6), width, height
 
 
 # --------------------------------------------------------------------------- timed fakes
@@ -1273,6 +1276,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     p.add_argument("--low", type=int, default=5, help="mentions one at a time before the burst (default 5)")
     p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the whole benchmark N times and judge each target by its median (default 1)",
+    )
+    p.add_argument(
         "--app-dir",
         type=lambda v: Path(v).resolve(),
         default=ROOT,
@@ -1291,19 +1300,72 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Across repeated runs: each target's median and worst value, and in how many runs it passed. A target
+    counts as met when its median meets it (this machine's speed drifts from run to run)."""
+    rows = []
+    for i, first in enumerate(results[0]["targets"]):
+        runs = [r["targets"][i] for r in results]
+        values = [t["value"] for t in runs if t["value"] is not None]
+        median = statistics.median(values) if values else None
+        worst = max(values) if values else None  # every target here is an upper bound
+        strict = first["rule"].startswith("<") and not first["rule"].startswith("<=")
+        ok = median is not None and (median < first["limit"] if strict else median <= first["limit"])
+        rows.append({
+            "target": first["target"], "rule": first["rule"], "limit": first["limit"], "median": median,
+            "worst": worst, "passed_runs": sum(1 for t in runs if t["pass"]), "runs": len(runs), "pass": ok,
+        })
+    return {"runs": len(results), "targets": rows}
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    def shown(name: str, v: float | None) -> str:
+        if v is None:
+            return "-"
+        if "/ floor" in name:
+            return f"{v:.2f}x"
+        if "RSS" in name:
+            return f"{v:.0f} MB"
+        if name in ("lost", "duplicated"):
+            return f"{v:.0f}"
+        return _ms(v)
+
+    out = ["", f"  over {summary['runs']} runs: {'target':<44}{'median':>10}{'worst':>10}  {'rule':<12}runs ok  result"]
+    for t in summary["targets"]:
+        out.append(
+            f"  {'':<12}{t['target']:<44}{shown(t['target'], t['median']):>10}{shown(t['target'], t['worst']):>10}  "
+            f"{t['rule']:<12}{t['passed_runs']}/{t['runs']}     {'PASS' if t['pass'] else 'FAIL'}"
+        )
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not (ROOT / "bot").is_dir() or Path.cwd().resolve() != ROOT:
         print("run from the repository root: .venv/bin/python -m bench.run", file=sys.stderr)
         return 2
-    result = asyncio.run(Bench(args).run())
-    text = render(result)
-    print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{args.database}.json"
-    out.write_text(json.dumps({**result, "table": text.splitlines()}, indent=2, default=str))
+    results = []
+    for run in range(args.repeat):
+        if args.repeat > 1:
+            print(f"\n=== run {run + 1} of {args.repeat} ===", flush=True)
+        result = asyncio.run(Bench(args).run())
+        text = render(result)
+        print(text)
+        results.append({**result, "table": text.splitlines()})
+    if args.repeat == 1:
+        out = RESULTS / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{args.database}.json"
+        out.write_text(json.dumps(results[0], indent=2, default=str))
+        print(f"\n  written: {out.relative_to(ROOT)}")
+        return 0 if all(t["pass"] for t in results[0]["targets"]) else 1
+    summary = summarize(results)
+    text = render_summary(summary)
+    print(text)
+    out = RESULTS / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{args.database}-x{args.repeat}.json"
+    out.write_text(json.dumps({"summary": summary, "summary_table": text.splitlines(), "runs": results},
+                              indent=2, default=str))
     print(f"\n  written: {out.relative_to(ROOT)}")
-    return 0 if all(t["pass"] for t in result["targets"]) else 1
+    return 0 if all(t["pass"] for t in summary["targets"]) else 1
 
 
 if __name__ == "__main__":
