@@ -106,6 +106,23 @@ def _small_buffer_transport() -> dict[str, Any]:
     return {"transport": AiohttpTransport(client=session)}
 
 
+class _WithoutClientWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment and then warns that the client it was given wins. Easel
+    gives that client (the same token, with Easel's retry policy and connection pool) on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("slack_bolt")
+    if not any(isinstance(f, _WithoutClientWarning) for f in logger.filters):
+        logger.addFilter(_WithoutClientWarning())
+    return logger
+
+
 async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel:
     """The half that answers Slack: store, Web API client, Bolt app and listeners. `wake` tells the worker
     (in another process, or built by `build`) that a job is waiting."""
@@ -124,7 +141,7 @@ async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel
         request_verification_enabled=not settings.socket_mode,
         # The listeners only store a job (milliseconds), and it must be stored before Slack hears "ok".
         process_before_response=True,
-        logger=logging.getLogger("slack_bolt"),
+        logger=_bolt_logger(),
     )
     intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user)
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(),

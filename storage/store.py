@@ -163,6 +163,14 @@ class Store:
             await asyncio.get_running_loop().run_in_executor(self._writer_thread, self._writer.dispose)
             self._writer_thread.shutdown(wait=False)
 
+    async def _pg_txn(self, work: Callable[[sa.Connection], T], one_statement: bool) -> T:
+        if one_statement:
+            async with self.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return await conn.run_sync(work)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(work)
+
     async def _txn(self, work: Callable[[sa.Connection], T], *, one_statement: bool = False) -> T:
         """Run `work(connection)` in one transaction.
 
@@ -174,12 +182,12 @@ class Store:
         process's event loop, which in a busy worker can last many milliseconds: the process that answers
         Slack would wait that long for its own write. On PostgreSQL it runs on the async engine."""
         if self._writer is None:
-            if one_statement:
-                async with self.engine.connect() as conn:
-                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                    return await conn.run_sync(work)
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(work)
+            try:
+                return await self._pg_txn(work, one_statement)
+            except sa.exc.DBAPIError as e:
+                if not e.connection_invalidated:
+                    raise
+                return await self._pg_txn(work, one_statement)  # the server restarted: once more, afresh
         writer = self._writer
 
         def run() -> T:

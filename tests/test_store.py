@@ -649,3 +649,30 @@ async def test_concurrent_small_writes_are_made_together_and_each_lands(store: S
     for i, job in enumerate(made):
         assert after[job.id].status == "queued" and after[job.id].noticed
         assert after[job.id].response_id == f"resp_{i}" and after[job.id].progress == {"n": i}
+
+
+async def test_postgres_writes_survive_their_connections_being_cut(
+    pg_database: Callable[[], Awaitable[str]],
+) -> None:
+    """The pool does not ping before each use: when the server drops every connection (a restart, a
+    failover), the next write finds its connection dead and runs again, once, on a fresh one."""
+    import asyncpg
+
+    url = await pg_database()
+    store = await open_store(url)
+    try:
+        job = await enqueue(store, new_job(thread_ts="9.0"))
+        await store.claim_new_batch(worker_id="n", lease=60, limit=5)
+        admin = await asyncpg.connect(url.rsplit("/", 1)[0].replace("postgresql://", "postgres://") + "/test")
+        try:
+            cut = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()", url.rsplit("/", 1)[1])
+        finally:
+            await admin.close()
+        assert cut >= 1
+        await store.noticed(job.id)  # a grouped, single-statement write
+        await store.finish(job.id, status=JobStatus.DONE)  # a multi-statement transaction
+        assert (await store.job(job.id)).status == "done"
+    finally:
+        await store.close()
