@@ -239,6 +239,22 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
 
 
+def _threads_cpu(pid: int) -> float:
+    """CPU seconds the live threads of `pid` have run, from /proc/<pid>/task/*/schedstat (nanoseconds)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def _stat_cpu(pid: int) -> tuple[float, float]:
+    """(utime + stime of `pid`, cutime + cstime of its reaped children), in seconds, from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = [int(v) for v in stat[stat.rindex(")") + 2 :].split()[11:15]]
+    return (fields[0] + fields[1]) / CLK_TCK, (fields[2] + fields[3]) / CLK_TCK
+
+
 def machine_busy() -> float:
     """CPU seconds all processes have used since boot (from /proc/stat: everything but idle and iowait)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -300,33 +316,44 @@ class App:
         return found
 
     def cpu_by_role(self) -> dict[str, float]:
-        """CPU seconds (user + system) of each process of the tree, by role: "serve" (`python -m bot`, which
-        answers Slack) and "worker" (`python -m bot worker`)."""
+        """CPU seconds of each process of the tree, by role: "serve" (`python -m bot`, which answers Slack)
+        and "worker" (`python -m bot worker`). Summed from each thread's /proc schedstat, in nanoseconds: the
+        utime/stime of /proc/<pid>/stat count in 10 ms ticks, too coarse for 5 images of some 20 ms each.
+        (A thread that ended takes its time with it; `ticks_by_role` has it, and the report compares.)"""
         out: dict[str, float] = collections.defaultdict(float)
-        for pid in self.tree():
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            out["worker" if b"worker" in cmd else "serve"] += sum(int(v) for v in fields[11:13]) / CLK_TCK
+        for pid, role in self._roles():
+            with contextlib.suppress(OSError):
+                out[role] += _threads_cpu(pid)
         return dict(out)
 
+    def ticks_by_role(self) -> dict[str, float]:
+        """As `cpu_by_role`, from /proc/<pid>/stat (10 ms ticks; includes threads that have ended)."""
+        out: dict[str, float] = collections.defaultdict(float)
+        for pid, role in self._roles():
+            with contextlib.suppress(OSError):
+                out[role] += _stat_cpu(pid)[0]
+        return dict(out)
+
+    def _roles(self) -> list[tuple[int, str]]:
+        found = []
+        for pid in self.tree():
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                found.append((pid, "worker" if b"worker" in cmd else "serve"))
+        return found
+
     def cpu_seconds(self) -> float:
-        """CPU seconds (user + system) of the app's process tree: each live process's own and that of the
-        children it has reaped."""
-        total, seen = 0, False
+        """CPU seconds of the app's process tree: each live process's threads (ns, from schedstat) and the
+        children each has reaped (ticks)."""
+        total, seen = 0.0, False
         for pid in self.tree():
             try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
+                total += _threads_cpu(pid) + _stat_cpu(pid)[1]
             except OSError:
                 continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
             seen = True
         if seen:  # once the app has exited, the last reading stands
-            self._last_cpu = total / CLK_TCK
+            self._last_cpu = total
         return self._last_cpu
 
     def processes(self) -> list[dict[str, Any]]:
@@ -644,6 +671,8 @@ class Phase:
     cpu1: float = 0.0
     roles0: dict[str, float] = field(default_factory=dict)
     roles1: dict[str, float] = field(default_factory=dict)
+    ticks0: dict[str, float] = field(default_factory=dict)  # the same from /proc/<pid>/stat, in ticks
+    ticks1: dict[str, float] = field(default_factory=dict)
     bench_cpu: float = 0.0
     machine_busy: float = 0.0  # CPU seconds used by every process on the machine during the phase
     missing: list[str] = field(default_factory=list)
@@ -696,7 +725,7 @@ class Bench:
     async def phase_low(self, app: App, sender: Sender, name: str = "low", count: int | None = None) -> Phase:
         ph = Phase(name, [])
         ph.t0, ph.cpu0, b0, m0 = now(), app.cpu_seconds(), time.process_time(), machine_busy()
-        ph.roles0 = app.cpu_by_role()
+        ph.roles0, ph.ticks0 = app.cpu_by_role(), app.ticks_by_role()
         for i in range(self.args.low if count is None else count):
             req = sender.mention(
                 f"{name[0]}{i}", name, f"C{name[0].upper()}{i:05d}", "ULOW0001", f"a quiet harbour at dawn number {i}"
@@ -708,7 +737,7 @@ class Bench:
                 ph.missing += missing
                 ph.timed_out = True
         ph.t1, ph.cpu1, ph.bench_cpu = now(), app.cpu_seconds(), time.process_time() - b0
-        ph.roles1 = app.cpu_by_role()
+        ph.roles1, ph.ticks1 = app.cpu_by_role(), app.ticks_by_role()
         ph.machine_busy = machine_busy() - m0
         return ph
 
@@ -717,13 +746,13 @@ class Bench:
     ) -> Phase:
         ph = Phase(name, reqs)
         ph.t0, ph.cpu0, b0, m0 = now(), app.cpu_seconds(), time.process_time(), machine_busy()
-        ph.roles0 = app.cpu_by_role()
+        ph.roles0, ph.ticks0 = app.cpu_by_role(), app.ticks_by_role()
         start = now() + 0.1
         ph.sender_lag = await sender.send(reqs, start, spread)
         ph.missing = await self.wait_images(reqs, start + self.args.latency + 120)
         ph.timed_out = bool(ph.missing)
         ph.t1, ph.cpu1, ph.bench_cpu = now(), app.cpu_seconds(), time.process_time() - b0
-        ph.roles1 = app.cpu_by_role()
+        ph.roles1, ph.ticks1 = app.cpu_by_role(), app.ticks_by_role()
         ph.machine_busy = machine_busy() - m0
         return ph
 
@@ -889,7 +918,7 @@ class Bench:
             "--pid",
             str(app.pid),
             "--rate",
-            "100",
+            str(self.args.profile_rate),
             "--format",
             "raw",
             "--threads",
@@ -1037,6 +1066,8 @@ class Bench:
                     role: (ph.roles1.get(role, 0.0) - ph.roles0.get(role, 0.0)) / images if images else None
                     for role in sorted(set(ph.roles0) | set(ph.roles1))
                 },
+                # the same from 10 ms ticks: more than the above only if threads ended during the phase
+                "app_cpu_ticks_s": sum(ph.ticks1.values()) - sum(ph.ticks0.values()),
                 "app_peak_rss_mb": (sampler.peak_rss_kb(ph.t0, ph.t1) or 0) / 1024,
                 "app_rss_mb_every_half_second": [
                     round(kb / 1024)
@@ -1112,6 +1143,12 @@ class Bench:
             "<= 10 s",
         )
         target("peak RSS (MB)", max(rss_peak_sampled, hwm), 300.0, "<= 300 MB")
+        for name, ph in phases.items():
+            by_ticks, by_threads = ph["app_cpu_ticks_s"], sum(ph["app_cpu_per_image_by_process_s"].values()) * (
+                ph["images"] or 0)
+            if by_ticks - by_threads > 0.03 + 0.1 * by_threads:
+                self.notes.append(f"{name}: threads that ended took CPU with them: {by_ticks:.2f} s by /proc ticks, "
+                                  f"{by_threads:.2f} s by live threads (the CPU figures are then too low)")
         if app.leftovers:
             self.notes.append(f"processes still alive 10 s after the app exited (killed): {app.leftovers}")
         target("lost", float(len(lost)), 0.0, "0")
@@ -1303,6 +1340,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="py-spy record the app from this phase on (default: the burst; slows the app: figures are then "
         "not comparable)",
     )
+    p.add_argument("--profile-rate", type=int, default=100, help="with --profile: samples per second")
     p.add_argument("--profile-seconds", type=int, default=0, help="with --profile: stop recording after N s")
     p.add_argument("--profile-out", help="with --profile: also keep py-spy's raw (collapsed) output here")
     return p.parse_args(argv)
