@@ -171,7 +171,7 @@ async def build(settings: Settings) -> Easel:
                        capacity=settings.max_concurrent_generations)
     worker = Worker(
         store=easel.store, runner=runner, max_generations=settings.max_concurrent_generations,
-        lease=settings.job_lease_seconds,
+        lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds,
     )
     runner.free_slots = worker.free_generation_slots
     built.append(worker)

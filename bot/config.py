@@ -78,6 +78,7 @@ class Settings(pydantic.BaseModel):
     database_url: str = Field(default_factory=_default_database_url, alias="DATABASE_URL", repr=False)
     shutdown_grace_seconds: float = Field(30.0, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
     job_lease_seconds: float = Field(60.0, alias="JOB_LEASE_SECONDS", gt=0)
+    worker_poll_seconds: float = Field(10.0, alias="WORKER_POLL_SECONDS", gt=0)
     log_level: str = Field("INFO", alias="LOG_LEVEL")
 
     @field_validator("slack_bot_token")

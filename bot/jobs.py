@@ -130,9 +130,9 @@ class JobRunner:
 
     # -- stage 2: the generation itself -----------------------------------------------------------------------
 
-    async def run(self, job: Job, *, sign: Awaitable[None] | None = None) -> None:
+    async def run(self, job: Job, *, sign: Awaitable[None] | None = None) -> bool:
         """Generate and publish. `sign`, when given, is the sign of work going up meanwhile: it is awaited
-        before the sign is taken down."""
+        before the sign is taken down. Returns whether the thread's next job is queued (it can run now)."""
         run = _Run(job=job, progress=dict(job.progress), response_id=job.response_id)
         sign_ts = job.message_ts or job.thread_ts or ""
         status, error = JobStatus.DONE, None
@@ -168,9 +168,10 @@ class JobRunner:
             await self._slack.delete(job.channel_id, job.queue_ts)
         if status is JobStatus.FAILED:
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
-        await self._store.finish(job.id, status=status, error=error, generations=run.generations,
-                                 chain=run.chain if status is JobStatus.DONE else None)
+        later = await self._store.finish(job.id, status=status, error=error, generations=run.generations,
+                                         chain=run.chain if status is JobStatus.DONE else None)
         log.info("job %s %s%s", job.id, status.value, f" ({error})" if error else "")
+        return later
 
     async def _tell(self, job: Job, text: str) -> None:
         """Say what happened in the thread; never raises (the job is failing already)."""

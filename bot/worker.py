@@ -47,9 +47,12 @@ class Worker:
         self._notices_idle = asyncio.Event()
         self._new_work = asyncio.Event()
         self._queued_work = asyncio.Event()
+        self._more_queued = False  # the runner's last claim took as many as it asked for: more may wait
+        self._notices_done = 0  # signs of work put up here so far
+        self._notices_at_start: dict[asyncio.Task[bool | None], int] = {}  # of each running job, when it began
         self._stopping = asyncio.Event()
         self._queue_moved = asyncio.Event()
-        self._tasks: dict[asyncio.Task[None], Job] = {}
+        self._tasks: dict[asyncio.Task[bool | None], Job] = {}
         self.counts = {"noticed": 0, "ran": 0}  # jobs taken by this worker, for logs and tests
         self._loops: list[asyncio.Task[None]] = []
 
@@ -98,7 +101,7 @@ class Worker:
         kind: str,
         claim: Callable[..., Awaitable[list[Job]]],
         wake: asyncio.Event,
-        work: Callable[[Job], Awaitable[None]],
+        work: Callable[[Job], Awaitable[bool | None]],
         *,
         batch: int = 32,
     ) -> None:
@@ -126,9 +129,8 @@ class Worker:
                 log.exception("claiming jobs failed; retrying")
                 await self._wait(wake)
                 continue
-            if not jobs:
-                await self._wait(wake)
-                continue
+            if kind == "run":
+                self._more_queued = len(jobs) == limit
             if kind == "notice" and any(job.status != "running" for job in jobs):
                 self._notices_idle.clear()
             for job in jobs:
@@ -136,29 +138,42 @@ class Worker:
                     self._launch("run", job, self._run_with_sign(job))
                 else:
                     self._launch(kind, job, work(job))
+            if len(jobs) < limit:
+                # Nothing more was there to take. More comes with a wake-up (a request stored, a sign of work
+                # up, a job done whose thread has a next one), or is found by the next poll (another replica's).
+                await self._wait(wake)
 
-    def _launch(self, kind: str, job: Job, work: Awaitable[None]) -> None:
+    def _launch(self, kind: str, job: Job, work: Awaitable[bool | None]) -> None:
         self._busy[kind] += 1
         task = asyncio.ensure_future(work)
         task.set_name(f"easel-job-{job.id}")
         self._tasks[task] = job
+        if kind == "run":
+            self._notices_at_start[task] = self._notices_done
         task.add_done_callback(lambda t: self._done(t, kind))
 
     def free_generation_slots(self) -> int:
         """Generation slots no job here is using or about to use (every job being noticed may want one)."""
         return self._capacity["run"] - self._busy["run"] - self._busy["notice"]
 
-    def _done(self, task: asyncio.Task[None], kind: str) -> None:
+    def _done(self, task: asyncio.Task[bool | None], kind: str) -> None:
         self._tasks.pop(task, None)
         self._busy[kind] -= 1
         self._freed[kind].set()
         if kind == "notice" and self._busy[kind] == 0:
             self._notices_idle.set()
-        self._queued_work.set()  # a thread's next job may be runnable now
+        crashed = not task.cancelled() and task.exception() is not None
+        if crashed:
+            log.error("job task crashed", exc_info=task.exception())
         if kind == "run":
             self._queue_moved.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("job task crashed", exc_info=task.exception())
+            # A slot is free: worth a look if queued jobs were left behind, if this thread's next job waits, or
+            # if a job was noticed here meanwhile (its claim may have come just before this job's end).
+            noticed_meanwhile = self._notices_done > self._notices_at_start.pop(task, 0)
+            if self._more_queued or noticed_meanwhile or crashed or (not task.cancelled() and task.result()):
+                self._queued_work.set()
+        else:
+            self._queued_work.set()  # the job it noticed may run now
 
     async def _wait(self, event: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
@@ -171,17 +186,18 @@ class Worker:
         except Exception:
             log.exception("job %s: showing a sign of work failed", job.id)
             await self._runner.notice_failed(job)
+        self._notices_done += 1
         self._queued_work.set()
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job) -> bool:
         self.counts["ran"] += 1
-        await self._runner.run(job)
+        return await self._runner.run(job)
 
-    async def _run_with_sign(self, job: Job) -> None:
+    async def _run_with_sign(self, job: Job) -> bool:
         self.counts["noticed"] += 1
         self.counts["ran"] += 1
         sign = asyncio.create_task(self._runner.sign(job))
-        await self._runner.run(job, sign=sign)
+        return await self._runner.run(job, sign=sign)
 
     async def _queue_messages(self, *, every: float = 15.0, at_most_every: float = 1.5) -> None:
         """Update "number N in the queue" messages when jobs finish (and now and then, for other replicas),

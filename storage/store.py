@@ -292,15 +292,21 @@ class Store:
         self._finish_stmt = (
             sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"))
             .values(status=sa.bindparam("status"), error=sa.bindparam("error"), finished_at=sa.bindparam("now"),
-                    worker_id=None, lease_until=None, queue_ts=None)
+                    worker_id=sa.null(), lease_until=sa.null(), queue_ts=sa.null())
         )
         self._generation_stmt = sa.insert(generations_table)
+        self._later_than_job = (  # a later generate job of the same thread (given its key) waits to run
+            jobs.c.id > sa.bindparam("job_id"), jobs.c.status == "queued",
+            jobs.c.kind == models.JobKind.GENERATE.value)
+        this_thread = sa.select(jobs.c.thread_key).where(jobs.c.id == sa.bindparam("job_id")).scalar_subquery()
+        self._later_queued = sa.select(sa.exists().where(jobs.c.thread_key == this_thread, *self._later_than_job))
+        self._finish_shapes: dict[tuple[int, bool], Any] = {}
         self._chain_stmt = (
             sa.update(threads)
             .where(threads.c.team_id == sa.bindparam("t_team"), threads.c.channel_id == sa.bindparam("t_channel"),
                    threads.c.thread_ts == sa.bindparam("t_ts"))
-            .values(last_response_id=sa.bindparam("response_id"),
-                    last_image_file_id=sa.func.coalesce(sa.bindparam("image_file_id", type_=sa.String),
+            .values(last_response_id=sa.bindparam("chain_response_id"),
+                    last_image_file_id=sa.func.coalesce(sa.bindparam("chain_image_file_id", type_=sa.String),
                                                         threads.c.last_image_file_id),
                     updated_at=sa.bindparam("now"))
         )
@@ -338,20 +344,30 @@ class Store:
 
         def work(conn: sa.Connection) -> None:
             conn.execute(self._pending_stmt, {"team": "", "user": ""})
-            conn.execute(self._enqueue_stmt, {
+            job_id = conn.execute(self._enqueue_stmt, {
                 "dedupe_key": f"warm-up:{now}", "kind": "notice", "source": "warm-up", "team_id": "",
                 "channel_id": "", "user_id": "", "message_ts": None, "thread_ts": None, "thread_key": "warm-up",
                 "text": "", "response_url": None, "options": {}, "files": [], "force_image": False,
                 "created_at": now,
-            })
+            }).scalar_one()
             conn.execute(self._thread_stmt, {"team_id": "", "channel_id": "", "thread_ts": "", "started_by": "",
                                              "options": {}, "now": now, "replace": False})
             conn.execute(self._noticed_stmt, [{"job_id": -1}])
             for columns in (("response_id", "progress"), ("progress",), ("queue_ts", "queue_pos")):
                 conn.execute(self._update_stmt(frozenset(columns)),
                              [{"job_id": -1, **{f"v_{c}": None for c in columns}}])
-            conn.execute(self._finish_stmt, {"job_id": -1, "status": "done", "error": None, "now": now})
-            conn.execute(self._chain_stmt, {**none, "response_id": "", "image_file_id": None, "now": now})
+            generation = models.Generation(job_id=job_id, team_id="", channel_id="", thread_ts=None, user_id="",
+                                           request_text="", options={}, model="", status="posted")
+            params, rows = self._finish_params(job_id, models.JobStatus.DONE, None, [generation],
+                                               models.ChainStep("", "", "", "", None))
+            if self.dialect == "postgresql":  # the usual shapes: an image posted, and a notice done
+                conn.execute(self._finish_in_one(1, True), params)
+                conn.execute(self._finish_in_one(0, False), params)
+            else:
+                conn.execute(self._finish_stmt, params)
+                conn.execute(self._generation_stmt, rows)
+                conn.execute(self._chain_stmt, params)
+                conn.execute(self._later_queued, params)
             for claim in (self._claim_new_stmt, self._claim_run_stmt):
                 conn.execute(claim, {"now": now, "lease_until": now, "worker_id": "warm-up", "lim": 0,
                                      "start": False})
@@ -530,24 +546,61 @@ class Store:
         error: str | None = None,
         generations: Sequence[models.Generation] = (),
         chain: models.ChainStep | None = None,
-    ) -> None:
+    ) -> bool:
         """End a job, in one transaction: its status, the generations it produced, and (when it succeeded)
-        the thread's chain moved on."""
-        now = time.time()
-        rows = [{**{f: getattr(g, f) for f in models.Generation.__dataclass_fields__}, "created_at": now}
-                for g in generations]
+        the thread's chain moved on. Returns whether a later job of the same thread is queued (it can run
+        now). On PostgreSQL all of it is one statement."""
+        params, rows = self._finish_params(job_id, status, error, generations, chain)
+        if self.dialect == "postgresql":
+            stmt = self._finish_in_one(len(rows), chain is not None)
+            return bool(await self._txn(lambda conn: conn.execute(stmt, params).scalar(), one_statement=True))
 
-        def work(conn: sa.Connection) -> None:
-            conn.execute(self._finish_stmt, {"job_id": job_id, "status": status.value, "error": error, "now": now})
+        def work(conn: sa.Connection) -> bool:
+            conn.execute(self._finish_stmt, params)
             if rows:
                 conn.execute(self._generation_stmt, rows)
             if chain is not None:
-                conn.execute(self._chain_stmt, {
-                    "t_team": chain.team_id, "t_channel": chain.channel_id, "t_ts": chain.thread_ts,
-                    "response_id": chain.response_id, "image_file_id": chain.image_file_id, "now": now,
-                })
+                conn.execute(self._chain_stmt, params)
+            return bool(conn.execute(self._later_queued, params).scalar())
 
-        await self._txn(work)
+        return await self._txn(work)
+
+    @staticmethod
+    def _finish_params(
+        job_id: int, status: models.JobStatus, error: str | None, generations: Sequence[models.Generation],
+        chain: models.ChainStep | None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The parameters of `finish`'s statements, and its generation rows (also as g<i>_<column>)."""
+        now = time.time()
+        rows = [{**{f: getattr(g, f) for f in models.Generation.__dataclass_fields__}, "created_at": now}
+                for g in generations]
+        # (No key may be named like a column of `jobs` it does not set: an UPDATE would set that column too.)
+        params: dict[str, Any] = {"job_id": job_id, "status": status.value, "error": error, "now": now}
+        if chain is not None:
+            params.update(t_team=chain.team_id, t_channel=chain.channel_id, t_ts=chain.thread_ts,
+                          chain_response_id=chain.response_id, chain_image_file_id=chain.image_file_id)
+        for i, row in enumerate(rows):
+            params.update({f"g{i}_{c}": v for c, v in row.items()})
+        return params, rows
+
+    def _finish_in_one(self, generations: int, chain: bool) -> Any:
+        """`finish` as one PostgreSQL statement (data-modifying CTEs), built once per shape: the job's update,
+        an insert of `generations` rows, the chain's update if `chain`, and whether a later job is queued."""
+        stmt = self._finish_shapes.get((generations, chain))
+        if stmt is not None:
+            return stmt
+        finished = self._finish_stmt.returning(jobs.c.thread_key).cte("finished")
+        stmt = sa.select(sa.exists().where(
+            jobs.c.thread_key == sa.select(finished.c.thread_key).scalar_subquery(), *self._later_than_job))
+        if generations:
+            columns = [c.name for c in generations_table.c if c.name != "id"]
+            values = [{c: sa.bindparam(f"g{i}_{c}", type_=generations_table.c[c].type) for c in columns}
+                      for i in range(generations)]
+            stmt = stmt.add_cte(sa.insert(generations_table).values(values).cte("recorded"))
+        if chain:
+            stmt = stmt.add_cte(self._chain_stmt.cte("chained"))
+        self._finish_shapes[(generations, chain)] = stmt
+        return stmt
 
     @_uncancellable
     async def job(self, job_id: int) -> models.Job:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -226,12 +227,29 @@ async def test_second_job_in_a_thread_is_claimable_once_the_first_finishes(
     second = await queued(store, new_job(thread_ts="9.0"))
     assert (await store.claim(worker_id="w", lease=60)).id == first.id
     assert await store.claim(worker_id="w", lease=60) is None
-    await store.finish(first.id, status=outcome, error="boom" if outcome is JobStatus.FAILED else None)
+    # finish says the thread's next job is waiting: the worker looks for runnable jobs only then
+    assert await store.finish(first.id, status=outcome, error="boom" if outcome is JobStatus.FAILED else None)
     finished = await store.job(first.id)
     assert finished.status == outcome.value
     assert finished.error == ("boom" if outcome is JobStatus.FAILED else None)
     claimed = await store.claim(worker_id="w", lease=60)
     assert claimed is not None and claimed.id == second.id
+
+
+async def test_finish_says_whether_a_later_job_of_the_thread_is_queued(store: Store) -> None:
+    gen = Generation(job_id=0, team_id=TEAM, channel_id=CHANNEL, thread_ts="9.5", user_id=USER,
+                     request_text="x", options={}, model="m", status="posted")
+    first = await queued(store, new_job(thread_ts="9.5"))
+    elsewhere = await queued(store, new_job(thread_ts="9.6"))  # queued too, but in another thread
+    assert (await store.claim(worker_id="w", lease=60)).id == first.id
+    later_new = await enqueue(store, new_job(thread_ts="9.5"))  # not noticed yet: the noticer will say
+    step = ChainStep(team_id=TEAM, channel_id=CHANNEL, thread_ts="9.5", response_id="resp_1", image_file_id="F1")
+    for shape in ({}, {"generations": [dataclasses.replace(gen, job_id=first.id)] * 2, "chain": step}):
+        assert await store.finish(first.id, status=JobStatus.DONE, **shape) is False
+    assert (await store.job(first.id)).response_id is None  # the chain's response id went to the thread only
+    assert (await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="9.5")) is None  # not started here
+    assert [g["job_id"] for g in await store.generations(job_id=first.id)] == [first.id, first.id]
+    assert elsewhere.status == "queued" and later_new.status == "new"
 
 
 async def test_jobs_in_different_threads_are_both_claimable(store: Store) -> None:
