@@ -224,31 +224,29 @@ class Store:
         recognised. `thread_options` become the thread's sticky image options.
         """
         now = time.time()
+        check = max_pending is not None and new.kind is models.JobKind.GENERATE
+        if self.dialect == "postgresql":
+            thread = None if new.thread_ts is None else "start" if start_thread else \
+                "options" if thread_options is not None else None
+            stmt = self._enqueue_in_one(check, thread)
+            params = {f"e_{c}": v for c, v in self._new_job_params(new, now).items()}
+            params.update(e_max_pending=max_pending, e_t_options=thread_options or {}, e_now=now,
+                          e_replace=thread_options is not None)
+            job_id, pending = await self._txn(lambda conn: conn.execute(stmt, params).one(), one_statement=True)
+            if job_id is not None:
+                return int(job_id)
+            if check and pending >= max_pending:
+                raise TooManyPending(pending)
+            raise DuplicateJob(new.dedupe_key)
 
         def work(conn: sa.Connection) -> int:
-            if max_pending is not None and new.kind is models.JobKind.GENERATE:
+            if check:
                 pending = (conn.execute(
                     self._pending_stmt, {"team": new.team_id, "user": new.user_id}
                 )).scalar_one()
                 if pending >= max_pending:
                     raise TooManyPending(pending)
-            job_id = (conn.execute(self._enqueue_stmt, {
-                "dedupe_key": new.dedupe_key,
-                "kind": new.kind.value,
-                "source": new.source,
-                "team_id": new.team_id,
-                "channel_id": new.channel_id,
-                "user_id": new.user_id,
-                "message_ts": new.message_ts,
-                "thread_ts": new.thread_ts,
-                "thread_key": new.thread_key,
-                "text": new.text,
-                "response_url": new.response_url,
-                "options": new.options,
-                "files": new.files,
-                "force_image": new.force_image,
-                "created_at": now,
-            })).scalar()
+            job_id = conn.execute(self._enqueue_stmt, self._new_job_params(new, now)).scalar()
             if job_id is None:
                 raise DuplicateJob(new.dedupe_key)
             if new.thread_ts is not None and start_thread:
@@ -266,6 +264,68 @@ class Store:
             return int(job_id)
 
         return await self._txn(work)
+
+    @staticmethod
+    def _new_job_params(new: models.NewJob, now: float) -> dict[str, Any]:
+        return {
+            "dedupe_key": new.dedupe_key, "kind": new.kind.value, "source": new.source, "team_id": new.team_id,
+            "channel_id": new.channel_id, "user_id": new.user_id, "message_ts": new.message_ts,
+            "thread_ts": new.thread_ts, "thread_key": new.thread_key, "text": new.text,
+            "response_url": new.response_url, "options": new.options, "files": new.files,
+            "force_image": new.force_image, "created_at": now,
+        }
+
+    def _enqueue_in_one(self, check: bool, thread: str | None) -> Any:
+        """`enqueue` as one PostgreSQL statement, built once per shape: the user's pending count (if `check`),
+        the job's insert (unless the count is at the cap, or the dedupe key is taken), and, if the job went in,
+        the thread's row (`thread`: "start" inserts or updates it, "options" updates its options). Selects the
+        new id (NULL if none) and the pending count. Every parameter is named e_*: an UPDATE would also set
+        any column that a parameter is named after."""
+        stmt = self._enqueue_shapes.get((check, thread))
+        if stmt is not None:
+            return stmt
+
+        def p(column: str, table: sa.Table = jobs) -> Any:
+            return sa.bindparam(f"e_{column}", type_=table.c[column].type)
+
+        columns = list(self._new_job_params(models.NewJob("", models.JobKind.GENERATE, "", "", "", "", ""), 0))
+        row = sa.select(*(p(c) for c in columns), sa.literal("new"), sa.literal(0), sa.literal(False),
+                        sa.literal({}, jobs.c.progress.type))
+        pending = None
+        if check:
+            pending = (sa.select(sa.func.count().label("n"))
+                       .where(jobs.c.team_id == p("team_id"), jobs.c.user_id == p("user_id"),
+                              jobs.c.kind == models.JobKind.GENERATE.value, jobs.c.status.in_(_ACTIVE))
+                       .cte("pending"))
+            row = row.where(sa.select(pending.c.n).scalar_subquery() < sa.bindparam("e_max_pending", type_=sa.Integer))
+        inserted = (
+            pg_dialect.insert(jobs).from_select([*columns, "status", "attempts", "noticed", "progress"], row)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(jobs.c.id).cte("inserted")
+        )
+        went_in = sa.exists(sa.select(inserted.c.id))
+        options = sa.bindparam("e_t_options", type_=threads.c.options.type)
+        stmt = sa.select(sa.select(inserted.c.id).scalar_subquery(),
+                         sa.select(pending.c.n).scalar_subquery() if pending is not None else sa.null())
+        where_thread = (threads.c.team_id == p("team_id"), threads.c.channel_id == p("channel_id"),
+                        threads.c.thread_ts == p("thread_ts"))
+        if thread == "start":
+            now = sa.bindparam("e_now", type_=sa.Float)
+            upsert = pg_dialect.insert(threads).from_select(
+                ["team_id", "channel_id", "thread_ts", "started_by", "options", "created_at", "updated_at"],
+                sa.select(p("team_id"), p("channel_id"), p("thread_ts"), p("user_id"), options, now, now)
+                .where(went_in),
+            )
+            upsert = upsert.on_conflict_do_update(
+                index_elements=["team_id", "channel_id", "thread_ts"],
+                set_={"options": sa.case((sa.bindparam("e_replace", type_=sa.Boolean), upsert.excluded.options),
+                                         else_=threads.c.options)},
+            )
+            stmt = stmt.add_cte(upsert.cte("threaded"))
+        elif thread == "options":
+            update = sa.update(threads).where(*where_thread, went_in).values(options=options)
+            stmt = stmt.add_cte(update.cte("threaded"))
+        self._enqueue_shapes[(check, thread)] = stmt
+        return stmt
 
     def _prepare(self) -> None:
         """Statements on the hot path, built once (SQLAlchemy then reuses their compiled form)."""
@@ -301,6 +361,7 @@ class Store:
         this_thread = sa.select(jobs.c.thread_key).where(jobs.c.id == sa.bindparam("job_id")).scalar_subquery()
         self._later_queued = sa.select(sa.exists().where(jobs.c.thread_key == this_thread, *self._later_than_job))
         self._finish_shapes: dict[tuple[int, bool], Any] = {}
+        self._enqueue_shapes: dict[tuple[bool, str | None], Any] = {}
         self._chain_stmt = (
             sa.update(threads)
             .where(threads.c.team_id == sa.bindparam("t_team"), threads.c.channel_id == sa.bindparam("t_channel"),
@@ -360,7 +421,13 @@ class Store:
                                            request_text="", options={}, model="", status="posted")
             params, rows = self._finish_params(job_id, models.JobStatus.DONE, None, [generation],
                                                models.ChainStep("", "", "", "", None))
-            if self.dialect == "postgresql":  # the usual shapes: an image posted, and a notice done
+            if self.dialect == "postgresql":  # the usual shapes: a mention, a reply; an image posted, a notice done
+                for shape in ((True, "start"), (True, None)):
+                    conn.execute(self._enqueue_in_one(*shape), {
+                        **{f"e_{c}": v for c, v in self._new_job_params(models.NewJob(
+                            f"warm-up:{shape}:{now}", models.JobKind.GENERATE, "warm-up", "", "", "", "",
+                            thread_ts="warm-up"), now).items()},
+                        "e_max_pending": 1, "e_t_options": {}, "e_now": now, "e_replace": False})
                 conn.execute(self._finish_in_one(1, True), params)
                 conn.execute(self._finish_in_one(0, False), params)
             else:
@@ -593,10 +660,14 @@ class Store:
         stmt = sa.select(sa.exists().where(
             jobs.c.thread_key == sa.select(finished.c.thread_key).scalar_subquery(), *self._later_than_job))
         if generations:
+            # INSERT ... SELECT, one SELECT of parameters per row: a multi-row VALUES has no cache key, and was
+            # compiled again on every call (some 1.5 ms of CPU).
             columns = [c.name for c in generations_table.c if c.name != "id"]
-            values = [{c: sa.bindparam(f"g{i}_{c}", type_=generations_table.c[c].type) for c in columns}
-                      for i in range(generations)]
-            stmt = stmt.add_cte(sa.insert(generations_table).values(values).cte("recorded"))
+            rows = [sa.select(*(sa.bindparam(f"g{i}_{c}", type_=generations_table.c[c].type) for c in columns))
+                    for i in range(generations)]
+            recorded = sa.insert(generations_table).from_select(columns, sa.union_all(*rows) if generations > 1
+                                                                 else rows[0])
+            stmt = stmt.add_cte(recorded.cte("recorded"))
         if chain:
             stmt = stmt.add_cte(self._chain_stmt.cte("chained"))
         self._finish_shapes[(generations, chain)] = stmt

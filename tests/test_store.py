@@ -516,6 +516,23 @@ async def test_the_per_user_cap_counts_only_active_generate_jobs(store: Store) -
     await store.enqueue(new_job(thread_ts="94.0", team="T0002"), max_pending=1)  # per team
 
 
+async def test_a_refused_request_leaves_its_thread_alone(store: Store) -> None:
+    first = new_job(thread_ts="95.0")
+    await store.enqueue(first, start_thread=True, thread_options={"quality": "low"})
+    with pytest.raises(DuplicateJob):  # Slack's retry of the same event, with other flags
+        await store.enqueue(first, start_thread=True, thread_options={"quality": "high"})
+    with pytest.raises(DuplicateJob):
+        await store.enqueue(first, thread_options={"quality": "high"})
+    with pytest.raises(TooManyPending):  # the cap is checked first, and nothing of it is stored
+        await store.enqueue(new_job(thread_ts="95.0"), thread_options={"quality": "high"}, max_pending=1)
+    with pytest.raises(TooManyPending):
+        await store.enqueue(new_job(thread_ts="96.0"), start_thread=True, max_pending=1)
+    thread = await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="95.0")
+    assert thread is not None and thread.options == {"quality": "low"}
+    assert await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="96.0") is None
+    assert len(await store.jobs()) == 1
+
+
 async def test_queue_place(store: Store) -> None:
     a = await queued(store, new_job(thread_ts="90.0"))
     b = await queued(store, new_job(thread_ts="91.0"))
