@@ -131,7 +131,11 @@ class _Grouped:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                rows = [params for params, _ in batch]
+                # one caller's row runs as a plain execute: executemany costs more per call, and most flushes
+                # carry a single write
+                rows: list[dict[str, Any]] | dict[str, Any] = [params for params, _ in batch]
+                if len(batch) == 1:
+                    rows = rows[0]
                 try:
                     await self._store._txn(lambda conn, rows=rows: conn.execute(self._stmt, rows), one_statement=True)
                 except Exception as e:  # noqa: BLE001 - every caller of this batch hears of it
