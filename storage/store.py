@@ -28,11 +28,19 @@ from storage import models
 from storage.schema import generations as generations_table
 from storage.schema import jobs, threads
 
+
+def _one_of(column: Any, values: Sequence[str]) -> Any:
+    """`column IN (...)` with one bound parameter per value. (`in_()` of plain values is an "expanding"
+    parameter instead, which SQLAlchemy writes into the statement's text again on every execution: it was a
+    tenth of the CPU of storing a request.)"""
+    return column.in_([sa.literal(v) for v in values])
+
+
 _WAITING = ("new", "noticing", "queued")
 _ACTIVE = (*_WAITING, "running")
 _QUEUE_SHOWN = (  # waiting generate jobs that show a queue message (looked up now and then, mostly to find none)
     sa.select(jobs.c.id, jobs.c.channel_id, jobs.c.queue_ts, jobs.c.queue_pos)
-    .where(jobs.c.kind == models.JobKind.GENERATE.value, jobs.c.status.in_(_WAITING), jobs.c.queue_ts.is_not(None))
+    .where(jobs.c.kind == models.JobKind.GENERATE.value, _one_of(jobs.c.status, _WAITING), jobs.c.queue_ts.is_not(None))
     .order_by(jobs.c.id)
 )
 _earlier = jobs.alias("earlier")
@@ -43,7 +51,7 @@ _EARLIER_UNFINISHED = (
     .where(
         _earlier.c.thread_key == jobs.c.thread_key,
         _earlier.c.id < jobs.c.id,
-        _earlier.c.status.in_(_ACTIVE),
+        _one_of(_earlier.c.status, _ACTIVE),
         _earlier.c.kind == models.JobKind.GENERATE.value,
     )
     .exists()
@@ -299,7 +307,7 @@ class Store:
         if check:
             pending = (sa.select(sa.func.count().label("n"))
                        .where(jobs.c.team_id == p("team_id"), jobs.c.user_id == p("user_id"),
-                              jobs.c.kind == models.JobKind.GENERATE.value, jobs.c.status.in_(_ACTIVE))
+                              jobs.c.kind == models.JobKind.GENERATE.value, _one_of(jobs.c.status, _ACTIVE))
                        .cte("pending"))
             row = row.where(sa.select(pending.c.n).scalar_subquery() < sa.bindparam("e_max_pending", type_=sa.Integer))
         inserted = (
@@ -389,7 +397,7 @@ class Store:
             jobs.c.team_id == sa.bindparam("team"),
             jobs.c.user_id == sa.bindparam("user"),
             jobs.c.kind == models.JobKind.GENERATE.value,
-            jobs.c.status.in_(_ACTIVE),
+            _one_of(jobs.c.status, _ACTIVE),
         )
 
     def _update_stmt(self, columns: frozenset[str]) -> Any:
@@ -541,7 +549,7 @@ class Store:
         """Extend the lease of every job this worker holds. Returns how many."""
         stmt = (
             sa.update(jobs)
-            .where(jobs.c.worker_id == worker_id, jobs.c.status.in_(("noticing", "running")))
+            .where(jobs.c.worker_id == worker_id, _one_of(jobs.c.status, ("noticing", "running")))
             .values(lease_until=time.time() + lease)
         )
         return await self._txn(lambda conn: conn.execute(stmt).rowcount, one_statement=True)
@@ -692,7 +700,7 @@ class Store:
         """(generate jobs running now, generate jobs waiting ahead of this one)."""
         kind = jobs.c.kind == models.JobKind.GENERATE.value
         running = sa.select(sa.func.count()).where(kind, jobs.c.status == "running")
-        ahead = sa.select(sa.func.count()).where(kind, jobs.c.status.in_(_WAITING), jobs.c.id < job_id)
+        ahead = sa.select(sa.func.count()).where(kind, _one_of(jobs.c.status, _WAITING), jobs.c.id < job_id)
         async with self.engine.connect() as conn:
             return int((await conn.execute(running)).scalar_one()), int((await conn.execute(ahead)).scalar_one())
 
@@ -701,7 +709,7 @@ class Store:
         """For moving queue messages along: (running count, ids of all waiting generate jobs in order,
         (id, channel, queue_ts, queue_pos) of the waiting jobs that show a queue message)."""
         kind = jobs.c.kind == models.JobKind.GENERATE.value
-        waiting = sa.and_(kind, jobs.c.status.in_(_WAITING))
+        waiting = sa.and_(kind, _one_of(jobs.c.status, _WAITING))
         async with self.engine.connect() as conn:
             shown = (await conn.execute(_QUEUE_SHOWN)).all()
             if not shown:
@@ -714,7 +722,7 @@ class Store:
     @_uncancellable
     async def move_queue_message(self, job_id: int, position: int) -> bool:
         """Record a queue message's new position, if the job is still waiting. False once it has started."""
-        stmt = sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(_WAITING)).values(queue_pos=position)
+        stmt = sa.update(jobs).where(jobs.c.id == job_id, _one_of(jobs.c.status, _WAITING)).values(queue_pos=position)
         return await self._txn(lambda conn: conn.execute(stmt).rowcount == 1, one_statement=True)
 
     # -- threads -----------------------------------------------------------------------------------------------
