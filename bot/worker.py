@@ -221,6 +221,8 @@ class Worker:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._lease / 3)
+            if not self._tasks:
+                continue  # nothing held here (a claim sets its own lease): an idle worker writes nothing
             try:
                 await self._store.renew(worker_id=self.worker_id, lease=self._lease)
             except Exception:

@@ -39,3 +39,21 @@ async def test_two_replicas_share_the_work_and_keep_thread_order(fake_slack, fak
     finally:
         await stop_easel(a, runner_a)
         await stop_easel(b, runner_b)
+
+
+async def test_a_job_longer_than_its_lease_stays_with_its_replica(fake_slack, fake_openai, pg_database) -> None:
+    """The heartbeat renews the leases of the jobs a replica holds (and only while it holds some): a live
+    replica's job is never taken over by another, however long it runs."""
+    url = await pg_database()
+    a, runner_a = await start_easel(fake_slack, fake_openai, url, JOB_LEASE_SECONDS="1", WORKER_POLL_SECONDS="0.2")
+    b, runner_b = await start_easel(fake_slack, fake_openai, url, JOB_LEASE_SECONDS="1", WORKER_POLL_SECONDS="0.2")
+    try:
+        fake_openai.latency = 3.0  # three leases long; B looks for takeable jobs five times a second
+        await a.sender.mention("a slow picture")
+        await wait_until(lambda: len(fake_slack.shared_files) == 1, timeout=20, what="the image")
+        await a.jobs_settled(1)
+        assert len(fake_openai.create_requests()) == 1
+        assert a.easel.worker.counts["ran"] + b.easel.worker.counts["ran"] == 1  # taken once, by either
+    finally:
+        await stop_easel(a, runner_a)
+        await stop_easel(b, runner_b)
