@@ -818,7 +818,7 @@ class Bench:
             else:
                 self.notes.append("the app never went quiet after start-up (idle CPU includes start-up)")
             idle_t0, idle_c0 = now(), app.cpu_seconds()
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(12.0)  # longer than the worker's poll interval (10 s), so it holds one look
             idle_rate = (app.cpu_seconds() - idle_c0) / (now() - idle_t0)
 
             if args.profile == "low":
@@ -1238,7 +1238,7 @@ def render(r: dict[str, Any]) -> str:
         f"{f['after']['cpu_s'] * 1000:.1f}; a process of its own); standard-library decode alone "
         f"{f['decode_cpu_s'] * 1000:.1f} ms CPU (pybase64, which the app uses: "
         f"{f['decode_pybase64_wall_s'] * 1000:.2f} ms)",
-        f"  app idle CPU: {r['app_idle_cpu_per_s'] * 1000:.1f} ms/s",
+        f"  app idle CPU: {r['app_idle_cpu_per_s'] * 1000:.2f} ms/s",
         "",
         f"  {'per phase':<38}{'p50':>9} {'p99':>9} {'max':>9}",
     ]

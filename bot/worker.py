@@ -73,6 +73,7 @@ class Worker:
                                 name="easel-runner"),
             asyncio.create_task(self._heartbeat(), name="easel-heartbeat"),
             asyncio.create_task(self._queue_messages(), name="easel-queue"),
+            asyncio.create_task(self._look_around(), name="easel-poll"),
         ]
 
     async def stop(self, grace: float) -> None:
@@ -139,9 +140,9 @@ class Worker:
                 else:
                     self._launch(kind, job, work(job))
             if len(jobs) < limit:
-                # Nothing more was there to take. More comes with a wake-up (a request stored, a sign of work
-                # up, a job done whose thread has a next one), or is found by the next poll (another replica's).
-                await self._wait(wake)
+                # Nothing more was there to take. More comes with a wake-up: a request stored, a sign of work
+                # up, a job done whose thread has a next one, or `_look_around` finding work no one told of.
+                await wake.wait()
 
     def _launch(self, kind: str, job: Job, work: Awaitable[bool | None]) -> None:
         self._busy[kind] += 1
@@ -176,8 +177,32 @@ class Worker:
             self._queued_work.set()  # the job it noticed may run now
 
     async def _wait(self, event: asyncio.Event) -> None:
+        """Wait for `event`, or at most one poll interval (a safety net: each of these events is set when
+        its wait is over, and work that no one told this worker of is found by `_look_around`)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), self._poll)
+
+    async def _look_around(self) -> None:
+        """Every poll interval, one query for work that no one told this worker of (another replica's jobs,
+        jobs whose process died, queue messages another replica put up); the loops it concerns are woken.
+        Idle, a worker makes this one read per interval and nothing else."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._poll)
+            if self._stopping.is_set():
+                return
+            try:
+                new, runnable, queue_shown = await self._store.work_waiting()
+            except Exception:
+                log.exception("looking for work failed")
+                continue
+            if new:
+                self._new_work.set()
+            if runnable:
+                self._queued_work.set()
+            if queue_shown:
+                self._runner.queue_shown = True
+                self._queue_moved.set()
 
     async def _notice(self, job: Job) -> None:
         self.counts["noticed"] += 1
@@ -199,17 +224,13 @@ class Worker:
         sign = asyncio.create_task(self._runner.sign(job))
         return await self._runner.run(job, sign=sign)
 
-    async def _queue_messages(self, *, every: float = 15.0, at_most_every: float = 1.5) -> None:
-        """Update "number N in the queue" messages when jobs finish (and now and then, for other replicas),
-        but not more often than Slack's chat.update limit suits."""
+    async def _queue_messages(self, *, at_most_every: float = 1.5) -> None:
+        """Update "number N in the queue" messages when jobs finish (and every poll interval while any are up,
+        for other replicas' jobs), but not more often than Slack's chat.update limit suits."""
         while not self._stopping.is_set():
-            try:
-                await asyncio.wait_for(self._queue_moved.wait(), every)
-                moved = True
-            except TimeoutError:
-                moved = False  # a periodic look, for the messages other replicas put up
+            await self._queue_moved.wait()  # a job finished here, or `_look_around` saw messages up
             self._queue_moved.clear()
-            if moved and not self._runner.queue_shown:
+            if not self._runner.queue_shown:
                 continue  # a job finished, but no queue message is up to move
             try:
                 await self._runner.refresh_queue()

@@ -361,6 +361,11 @@ class Store:
                                      else_=threads.c.options)},
         )
         self._claim_new_stmt, self._claim_run_stmt = self._claims()
+        self._work_waiting = sa.select(
+            sa.exists().where(self._takeable_new),
+            sa.exists().where(jobs.c.kind == models.JobKind.GENERATE.value, self._takeable_run),
+            sa.exists(_QUEUE_SHOWN),
+        )
         self._finish_stmt = (
             sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"))
             .values(status=sa.bindparam("status"), error=sa.bindparam("error"), finished_at=sa.bindparam("now"),
@@ -456,6 +461,7 @@ class Store:
             await self._txn(work)
         async with self.engine.connect() as conn:  # and the reads, on the engine that makes them
             await conn.execute(self._thread_select, none)
+            await conn.execute(self._work_waiting, {"now": now})
 
     def _claims(self) -> tuple[Any, Any]:
         """The two claim statements (new jobs for the noticer; runnable jobs for the runner), with bound
@@ -477,7 +483,8 @@ class Store:
                 .values(**values, **owner).returning(*jobs.c)
             )
 
-        new = sa.or_(jobs.c.status == "new", sa.and_(jobs.c.status == "noticing", jobs.c.lease_until < now))
+        new = self._takeable_new = sa.or_(
+            jobs.c.status == "new", sa.and_(jobs.c.status == "noticing", jobs.c.lease_until < now))
         fast = sa.and_(
             sa.bindparam("start", type_=sa.Boolean), jobs.c.kind == models.JobKind.GENERATE.value,
             jobs.c.source != "command", jobs.c.thread_ts.is_not(None), ~_EARLIER_UNFINISHED,
@@ -488,7 +495,8 @@ class Store:
             "attempts": sa.case((fast, jobs.c.attempts + 1), else_=jobs.c.attempts),
             "started_at": sa.case((fast, sa.func.coalesce(jobs.c.started_at, now)), else_=jobs.c.started_at),
         })
-        runnable = sa.or_(jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.lease_until < now))
+        runnable = self._takeable_run = sa.or_(
+            jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.lease_until < now))
         claim_run = claim(runnable, (jobs.c.kind == models.JobKind.GENERATE.value, ~_EARLIER_UNFINISHED), {
             "status": "running",
             "attempts": jobs.c.attempts + 1,
@@ -543,6 +551,14 @@ class Store:
     async def claim_batch(self, *, worker_id: str, lease: float, limit: int) -> list[models.Job]:
         """Take the oldest runnable jobs: queued (or running with a dead owner), each first in its thread."""
         return await self._claim(self._claim_run_stmt, worker_id=worker_id, lease=lease, limit=limit)
+
+    @_uncancellable
+    async def work_waiting(self) -> tuple[bool, bool, bool]:
+        """For a worker's periodic look, in one read: (a job waits for its sign of work, a generate job waits
+        for a runner, a waiting job shows a queue message). Counts jobs whose owner's lease ran out."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(self._work_waiting, {"now": time.time()})).one()
+        return bool(row[0]), bool(row[1]), bool(row[2])
 
     @_uncancellable
     async def renew(self, *, worker_id: str, lease: float) -> int:

@@ -533,6 +533,26 @@ async def test_a_refused_request_leaves_its_thread_alone(store: Store) -> None:
     assert len(await store.jobs()) == 1
 
 
+async def test_work_waiting_is_what_a_claim_would_find(store: Store) -> None:
+    assert await store.work_waiting() == (False, False, False)
+    job = await enqueue(store, new_job(thread_ts="97.0"))
+    assert await store.work_waiting() == (True, False, False)
+    await store.claim_new(worker_id="w", lease=60)
+    assert await store.work_waiting() == (False, False, False)  # being noticed, by a live worker
+    await store.noticed(job.id)
+    assert await store.work_waiting() == (False, True, False)
+    await store.claim(worker_id="w", lease=-1)  # running, but its worker's lease has run out
+    assert await store.work_waiting() == (False, True, False)
+    await store.renew(worker_id="w", lease=60)
+    assert await store.work_waiting() == (False, False, False)
+    waiting = await enqueue(store, new_job(thread_ts="98.0"))
+    await store.update_job(waiting.id, queue_ts="98.5", queue_pos=1)
+    assert await store.work_waiting() == (True, False, True)
+    await enqueue(store, new_job(thread_ts="99.0", kind=JobKind.NOTICE))
+    await store.claim_new(worker_id="w", lease=-1)  # a noticer that died
+    assert (await store.work_waiting())[0]
+
+
 async def test_queue_place(store: Store) -> None:
     a = await queued(store, new_job(thread_ts="90.0"))
     b = await queued(store, new_job(thread_ts="91.0"))

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from tests.conftest import Running, wait_until
+from aiohttp import web
+
+from bot import app as easel_app
+from tests.conftest import SIGNING_SECRET, Running, settings_for, wait_until
+from tests.fakes.slack_requests import SlackSender
 
 NO_POLL = {"WORKER_POLL_SECONDS": "3600"}
 
@@ -59,3 +63,29 @@ async def test_slash_commands_and_their_threads(easel_factory: Callable[..., Awa
         assert result.status == 200
     await easel.jobs_settled(2)
     assert len(easel.slack.shared_files) == 2
+
+
+async def test_work_no_one_told_of_is_found_by_the_poll(
+    easel_factory: Callable[..., Awaitable[Running]], database_url: str
+) -> None:
+    """A request stored by another replica (its intake wakes only its own worker): this worker finds it by
+    its periodic look, and so do queue positions and dead leases (tests/test_chaos.py, test_replicas.py)."""
+    easel = await easel_factory(WORKER_POLL_SECONDS="0.2")
+    other = await easel_app.build_intake(settings_for(easel.slack, easel.openai, database_url), wake=lambda: None)
+    runner = web.AppRunner(easel_app.web_app(other))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        sender = SlackSender(url=f"http://127.0.0.1:{runner.addresses[0][1]}{easel_app.EVENTS_PATH}",
+                             signing_secret=SIGNING_SECRET, team_id=easel.slack.team_id,
+                             bot_user_id=easel.slack.bot_user_id)
+        try:
+            ts, result = await sender.mention("stored elsewhere")
+            assert result.status == 200
+            await easel.jobs_settled(1)
+            assert [f["thread_ts"] for f in easel.slack.shared_files] == [ts]
+        finally:
+            await sender.close()
+    finally:
+        await runner.cleanup()
+        await other.close()
