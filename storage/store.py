@@ -208,10 +208,24 @@ class Store:
 
         return await asyncio.get_running_loop().run_in_executor(self._writer_thread, run)
 
+    async def _read(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run `work(connection)`, which only reads. On SQLite on the writer thread too, in one call: through
+        aiosqlite each step of a query is a trip to its thread and back (about 0.4 ms of CPU for a lookup,
+        against 0.1 ms in one call)."""
+        if self._writer is None:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(work)
+        writer = self._writer
+
+        def run() -> T:
+            with writer.connect() as conn:
+                return work(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, run)
+
     @_uncancellable
     async def ping(self) -> bool:
-        async with self.engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        await self._read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
         return True
 
     def _insert(self, table: sa.Table) -> Any:
@@ -459,9 +473,11 @@ class Store:
 
         with contextlib.suppress(_RolledBack):
             await self._txn(work)
-        async with self.engine.connect() as conn:  # and the reads, on the engine that makes them
-            await conn.execute(self._thread_select, none)
-            await conn.execute(self._work_waiting, {"now": now})
+        def reads(conn: sa.Connection) -> None:
+            conn.execute(self._thread_select, none).all()
+            conn.execute(self._work_waiting, {"now": now}).all()
+
+        await self._read(reads)
 
     def _claims(self) -> tuple[Any, Any]:
         """The two claim statements (new jobs for the noticer; runnable jobs for the runner), with bound
@@ -556,8 +572,8 @@ class Store:
     async def work_waiting(self) -> tuple[bool, bool, bool]:
         """For a worker's periodic look, in one read: (a job waits for its sign of work, a generate job waits
         for a runner, a waiting job shows a queue message). Counts jobs whose owner's lease ran out."""
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(self._work_waiting, {"now": time.time()})).one()
+        params = {"now": time.time()}
+        row = await self._read(lambda conn: conn.execute(self._work_waiting, params).one())
         return bool(row[0]), bool(row[1]), bool(row[2])
 
     @_uncancellable
@@ -703,13 +719,13 @@ class Store:
 
     @_uncancellable
     async def job(self, job_id: int) -> models.Job:
-        async with self.engine.connect() as conn:
-            return _job((await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).one())
+        stmt = sa.select(jobs).where(jobs.c.id == job_id)
+        return _job(await self._read(lambda conn: conn.execute(stmt).one()))
 
     @_uncancellable
     async def jobs(self) -> list[models.Job]:
-        async with self.engine.connect() as conn:
-            return [_job(r) for r in (await conn.execute(sa.select(jobs).order_by(jobs.c.id))).all()]
+        stmt = sa.select(jobs).order_by(jobs.c.id)
+        return [_job(r) for r in await self._read(lambda conn: conn.execute(stmt).all())]
 
     @_uncancellable
     async def queue_place(self, job_id: int) -> tuple[int, int]:
@@ -717,8 +733,8 @@ class Store:
         kind = jobs.c.kind == models.JobKind.GENERATE.value
         running = sa.select(sa.func.count()).where(kind, jobs.c.status == "running")
         ahead = sa.select(sa.func.count()).where(kind, _one_of(jobs.c.status, _WAITING), jobs.c.id < job_id)
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(running)).scalar_one()), int((await conn.execute(ahead)).scalar_one())
+        return await self._read(lambda conn: (int(conn.execute(running).scalar_one()),
+                                              int(conn.execute(ahead).scalar_one())))
 
     @_uncancellable
     async def queue_messages(self) -> tuple[int, list[int], list[tuple[int, str, str, int | None]]]:
@@ -726,14 +742,15 @@ class Store:
         (id, channel, queue_ts, queue_pos) of the waiting jobs that show a queue message)."""
         kind = jobs.c.kind == models.JobKind.GENERATE.value
         waiting = sa.and_(kind, _one_of(jobs.c.status, _WAITING))
-        async with self.engine.connect() as conn:
-            shown = (await conn.execute(_QUEUE_SHOWN)).all()
+        def work(conn: sa.Connection) -> tuple[int, list[int], list[tuple[int, str, str, int | None]]]:
+            shown = conn.execute(_QUEUE_SHOWN).all()
             if not shown:
                 return 0, [], []
-            running = (await conn.execute(
-                sa.select(sa.func.count()).where(kind, jobs.c.status == "running"))).scalar_one()
-            ids = (await conn.execute(sa.select(jobs.c.id).where(waiting).order_by(jobs.c.id))).scalars().all()
-        return int(running), list(ids), [tuple(r) for r in shown]
+            running = conn.execute(sa.select(sa.func.count()).where(kind, jobs.c.status == "running")).scalar_one()
+            ids = conn.execute(sa.select(jobs.c.id).where(waiting).order_by(jobs.c.id)).scalars().all()
+            return int(running), list(ids), [tuple(r) for r in shown]  # type: ignore[misc]
+
+        return await self._read(work)
 
     @_uncancellable
     async def move_queue_message(self, job_id: int, position: int) -> bool:
@@ -745,9 +762,8 @@ class Store:
 
     @_uncancellable
     async def thread(self, *, team_id: str, channel_id: str, thread_ts: str) -> models.Thread | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(self._thread_select,
-                                      {"t_team": team_id, "t_channel": channel_id, "t_ts": thread_ts})).first()
+        params = {"t_team": team_id, "t_channel": channel_id, "t_ts": thread_ts}
+        row = await self._read(lambda conn: conn.execute(self._thread_select, params).first())
         if row is None:
             return None
         values = {k: row._mapping[k] for k in models.Thread.__dataclass_fields__}
@@ -760,5 +776,4 @@ class Store:
         stmt = sa.select(generations_table).order_by(generations_table.c.id)
         if job_id is not None:
             stmt = stmt.where(generations_table.c.job_id == job_id)
-        async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in (await conn.execute(stmt)).all()]
+        return [dict(r._mapping) for r in await self._read(lambda conn: conn.execute(stmt).all())]
