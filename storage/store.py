@@ -209,12 +209,13 @@ class Store:
         return await asyncio.get_running_loop().run_in_executor(self._writer_thread, run)
 
     async def _read(self, work: Callable[[sa.Connection], T]) -> T:
-        """Run `work(connection)`, which only reads. On SQLite on the writer thread too, in one call: through
+        """Run `work(connection)`, which only reads. On PostgreSQL without a transaction of its own (each
+        statement sees what is committed when it starts, as in one at READ COMMITTED; the driver would
+        otherwise send BEGIN and ROLLBACK around it). On SQLite on the writer thread too, in one call: through
         aiosqlite each step of a query is a trip to its thread and back (about 0.4 ms of CPU for a lookup,
         against 0.1 ms in one call)."""
         if self._writer is None:
-            async with self.engine.connect() as conn:
-                return await conn.run_sync(work)
+            return await self._pg_txn(work, one_statement=True)  # without BEGIN and ROLLBACK: 2 trips fewer
         writer = self._writer
 
         def run() -> T:
