@@ -37,6 +37,8 @@ def _one_of(column: Any, values: Sequence[str]) -> Any:
 
 
 _WAITING = ("new", "noticing", "queued")
+_NEW_JOB_COLUMNS = ("dedupe_key", "kind", "source", "team_id", "channel_id", "user_id", "message_ts", "thread_ts",
+                    "thread_key", "text", "response_url", "options", "files", "force_image", "created_at")
 _ACTIVE = (*_WAITING, "running")
 _QUEUE_SHOWN = (  # waiting generate jobs that show a queue message (looked up now and then, mostly to find none)
     sa.select(jobs.c.id, jobs.c.channel_id, jobs.c.queue_ts, jobs.c.queue_pos)
@@ -294,6 +296,7 @@ class Store:
 
     @staticmethod
     def _new_job_params(new: models.NewJob, now: float) -> dict[str, Any]:
+        """A new job's row, by the names of `_NEW_JOB_COLUMNS`."""
         return {
             "dedupe_key": new.dedupe_key, "kind": new.kind.value, "source": new.source, "team_id": new.team_id,
             "channel_id": new.channel_id, "user_id": new.user_id, "message_ts": new.message_ts,
@@ -315,7 +318,7 @@ class Store:
         def p(column: str, table: sa.Table = jobs) -> Any:
             return sa.bindparam(f"e_{column}", type_=table.c[column].type)
 
-        columns = list(self._new_job_params(models.NewJob("", models.JobKind.GENERATE, "", "", "", "", ""), 0))
+        columns = list(_NEW_JOB_COLUMNS)
         row = sa.select(*(p(c) for c in columns), sa.literal("new"), sa.literal(0), sa.literal(False),
                         sa.literal({}, jobs.c.progress.type))
         pending = None
@@ -357,9 +360,7 @@ class Store:
     def _prepare(self) -> None:
         """Statements on the hot path, built once (SQLAlchemy then reuses their compiled form)."""
         insert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
-        new_job = {c: sa.bindparam(c, type_=jobs.c[c].type) for c in (
-            "dedupe_key", "kind", "source", "team_id", "channel_id", "user_id", "message_ts", "thread_ts",
-            "thread_key", "text", "response_url", "options", "files", "force_image", "created_at")}
+        new_job = {c: sa.bindparam(c, type_=jobs.c[c].type) for c in _NEW_JOB_COLUMNS}
         self._enqueue_stmt = (
             insert(jobs)
             .values(**new_job, status="new", attempts=0, noticed=False, progress=sa.literal({}, jobs.c.progress.type))
