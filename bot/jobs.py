@@ -268,6 +268,10 @@ class JobRunner:
         job = run.job
         assert job.thread_ts is not None
         notices = list(run.progress.get("notices", []))
+        # The model's words that come with an image go in the image's own message (one message, one upload
+        # step, instead of a second message and a record that it was posted); long ones get their own.
+        text = outcome.text.strip()
+        caption = text if outcome.images and len(text) <= messages.CAPTION_LIMIT else ""
         files: dict[str, str] = dict(run.progress.get("files", {}))
         upload_ms: dict[str, int] = {}
         for i, image in enumerate(outcome.images):
@@ -284,14 +288,15 @@ class JobRunner:
                 data=image.data,
                 filename=_filename(job, i, image.data),
                 comment=messages.image_comment(
-                    revised_prompt=image.revised_prompt, notices=notices, index=i, count=len(outcome.images)
+                    revised_prompt=image.revised_prompt, notices=notices, index=i, count=len(outcome.images),
+                    caption=caption,
                 ),
             )
             upload_ms[key] = _ms(time.time() - t0)
         if outcome.blocked and outcome.images and not run.progress.get("blocked_posted"):
             await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
             await self._save(run, blocked_posted=True)
-        if outcome.text.strip() and not run.progress.get("text_posted"):
+        if text and not caption and not run.progress.get("text_posted"):
             text = outcome.text
             if notices and not outcome.images:
                 text = "\n".join([*(f":information_source: {n}" for n in notices), text])

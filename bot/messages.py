@@ -59,8 +59,17 @@ def queued(position: int) -> str:
 QUEUE_DONE_WAITING = ":art: Your turn: drawing now."
 
 
-def image_comment(*, revised_prompt: str | None, notices: list[str], index: int, count: int) -> str:
+CAPTION_LIMIT = 3000  # the model's words go in the first image's message up to this length; longer, on their own
+
+
+def image_comment(
+    *, revised_prompt: str | None, notices: list[str], index: int, count: int, caption: str = ""
+) -> str:
+    """An image's message: on the first image, the notices and the model's own words (`caption`); on each,
+    the prompt the image model was given."""
     lines = [f":information_source: {n}" for n in notices] if index == 0 else []
+    if index == 0 and caption:
+        lines.append(caption)
     label = "Prompt used" if count == 1 else f"Prompt used ({index + 1} of {count})"
     lines.append(f"*{label}:* {_short(revised_prompt or '(not given)', 3000)}")
     return "\n".join(lines)

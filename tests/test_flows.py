@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from tests.conftest import Running, wait_until
-from tests.fakes.openai_api import default_image_factory
+from tests.fakes.openai_api import default_image_factory, long_text
 
 
 def _png(prompt: str) -> bytes:
@@ -36,8 +36,19 @@ async def test_mention_answers_in_thread_with_image_and_revised_prompt(easel: Ru
     assert create["instructions"]
     assert create["input"][0]["content"][0] == {"type": "input_text", "text": "a fox in a bowler hat"}
     assert "previous_response_id" not in create
-    # the model's text part is posted too
-    assert any(m["text"] == "Here is your image." and m["thread_ts"] == ts for m in easel.slack.messages)
+    # the model's own words come in the image's message, not in a second one
+    assert "Here is your image." in shared["initial_comment"]
+    assert shared["initial_comment"].index("Here is your image.") < shared["initial_comment"].index("Prompt used")
+    assert not any("Here is your image." in m["text"] for m in easel.slack.messages)
+
+
+async def test_long_model_text_with_an_image_gets_messages_of_its_own(easel: Running) -> None:
+    ts, _ = await easel.sender.mention("draw a map of the office [[long]]")
+    shared = await _first_image(easel)
+    assert "Style option" not in shared["initial_comment"]
+    posted = [m["text"] for m in easel.slack.messages if m.get("thread_ts") == ts and m["user"] == "UBOT"]
+    assert len(posted) >= 3  # split where Slack needs it
+    assert "".join("".join(posted).split()) == "".join(long_text().split())  # all of it, nothing else
 
 
 async def test_reply_in_thread_continues_the_chain(easel: Running) -> None:

@@ -285,7 +285,7 @@ def _wants_image(body: Json, text: str) -> bool:
     return forced or _image_tool(body) is not None
 
 
-def _long_text() -> str:
+def long_text() -> str:
     paragraphs = []
     for n in range(1, 40):
         paragraphs.append(
@@ -584,9 +584,9 @@ class FakeOpenAI:
             count = 2 if "[[two]]" in text else 1
             for variant in range(1, count + 1):
                 items.append(self._image_item(index, tool, text, variant=variant, edit=edit))
-            message = HERE_IS_IMAGE
+            message = long_text() if "[[long]]" in text else HERE_IS_IMAGE
         else:
-            message = _long_text() if "[[long]]" in text else ASK_STYLE
+            message = long_text() if "[[long]]" in text else ASK_STYLE
         items.append(
             {
                 "type": "message",
