@@ -179,16 +179,14 @@ class Worker:
     async def _wait(self, event: asyncio.Event) -> None:
         """Wait for `event`, or at most one poll interval (a safety net: each of these events is set when
         its wait is over, and work that no one told this worker of is found by `_look_around`)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), self._poll)
+        await wait_at_most(event, self._poll)
 
     async def _look_around(self) -> None:
         """Every poll interval, one query for work that no one told this worker of (another replica's jobs,
         jobs whose process died, queue messages another replica put up); the loops it concerns are woken.
         Idle, a worker makes this one read per interval and nothing else."""
         while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._poll)
+            await wait_at_most(self._stopping, self._poll)
             if self._stopping.is_set():
                 return
             try:
@@ -240,11 +238,20 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._lease / 3)
+            await wait_at_most(self._stopping, self._lease / 3)
             if not self._tasks:
                 continue  # nothing held here (a claim sets its own lease): an idle worker writes nothing
             try:
                 await self._store.renew(worker_id=self.worker_id, lease=self._lease)
             except Exception:
                 log.exception("renewing job leases failed")
+
+
+async def wait_at_most(event: asyncio.Event, seconds: float) -> None:
+    """Wait until `event` is set, or `seconds` have passed.
+
+    Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives just as the event is set,
+    and a worker being stopped then went on waiting for work, holding up the stop for good."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

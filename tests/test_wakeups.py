@@ -6,11 +6,14 @@ deadlines here. (The poll exists for work no one tells a worker of: another repl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
 from aiohttp import web
 
 from bot import app as easel_app
+from bot.worker import wait_at_most
 from tests.conftest import SIGNING_SECRET, Running, settings_for, wait_until
 from tests.fakes.slack_requests import SlackSender
 
@@ -89,3 +92,25 @@ async def test_work_no_one_told_of_is_found_by_the_poll(
     finally:
         await runner.cleanup()
         await other.close()
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 3])
+async def test_a_wait_cancelled_as_its_event_is_set_is_cancelled(steps: int) -> None:
+    """Stopping a worker cancels its loops while they wait; the event they wait on may be set in that same
+    moment (stopping wakes them). The cancellation must win, or the loop goes on waiting and the stop hangs."""
+    event = asyncio.Event()
+    waiting = asyncio.create_task(wait_at_most(event, 3600))
+    await asyncio.sleep(0)
+    event.set()
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    if waiting.done():  # the wait was over before the stop: nothing to cancel
+        assert waiting.result() is None
+        return
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def test_a_wait_ends_at_its_limit() -> None:
+    await asyncio.wait_for(wait_at_most(asyncio.Event(), 0.01), 5)
