@@ -5,9 +5,10 @@ from the first event on. A stream that breaks is resumed from its last sequence 
 restarts picks the same response up again by id instead of paying for a second generation.
 
 The stream is read with `bot.sse` rather than the SDK's typed decoder (measured: the typed decoder costs
-several times what the image itself does), and the final, image-carrying event is read only with a payload
-slot (`PayloadSlots`): without one, the stream waits (its unread bytes stay in the socket), so memory stays
-flat however many generations finish at once.
+several times what the image itself does). Each image is taken from its own event (`output_item.done`), read
+only with a payload slot (`PayloadSlots`): without one, the stream waits (its unread bytes stay in the socket),
+so memory stays flat however many generations finish at once. The final event repeats every image; it is read
+lean, without them.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ class OpenAIImages:
         The returned Outcome holds a payload slot until `outcome.release()` is called."""
         started: list[str] = [resume_id] if resume_id else []
         hold = _Hold(self._slots)
+        arrivals = _Arrivals(on_image) if on_image is not None else None
 
         async def remember(response_id: str) -> None:
             if not started:
@@ -148,10 +150,10 @@ class OpenAIImages:
 
         try:
             async with asyncio.timeout(self._deadline):
-                response = await self._collect(resume_id, hold, on_image) if resume_id else None
+                response = await self._collect(resume_id, hold, arrivals) if resume_id else None
                 if response is None:
                     started.clear()
-                    response = await self._start(turn, remember, hold, on_image)
+                    response = await self._start(turn, remember, hold, arrivals)
             result = outcome(response)
         except TimeoutError:
             hold.release()
@@ -168,11 +170,11 @@ class OpenAIImages:
         return result
 
     async def _collect(
-        self, response_id: str, hold: _Hold, on_image: Callable[[Image], None] | None
+        self, response_id: str, hold: _Hold, arrivals: _Arrivals | None
     ) -> dict[str, Any] | None:
         """Pick up a response started before a restart; None when it is gone or was cancelled (run it again)."""
         try:
-            response = await self._follow(response_id, hold, on_image, after=None)
+            response = await self._follow(response_id, hold, arrivals, after=None)
         except openai.NotFoundError:
             hold.release()
             log.info("response %s is gone; running the turn again", response_id)
@@ -188,7 +190,7 @@ class OpenAIImages:
         turn: Turn,
         remember: Callable[[str], Awaitable[None]],
         hold: _Hold,
-        on_image: Callable[[Image], None] | None,
+        arrivals: _Arrivals | None,
     ) -> dict[str, Any]:
         content: list[dict[str, Any]] = [{"type": "input_text", "text": turn.prompt}]
         for mimetype, data in turn.images:
@@ -211,15 +213,15 @@ class OpenAIImages:
         # The body goes as it is (`extra_body`): it is plain JSON already, and the SDK's walk of it against its
         # typed parameters (for aliases and dates, which it has none of) cost some 0.7 ms of CPU per turn.
         async with self._client.responses.with_streaming_response.create(extra_body=params) as raw:
-            response_id, final, last_seq = await self._consume(raw, remember, hold, on_image)
+            response_id, final, last_seq = await self._consume(raw, remember, hold, arrivals)
         if final is not None:
             return final
         if response_id is None:
             raise GenerationError("unavailable", messages.UNAVAILABLE, "the stream ended before the response began")
-        return await self._follow(response_id, hold, on_image, after=last_seq)
+        return await self._follow(response_id, hold, arrivals, after=last_seq)
 
     async def _follow(
-        self, response_id: str, hold: _Hold, on_image: Callable[[Image], None] | None, *, after: int | None
+        self, response_id: str, hold: _Hold, arrivals: _Arrivals | None, *, after: int | None
     ) -> dict[str, Any]:
         """Wait for a background response to finish: look it up, and stream the rest while it is running."""
         for attempt in range(self._max_resumes + 1):
@@ -233,7 +235,7 @@ class OpenAIImages:
                 del response, looked_up
                 query = {"stream": True} if after is None else {"stream": True, "starting_after": after}
                 async with self._client.responses.with_streaming_response.retrieve(response_id, **query) as raw:
-                    _, final, last_seq = await self._consume(raw, None, hold, on_image)
+                    _, final, last_seq = await self._consume(raw, None, hold, arrivals)
                 if final is not None:
                     return final
                 after = last_seq if last_seq is not None else after
@@ -250,15 +252,18 @@ class OpenAIImages:
         raw: Any,
         remember: Callable[[str], Awaitable[None]] | None,
         hold: _Hold,
-        on_image: Callable[[Image], None] | None,
+        arrivals: _Arrivals | None,
     ) -> tuple[str | None, dict[str, Any] | None, int | None]:
         """Read events until the response ends. Returns (response id, final response or None if the stream
-        broke off first, last sequence number seen)."""
+        broke off first, last sequence number seen).
+
+        With `arrivals`, each image is taken from its own event, and the final event, which repeats them all,
+        is read lean (without them)."""
         response_id: str | None = None
         last_seq: int | None = None
-        wanted = sse.FINAL | {ITEM_DONE} if on_image is not None else sse.FINAL
+        wanted, lean = (sse.FINAL | {ITEM_DONE}, sse.FINAL) if arrivals is not None else (sse.FINAL, frozenset())
         try:
-            async for event in sse.events(raw.iter_bytes(), admit=hold.take, wanted=wanted):
+            async for event in sse.events(raw.iter_bytes(), admit=hold.take, wanted=wanted, lean=lean):
                 if event.sequence_number is not None:
                     last_seq = event.sequence_number
                 data = event.data or {}
@@ -268,11 +273,15 @@ class OpenAIImages:
                     if remember is not None:
                         await remember(response_id)
                 if event.type in sse.FINAL and isinstance(response, dict):
-                    return response_id, response, last_seq
-                if event.type == ITEM_DONE and on_image is not None:
+                    if arrivals is None or arrivals.fill(response):
+                        return response_id, response, last_seq
+                    log.info("response %s: an image left out of its final event never came; looking it up",
+                             response_id)
+                    break
+                if event.type == ITEM_DONE and arrivals is not None:
                     image = _finished_image(data.get("item"))
                     if image is not None:
-                        on_image(image)
+                        arrivals.add(image)
                 if event.type == "error":
                     if data.get("error") and response_id is None:
                         raise GenerationError("failed", messages.rejected(str(data["error"])), str(data["error"]))
@@ -307,6 +316,30 @@ class _Hold:
         if self._release is not None:
             self._release()
             self._release = None
+
+
+class _Arrivals:
+    """A turn's images as their own events bring them, before the final event repeats them (leanly)."""
+
+    def __init__(self, on_image: Callable[[Image], None]):
+        self._on_image = on_image
+        self._images: dict[str, Image] = {}
+
+    def add(self, image: Image) -> None:
+        if image.call_id not in self._images:
+            self._images[image.call_id] = image
+            self._on_image(image)
+
+    def fill(self, response: dict[str, Any]) -> bool:
+        """Put each image left out of a lean final event back (its bytes, as they came). False if one of them
+        never came in an event of its own (its answer must then be looked up whole)."""
+        for item in response.get("output") or []:
+            if isinstance(item, dict) and item.get("result") == sse.SENT_BEFORE:
+                image = self._images.get(str(item.get("id")))
+                if image is None:
+                    return False
+                item["result"] = image.data
+        return True
 
 
 def _finished_image(item: Any) -> Image | None:

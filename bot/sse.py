@@ -10,7 +10,10 @@ the copies around it about twice). So here:
   number);
 - a large event Easel does need is read only once `admit()` returns (the caller waits there for room, and
   the unread answer waits in the socket meanwhile), and is parsed by `loads`, which decodes each large base64
-  string straight from the received bytes and parses JSON only for what is left around them.
+  string straight from the received bytes and parses JSON only for what is left around them;
+- a large event whose images the caller has already (the final one repeats every image of the answer) is read
+  "lean": the value of each "result" string is left out as it streams by (`SENT_BEFORE` stands in for it),
+  so only the JSON around the images is kept, and nothing of their megabytes is copied or decoded again.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ _TYPE = re.compile(rb'"type"\s*:\s*"([^"]+)"')
 _SEQ = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
 _AFTER_KEY = re.compile(rb'\s*:\s*"')  # between the key "result" and its string value
 _BLOB = "\x00easel-blob-"  # stands in for a large base64 string while the rest is parsed as JSON
+SENT_BEFORE = "\x00easel-sent-before"  # a "result" left out of a lean event (its image came in an earlier one)
+_SENT_BEFORE = b"\\u0000easel-sent-before"
+_AFTER_KEY_SO_FAR = re.compile(rb"\s*(?::\s*)?")  # what may come before the rest of `_AFTER_KEY` arrives
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,59 @@ def _swap(value: Any, decoded: dict[str, bytes]) -> Any:
     return value
 
 
+class _Lean:
+    """Gathers one event as it streams by, leaving out the value of every "result" string (base64 holds no
+    quote: the value ends at the next one). Only the JSON around the values is kept, in `kept`."""
+
+    def __init__(self) -> None:
+        self.kept = bytearray()
+        self._in_value = False
+        self._look = 0  # where in `kept` to search for the next "result" key
+        self._searched = 0  # bytes at the start of `kept` known to hold no event end
+
+    def feed(self, chunk: bytes) -> int:
+        """Take the next bytes. Returns where the event ends in `kept` (its blank line; what follows is the
+        start of the next event), or -1 while it goes on."""
+        while chunk:
+            if self._in_value:
+                close = chunk.find(b'"')
+                if close < 0:
+                    return -1  # all of it is the value: left out
+                self.kept += _SENT_BEFORE
+                self._in_value = False
+                self._look = len(self.kept) + 1
+                chunk = chunk[close:]
+                continue
+            self.kept += chunk
+            chunk = b""
+            end = _blank_line(self.kept, self._searched)
+            value = self._value_start(len(self.kept) if end < 0 else end, complete=end >= 0)
+            if value >= 0:
+                chunk = bytes(self.kept[value:])
+                del self.kept[value:]
+                self._in_value = True
+                self._searched = min(self._searched, value)
+                continue
+            if end >= 0:
+                return end
+            self._searched = max(0, len(self.kept) - 1)
+        return -1
+
+    def _value_start(self, limit: int, *, complete: bool) -> int:
+        """Where the value of the next "result" key before `limit` starts, or -1 (for now)."""
+        kept = self.kept
+        while (key := kept.find(b'"result"', self._look, limit)) >= 0:
+            self._look = key + 8  # (inside a string, the text "result" is \"result\": no match)
+            found = _AFTER_KEY.match(kept, key + 8, limit)
+            if found is not None:
+                return found.end()
+            if not complete and _AFTER_KEY_SO_FAR.fullmatch(kept, key + 8, limit):
+                self._look = key  # the key's colon or the value's quote has not arrived yet
+                return -1
+        self._look = max(self._look, limit - 7)  # a key may begin in the last bytes and end in the next ones
+        return -1
+
+
 def _head_type(head: bytes) -> str:
     for line in head.split(b"\n"):
         if line.startswith(b"event:"):
@@ -157,15 +216,20 @@ async def events(
     *,
     admit: Callable[[], Awaitable[None]],
     wanted: frozenset[str] = FINAL,
+    lean: frozenset[str] = frozenset(),
     small: int = SMALL,
 ) -> AsyncIterator[Event]:
     """Split a byte stream into events. Large events whose type is not in `wanted` come out with data=None.
 
     Before a wanted event is read past its first kilobyte (unless it is whole by then), `admit()` is awaited:
     the caller may wait there until it has room for it, and the rest of the answer waits in the socket.
-    A large event is gathered as the chunks that carry it and joined once, when it is whole."""
+    A large event is gathered as the chunks that carry it and joined once, when it is whole.
+
+    An event of a type in `lean` that is not whole within its first kilobyte is read lean, with no `admit()`
+    (it holds no image): the value of each of its "result" strings comes out as `SENT_BEFORE`."""
     buf = bytearray()  # the start of the current event, while it is small
     parts: list[bytes] = []  # a large wanted event being gathered (mode "collect")
+    leaning: _Lean | None = None  # a lean event being gathered (mode "lean")
     skipping: str | None = None  # type of the large event being skipped (mode "skip")
     head_seq: int | None = None
     tail = b""
@@ -186,6 +250,16 @@ async def events(
                 seq = _last_seq(tail)
                 yield Event(skipping, seq if seq is not None else head_seq, None)
                 skipping, chunk = None, rest
+                continue
+            if leaning is not None:
+                end = leaning.feed(chunk)
+                if end < 0:
+                    break
+                gathered, leaning = leaning.kept, None
+                chunk = bytes(gathered[end + 2:])
+                event = parse_event(gathered, end)
+                if event is not None:
+                    yield event
                 continue
             if parts:
                 if parts[-1].endswith(b"\n") and chunk.startswith(b"\n"):  # the blank line straddles them
@@ -225,7 +299,9 @@ async def events(
                 if len(buf) > _HEAD:
                     head = bytes(buf[:_HEAD])
                     kind = _head_type(head)
-                    if kind in wanted:  # wait for room before reading on; the answer's bytes stay in the socket
+                    if kind in lean:  # gathered as it comes, without the values it repeats
+                        leaning, chunk, buf, searched = _Lean(), bytes(buf), bytearray(), 0
+                    elif kind in wanted:  # wait for room before reading on; the answer's bytes stay in the socket
                         await admit()
                         parts, buf, searched = [bytes(buf)], bytearray(), 0
                     elif len(buf) > small:
@@ -235,6 +311,8 @@ async def events(
                 break
     if parts:
         buf = bytearray(b"".join(parts))
+    if leaning is not None:
+        buf = leaning.kept
     if skipping is None and buf.strip():
         event = parse_event(buf)
         if event is not None:

@@ -238,3 +238,77 @@ async def test_a_large_event_ending_exactly_at_a_chunk_edge(crlf, wanted) -> Non
         assert [(e.type, e.sequence_number) for e in got] == [("response.completed", 1), ("response.in_progress", 2)]
         assert got[1].data == after
         assert (got[0].data is not None) is wanted
+
+
+def _lean_answer(draw) -> dict:
+    """A final event with images (large and small results, a null one) and text that quotes "result"."""
+    output = []
+    for i in range(draw(st.integers(1, 3))):
+        result = draw(st.sampled_from([BIG, BIG[:5000], "c21hbGw=", None]))
+        output.append({"type": "image_generation_call", "id": f"ig_{i}", "status": "completed", "result": result,
+                       "revised_prompt": draw(st.sampled_from(['a "result": "x"', "plain", 'ends with \\"']))})
+    output.append({"type": "message", "content": [{"type": "output_text", "text": 'the "result" : "yes"'}]})
+    return {"type": "response.completed", "sequence_number": 7, "response": {"id": "resp_1", "output": output}}
+
+
+@st.composite
+def _lean_streams(draw):
+    final = _lean_answer(draw)
+    after = {"type": "response.done.extra", "sequence_number": 8}
+    separators = draw(st.sampled_from([(",", ":"), (", ", ": "), (", ", " : ")]))
+    data = b"".join(b"data: " + json.dumps(e, separators=separators).encode() + b"\n\n" for e in (final, after))
+    keys = [i for i in range(len(data)) if data.startswith(b'"result"', i)]
+    near_keys = st.sampled_from(keys).flatmap(lambda i: st.integers(i - 2, i + 14)) if keys else st.just(1)
+    cuts = sorted({c for c in draw(st.lists(st.integers(1, len(data) - 1) | near_keys, max_size=20))
+                   if 0 < c < len(data)})
+    small_chunks = draw(st.booleans())
+    if small_chunks:
+        cuts = sorted(set(cuts) | set(range(500, len(data), 500)))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True) if b > a]
+    always_lean = small_chunks and data.index(b"\n\n") > 2048  # never whole within its first kilobyte
+    return final, after, chunks, always_lean
+
+
+@settings(max_examples=120, deadline=None)
+@given(stream=_lean_streams())
+def test_a_lean_event_comes_out_without_its_results_however_the_stream_is_cut(stream) -> None:
+    final, after, chunks, always_lean = stream
+
+    async def pieces():
+        for c in chunks:
+            yield c
+
+    async def admit() -> None:
+        raise AssertionError("a lean event holds no image: it needs no room")
+
+    async def read():
+        return [e async for e in sse.events(pieces(), admit=admit, wanted=sse.FINAL, lean=sse.FINAL)]
+
+    got, tail = asyncio.run(read())
+    assert tail.data == after
+    assert (got.type, got.sequence_number) == ("response.completed", 7)
+    sent, came = final["response"]["output"], got.data["response"]["output"]
+    assert len(came) == len(sent)
+    for s, c in zip(sent, came, strict=True):
+        if s["type"] != "image_generation_call":
+            assert c == s
+            continue
+        assert {k: v for k, v in c.items() if k != "result"} == {k: v for k, v in s.items() if k != "result"}
+        if s["result"] is None:
+            assert c["result"] is None
+        elif always_lean:
+            assert c["result"] == sse.SENT_BEFORE
+        else:  # possibly whole within its first kilobyte: then parsed as usual
+            assert c["result"] in (sse.SENT_BEFORE, s["result"], base64.b64decode(s["result"]))
+
+
+async def test_a_lean_event_keeps_none_of_the_bytes_it_leaves_out() -> None:
+    """Reading the final event lean holds a few hundred bytes, not the megabytes of its images."""
+    final = {"type": "response.completed", "sequence_number": 1,
+             "response": {"id": "r", "output": [{"type": "image_generation_call", "id": "ig_1", "result": BIG * 8}]}}
+    data = _sse(final)
+    lean = sse._Lean()
+    ends = [lean.feed(data[i:i + 16384]) for i in range(0, len(data), 16384)]
+    assert ends[:-1] == [-1] * (len(ends) - 1) and ends[-1] >= 0
+    assert len(lean.kept) < 400
+    assert sse.parse_event(lean.kept, ends[-1]).data["response"]["output"][0]["result"] == sse.SENT_BEFORE

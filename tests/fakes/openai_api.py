@@ -123,7 +123,8 @@ class Fault:
     Effects, applied in this order: ``delay`` seconds before anything is sent; ``drop`` closes the
     connection with no answer; ``status`` answers with that HTTP error; ``cut_after`` closes a stream
     abruptly after that many events; ``fail_response`` ends the response with ``response.failed``;
-    ``error_event`` ends the stream with a top-level ``error`` event.
+    ``error_event`` ends the stream with a top-level ``error`` event; ``omit_events`` leaves events of these
+    types out of the stream (they stay in the response's log, for later streams).
     """
 
     status: int | None = None
@@ -139,6 +140,7 @@ class Fault:
     cut_after: int | None = None
     fail_response: bool = False
     error_event: bool = False
+    omit_events: tuple[str, ...] = ()
     times: int = 1
     match: str | None = None
     route: Route = "create"
@@ -525,19 +527,20 @@ class FakeOpenAI:
             self.responses[resp.id] = resp
         stream = body.get("stream") is True
         cut_after = fault.cut_after if fault else None
+        omit = fault.omit_events if fault else ()
         if resp.background:
             self._set_status(resp, "queued")
             self._emit(resp, "response.created", response=resp.body)
             self._emit(resp, "response.queued", response=resp.body)
             self._spawn(resp)
             if stream:
-                return await self._stream(request, resp, after=-1, cut_after=cut_after)
+                return await self._stream(request, resp, after=-1, cut_after=cut_after, omit=omit)
             return self._json(resp.body)
         self._emit(resp, "response.created", response=resp.body)
         task = self._spawn(resp)
         try:
             if stream:
-                return await self._stream(request, resp, after=-1, cut_after=cut_after)
+                return await self._stream(request, resp, after=-1, cut_after=cut_after, omit=omit)
             await task
             return self._json(resp.body)
         finally:
@@ -828,7 +831,8 @@ class FakeOpenAI:
     # ---- streaming
 
     async def _stream(
-        self, request: web.Request, resp: FakeResponse, *, after: int, cut_after: int | None
+        self, request: web.Request, resp: FakeResponse, *, after: int, cut_after: int | None,
+        omit: tuple[str, ...] = (),
     ) -> web.StreamResponse:
         """Answer with SSE: logged events with sequence_number > ``after``, then live ones until the end."""
         sse = web.StreamResponse(
@@ -850,6 +854,8 @@ class FakeOpenAI:
                     if request.transport is not None:
                         request.transport.close()
                     return sse
+                if event["type"] in omit:
+                    continue
                 await sse.write(self._encoded(resp, event))
                 sent += 1
                 if event["type"] in TERMINAL_EVENTS:
