@@ -57,9 +57,7 @@ def loads(payload: bytes | bytearray, start: int = 0, end: int | None = None) ->
     blobs: list[memoryview] = []
     pos = look = start
     while (key := payload.find(b'"result"', look, end)) >= 0:
-        look = key + 8
-        if key > start and payload[key - 1] == 0x5C:
-            continue  # an escaped quote: this is text inside a string, not a key
+        look = key + 8  # (inside a string, the text "result" is \"result\": no match)
         found = _AFTER_KEY.match(payload, look, end)
         if found is None:
             continue
