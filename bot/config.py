@@ -1,7 +1,8 @@
 """Settings: read once from the environment, validated, then passed around explicitly.
 
-`Settings.from_env(os.environ)` is the only place that reads the environment. A missing or malformed value
-raises `ConfigError` whose message is one line naming the variable to set.
+`Settings.from_env(os.environ)` is the only place that reads the environment. Missing or malformed values
+raise `ConfigError`, whose message is one line naming every variable to set or correct (all at once, so a
+deployment is fixed in one go rather than one variable per restart).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Settings(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
-    slack_bot_token: str = Field(alias="SLACK_BOT_TOKEN", repr=False)
+    slack_bot_token: str | None = Field(None, alias="SLACK_BOT_TOKEN", repr=False)  # required but in console mode
     slack_signing_secret: str | None = Field(None, alias="SLACK_SIGNING_SECRET", repr=False)
     slack_app_token: str | None = Field(None, alias="SLACK_APP_TOKEN", repr=False)
     slack_api_url: str = Field(DEFAULT_SLACK_API_URL, alias="SLACK_API_URL")
@@ -80,11 +81,23 @@ class Settings(pydantic.BaseModel):
     job_lease_seconds: float = Field(60.0, alias="JOB_LEASE_SECONDS", gt=0)
     worker_poll_seconds: float = Field(10.0, alias="WORKER_POLL_SECONDS", gt=0)
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+    log_format: str = Field("text", alias="LOG_FORMAT")
+
+    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "openai_api_key", mode="before")
+    @classmethod
+    def _clean_secret(cls, v: Any, info: pydantic.ValidationInfo) -> Any:
+        """A token pasted with a space, or read from a .env file with Windows line ends, fails every call with a
+        confusing answer later: refuse it now (without echoing it)."""
+        if isinstance(v, str) and any(c.isspace() or not c.isprintable() for c in v):
+            name = cls.model_fields[info.field_name].alias
+            raise ValueError(f"{name} has spaces or control characters in it (a CRLF from a .env file?): "
+                             "remove them")
+        return v
 
     @field_validator("slack_bot_token")
     @classmethod
-    def _bot_token(cls, v: str) -> str:
-        if not v.startswith("xoxb-"):
+    def _bot_token(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("xoxb-"):
             raise ValueError("SLACK_BOT_TOKEN must be a bot token starting with xoxb-")
         return v
 
@@ -126,6 +139,19 @@ class Settings(pydantic.BaseModel):
                 raise ValueError(f"EXTRA_IMAGE_MODELS must be JSON like {example} ({e})") from None
         return v
 
+    @field_validator("image_format", mode="before")
+    @classmethod
+    def _image_format(cls, v: Any) -> Any:
+        return "jpeg" if isinstance(v, str) and v.lower() == "jpg" else v  # as `--format jpg` is
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, v: str) -> str:
+        v = v.lower()
+        if v not in ("text", "json"):
+            raise ValueError("LOG_FORMAT must be text or json")
+        return v
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, v: str) -> str:
@@ -136,8 +162,6 @@ class Settings(pydantic.BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
-        if self.slack_app_token is None and not self.slack_signing_secret:
-            raise ValueError("SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)")
         table = self.model_table()
         try:
             _, given = options.parse(
@@ -173,26 +197,50 @@ class Settings(pydantic.BaseModel):
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
+    def from_env(cls, env: Mapping[str, str], *, console: bool = False) -> Settings:
+        """Read and check the settings. `console`: the console mode, which needs no Slack settings at all."""
         names = {f.alias for f in cls.model_fields.values() if f.alias}
         values = {k: v for k, v in env.items() if k in names and v != ""}
+        problems = [f"Set {name}: it is required{_WHY_REQUIRED.get(name, '')}."
+                    for name in _required(values, console=console) if name not in values]
         try:
-            return cls.model_validate(values)
+            settings = cls.model_validate(values)
         except pydantic.ValidationError as e:
-            raise ConfigError(_one_line(e)) from None
+            problems += [_one_line(err) for err in e.errors(include_url=False)]
+            settings = None
+        if problems:
+            raise ConfigError(" ".join(dict.fromkeys(problems)))  # each once, in order
+        assert settings is not None
+        return settings
 
 
-def _one_line(e: pydantic.ValidationError) -> str:
-    err = e.errors(include_url=False)[0]
+_WHY_REQUIRED = {"SLACK_SIGNING_SECRET": " in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)"}
+
+
+def _required(values: Mapping[str, str], *, console: bool) -> list[str]:
+    """The variables this mode cannot start without."""
+    if console:
+        return ["OPENAI_API_KEY"]
+    if "SLACK_APP_TOKEN" in values:  # Socket Mode: requests come over the socket, unsigned
+        return ["SLACK_BOT_TOKEN", "OPENAI_API_KEY"]
+    return ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "OPENAI_API_KEY"]
+
+
+def _one_line(err: Any) -> str:
+    """One validation error as a sentence naming its variable."""
     loc = [p for p in err.get("loc", ()) if isinstance(p, str)]
     name = next((f.alias for n, f in Settings.model_fields.items() if loc and loc[0] in (n, f.alias)), None)
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if err.get("type") == "missing":
         return f"Set {name}: it is required."
     if name and name in msg:
-        return msg
+        return _sentence(msg)
     where = ".".join(str(p) for p in err.get("loc", ())[1:])
     if where:
         msg = f"{where}: {msg}"
-    return f"Set {name} correctly: {msg}" if name else msg
+    return _sentence(f"Set {name} correctly: {msg}" if name else msg)
 
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text if text.endswith((".", ")")) else text + "."

@@ -80,6 +80,46 @@ def test_unrelated_variables_are_ignored() -> None:
     assert s.slack_bot_token == BOT_TOKEN
 
 
+def test_every_problem_is_reported_at_once() -> None:
+    message = _error({}, PORT="nope", LOG_LEVEL="LOUD", DATABASE_URL="mysql://x")
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "OPENAI_API_KEY", "PORT", "LOG_LEVEL", "DATABASE_URL"):
+        assert name in message, message
+    assert message.count("OPENAI_API_KEY") == 1, message  # each problem once
+
+
+def test_console_mode_needs_only_the_openai_key() -> None:
+    s = Settings.from_env({"OPENAI_API_KEY": OPENAI_KEY}, console=True)
+    assert s.slack_bot_token is None and s.openai_api_key == OPENAI_KEY
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({}, console=True)
+    assert str(info.value) == "Set OPENAI_API_KEY: it is required."
+
+
+@pytest.mark.parametrize("name", ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "OPENAI_API_KEY"])
+@pytest.mark.parametrize("dirt", ["\r", "\n", " ", "\t", "\x00"])
+@pytest.mark.parametrize("where", ["end", "start", "middle"])
+def test_secrets_with_whitespace_or_control_characters_are_refused(name: str, dirt: str, where: str) -> None:
+    clean = HTTP_MODE[name]
+    value = {"end": clean + dirt, "start": dirt + clean, "middle": clean[:6] + dirt + clean[6:]}[where]
+    message = _error(**{name: value})
+    assert name in message and "control characters" in message
+    assert clean not in message
+
+
+def test_app_token_with_a_crlf_is_refused() -> None:
+    assert "SLACK_APP_TOKEN" in _error(SOCKET_MODE, SLACK_APP_TOKEN=APP_TOKEN + "\r\n")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("json", "json"), ("TEXT", "text")])
+def test_log_format(value: str, expected: str) -> None:
+    assert _settings(LOG_FORMAT=value).log_format == expected
+    assert _settings().log_format == "text"
+
+
+def test_bad_log_format() -> None:
+    assert "LOG_FORMAT" in _error(LOG_FORMAT="xml")
+
+
 # -- malformed values ------------------------------------------------------------------------------
 
 
@@ -140,7 +180,6 @@ def test_other_malformed_values_name_their_variable(name: str, value: str) -> No
         ({"IMAGE_QUALITY": "ultra"}, ["IMAGE_QUALITY"]),
         ({"IMAGE_FORMAT": "gif"}, ["IMAGE_FORMAT"]),
         ({"IMAGE_BACKGROUND": "clear"}, ["IMAGE_BACKGROUND"]),
-        ({"IMAGE_FORMAT": "jpg"}, ["IMAGE_FORMAT"]),  # not canonical
         ({"IMAGE_SIZE": "square"}, ["IMAGE_SIZE"]),  # not canonical
     ],
 )
@@ -148,6 +187,11 @@ def test_incoherent_image_defaults(changes: dict[str, str], names: list[str]) ->
     message = _error(**changes)
     for name in names:
         assert name in message
+
+
+def test_image_format_jpg_is_accepted_as_the_flag_is() -> None:
+    assert _settings(IMAGE_FORMAT="jpg").image_format == "jpeg"
+    assert _settings(IMAGE_FORMAT="JPG").image_defaults().format == "jpeg"
 
 
 def test_incoherent_defaults_message_says_what_is_wrong() -> None:
@@ -276,6 +320,22 @@ def test_database_password_is_not_in_repr() -> None:
     assert "db-password-1234" not in repr(s)
 
 
+def test_env_example_lists_every_setting_with_its_default() -> None:
+    listed = {}
+    for line in (REPO_ROOT / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            listed[name] = value
+    names = {f.alias for f in Settings.model_fields.values() if f.alias}
+    assert set(listed) == names
+    defaults = Settings.from_env(HTTP_MODE)
+    for field_name, field in Settings.model_fields.items():
+        value = listed[field.alias]
+        if value:  # an empty line in the example means "unset" (or required)
+            assert str(Settings.from_env({**HTTP_MODE, field.alias: value}).model_dump()[field_name]) == str(
+                defaults.model_dump()[field_name]), field.alias
+
+
 # -- python -m bot ---------------------------------------------------------------------------------
 
 
@@ -293,6 +353,16 @@ def test_python_m_bot_without_configuration_exits_2_with_one_line() -> None:
     assert len(lines) == 1, result.stderr
     assert "SLACK_BOT_TOKEN" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_python_m_bot_names_every_problem_in_one_line() -> None:
+    result = _run_bot({"SLACK_BOT_TOKEN": BOT_TOKEN + "\r", "PORT": "x"})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "OPENAI_API_KEY", "PORT"):
+        assert name in lines[0]
+    assert BOT_TOKEN not in result.stderr
 
 
 def test_python_m_bot_with_a_bad_port_names_port() -> None:
