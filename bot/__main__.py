@@ -1,4 +1,4 @@
-"""`python -m bot`: start Easel, configured by the environment (see README).
+"""`python -m bot` (or `easel`): start Easel, configured by the environment (see README).
 
 `python -m bot` answers Slack and starts `python -m bot worker`, the process that runs the jobs.
 """
@@ -15,6 +15,19 @@ import sys
 from bot.config import ConfigError, Settings
 
 _PR_SET_PDEATHSIG = 1
+USAGE = """usage: python -m bot [COMMAND]   (or: easel [COMMAND])
+
+Commands:
+  serve     answer Slack and run the jobs (the default): HTTP mode on PORT, or Socket Mode with SLACK_APP_TOKEN
+  console   try Easel in this terminal with only OPENAI_API_KEY: each line is a request, the next line edits
+            the last image; images go to ./easel-out/ (--out DIR). `console "a red kite" --quality low` draws
+            once and exits
+  check     check the configuration, the database, the port, the Slack token and the OpenAI key, and print a
+            checklist with the fix for each problem, without serving
+  worker    the job runner alone (started by serve; run it yourself only for a separate worker process)
+
+Configuration is the environment (.env.example lists every setting); see README.md.
+"""
 
 
 def _die_with_parent() -> None:
@@ -45,22 +58,47 @@ async def _main(settings: Settings, role: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    role = argv[1] if len(argv) > 1 else "serve"
-    if role not in ("serve", "worker"):
-        print("usage: python -m bot [worker]", file=sys.stderr)
+    args = argv[1:]
+    role = args[0] if args and not args[0].startswith("-") else "serve"
+    if args and args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    if role not in ("serve", "worker", "console", "check"):
+        print(f"easel: no command {role!r}.\n{USAGE}", end="", file=sys.stderr)
         return 2
     if role == "worker":
         _die_with_parent()
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.from_env(os.environ, console=role == "console")
     except ConfigError as e:
         print(f"easel: {e}", file=sys.stderr)
         return 2
     from bot import logs
+    from bot.checks import StartupError
 
     logs.setup(settings)
-    asyncio.run(_main(settings, role))
+    try:
+        if role == "console":
+            from bot import console
+
+            return asyncio.run(console.run(settings, args[1:]))
+        if role == "check":
+            from bot import checklist
+
+            return asyncio.run(checklist.run(settings))
+        asyncio.run(_main(settings, role))
+    except StartupError as e:
+        if str(e):
+            print(f"easel: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     return 0
+
+
+def run() -> None:
+    """The `easel` console script."""
+    sys.exit(main(sys.argv))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 import signal
@@ -17,11 +18,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import sqlalchemy as sa
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import checks
 from bot.config import Settings
 from bot.publishing import SlackPublisher, retry_handlers
 from bot.service import Intake
@@ -62,6 +65,7 @@ class Easel:
     worker: Worker | None = None  # None in the process that only answers Slack
     openai_client: openai.AsyncOpenAI | None = None
     socket_connected: Callable[[], Awaitable[bool]] | None = None
+    not_ready: str | None = None  # why /healthz says 503 while start-up waits (Slack unreachable, say)
 
     async def close(self) -> None:
         await self.slack.close()
@@ -126,7 +130,10 @@ def _bolt_logger() -> logging.Logger:
 async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel:
     """The half that answers Slack: store, Web API client, Bolt app and listeners. `wake` tells the worker
     (in another process, or built by `build`) that a job is waiting."""
-    store = await open_store(settings.database_url)
+    try:
+        store = await open_store(settings.database_url)
+    except (OSError, sa.exc.SQLAlchemyError) as e:
+        raise checks.database_error(settings, e) from None
     # One connection pool for every Slack call (slack_sdk otherwise opens a new session per call).
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, sock_connect=10))
     web_client = AsyncWebClient(
@@ -189,6 +196,8 @@ def web_app(easel: Easel, *, events: bool = True, worker: WorkerProcess | None =
 
     async def healthz(_: web.Request) -> web.Response:
         mode = "socket" if easel.settings.socket_mode else "http"
+        if easel.not_ready is not None:
+            return web.json_response({"ok": False, "mode": mode, "error": easel.not_ready}, status=503)
         try:
             await asyncio.wait_for(easel.store.ping(), 5)
         except Exception as e:  # noqa: BLE001 - any failure means not ready
@@ -212,38 +221,97 @@ async def serve(settings: Settings, *, stop: asyncio.Event, host: str = "0.0.0.0
     database bookkeeping for hundreds of images would otherwise share one event loop (and one core) with the
     listeners. The two processes share only the database; new jobs are signalled to the worker through its
     standard input, and the worker also polls, so nothing depends on that signal arriving.
+
+    Start-up checks what it can first: the database (in `build_intake`), the port, then the bot token with
+    `auth.test` (a rejection ends start-up; an unreachable Slack is tried again while /healthz says why). Raises
+    `checks.StartupError` for what the operator must fix.
     """
     worker = WorkerProcess(settings)
     easel = await build_intake(settings, wake=worker.wake)
-    await easel.store.warm_up()
-    runner = web.AppRunner(web_app(easel, events=not settings.socket_mode, worker=worker), access_log=None)
-    await runner.setup()
+    runner: web.AppRunner | None = None
     socket_handler = None
-    connecting: asyncio.Task[None] | None = None
     try:
+        await easel.store.warm_up()
+        runner = web.AppRunner(web_app(easel, events=not settings.socket_mode, worker=worker), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, settings.port).start()
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise checks.port_error(settings.port) from None
+            raise
+        easel.not_ready = "checking the Slack token"
+        identity = await checks.with_backoff(lambda: checks.slack_identity(easel.slack.client), what="Slack",
+                                             stop=stop, on_wait=lambda why: setattr(easel, "not_ready", why))
+        if identity is None:
+            return  # stopped while Slack was unreachable
+        if missing := checks.missing_scopes(identity.scopes):
+            log.warning("%s", checks.scope_warning(missing))
+        easel.not_ready = None
         await worker.start()
-        await web.TCPSite(runner, host, settings.port).start()
         if settings.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
             socket_handler = AsyncSocketModeHandler(easel.bolt, settings.slack_app_token)
             easel.socket_connected = socket_handler.client.is_connected
-            # slack_sdk retries a refused connection forever: connect in a task so SIGTERM still stops us.
-            connecting = asyncio.create_task(socket_handler.connect_async(), name="easel-socket-connect")
             log.info("Easel is starting in Socket Mode (health on :%d%s)", settings.port, HEALTH_PATH)
+            connecting = asyncio.create_task(_connect_socket(socket_handler, settings, stop),
+                                             name="easel-socket-connect")
+            try:
+                await _until_stopped(stop, worker, connecting)
+            finally:
+                connecting.cancel()
         else:
-            log.info("Easel is up: Slack requests at :%d%s", settings.port, EVENTS_PATH)
-        await stop.wait()
-        log.info("stopping: the worker gets %.0f s for running jobs", settings.shutdown_grace_seconds)
-        await worker.stop()  # requests that arrive meanwhile are still stored, for the next start
+            log.info("Easel is up (team %s): Slack requests at :%d%s", identity.team or identity.team_id,
+                     settings.port, EVENTS_PATH)
+            await _until_stopped(stop, worker)
+        if not worker.fatal.done():
+            log.info("stopping: the worker gets %.0f s for running jobs", settings.shutdown_grace_seconds)
+            await worker.stop()  # requests that arrive meanwhile are still stored, for the next start
         if socket_handler is not None:
             await socket_handler.close_async()
-        if connecting is not None and not connecting.done():
-            connecting.cancel()
     finally:
         await worker.kill()
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
         await easel.close()
+    if worker.fatal.done():
+        raise checks.StartupError(worker.fatal.result())  # the worker said why, in its own line
+
+
+async def _until_stopped(stop: asyncio.Event, worker: WorkerProcess,
+                         connecting: asyncio.Task[None] | None = None) -> None:
+    """Until SIGTERM, or until the worker process refuses to run (a rejected OpenAI key, say), or Socket Mode
+    fails to connect for good (a rejected app token: its StartupError is raised here)."""
+    waiting = asyncio.ensure_future(stop.wait())
+    pending: set[asyncio.Future[Any]] = {waiting, worker.fatal}
+    if connecting is not None:
+        pending.add(connecting)
+    try:
+        while True:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if connecting in done:
+                connecting.result()
+                pending.discard(connecting)  # connected: wait on for the rest
+                continue
+            return
+    finally:
+        waiting.cancel()
+
+
+async def _connect_socket(handler: Any, settings: Settings, stop: asyncio.Event) -> None:
+    """Connect to Socket Mode: the address comes from `apps.connections.open`, asked here with a capped, jittered
+    back-off and one log line per failed attempt (slack_sdk would retry on its own, forever, with a traceback
+    each time); a rejected app token ends start-up."""
+    assert settings.slack_app_token is not None
+    client = handler.client
+    url = await checks.with_backoff(lambda: checks.socket_url(client.web_client, settings.slack_app_token),
+                                    what="Socket Mode", stop=stop)
+    if url is None:
+        return
+    client.wss_uri = url
+    await client.connect()
+    log.info("Socket Mode connected")
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool = False) -> None:
@@ -253,7 +321,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
     assert easel.worker is not None
     await easel.store.warm_up()
     follower = asyncio.create_task(_follow_wakeups(easel.worker.wake, stop)) if wakeups else None
+    key_check: asyncio.Task[None] | None = None
     try:
+        key_check = await _check_openai_key(easel, stop)
         if easel.store.dialect == "sqlite":
             released = await easel.store.release_all()  # one worker per SQLite file: leftovers are ours
             if released:
@@ -267,9 +337,32 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
         log.info("worker stopping: running jobs get %.0f s", settings.shutdown_grace_seconds)
         await easel.worker.stop(settings.shutdown_grace_seconds)
     finally:
-        if follower is not None:
-            follower.cancel()
+        for task in (follower, key_check):
+            if task is not None:
+                task.cancel()
         await easel.close()
+
+
+async def _check_openai_key(easel: Easel, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """The OpenAI key, checked once with `GET /v1/models`. Rejected: StartupError (the worker exits 2 and the
+    serving process stops with it). Unreachable: a warning, and the check goes on in the background (a key
+    rejected then is logged as an error; requests meanwhile are told their key was not accepted)."""
+    assert easel.openai_client is not None
+    client = easel.openai_client
+    try:
+        await checks.openai_models(client)
+        return None
+    except checks.Unreachable as e:
+        log.warning("OpenAI: %s; the key is checked again in the background", e)
+
+    async def later() -> None:
+        try:
+            await checks.with_backoff(lambda: checks.openai_models(client), what="OpenAI", stop=stop, first=5.0,
+                                      cap=300.0)
+        except checks.StartupError as e:
+            log.error("%s", e)
+
+    return asyncio.create_task(later(), name="easel-openai-key")
 
 
 async def _follow_wakeups(wake: Callable[[], None], stop: asyncio.Event) -> None:
@@ -321,6 +414,9 @@ class WorkerProcess:
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self.ready = False  # the worker said it is running jobs
+        # Set (to the worker's own words) when the worker exits with code 2: it refuses to run as configured,
+        # so starting it again would not help.
+        self.fatal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     @property
     def alive(self) -> bool:
@@ -347,6 +443,10 @@ class WorkerProcess:
         code = await proc.wait()
         self.ready = False
         if self._stopping:
+            return
+        if code == 2:
+            if not self.fatal.done():
+                self.fatal.set_result("")  # the worker printed its one line itself
             return
         log.error("the worker process exited (code %s); starting a new one", code)
         await asyncio.sleep(1.0)

@@ -81,3 +81,11 @@ async def open_store(url: str) -> Store:
         await engine.dispose()
         raise
     return Store(engine, writer=make_writer(url))
+
+
+def describe_url(url: str) -> str:
+    """The database URL as it may be shown: without its password."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.split("://", 1)[0] + "://..."

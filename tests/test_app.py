@@ -11,6 +11,7 @@ import aiohttp
 import yaml
 
 from bot import app as easel_app
+from bot import checks
 from tests.conftest import SIGNING_SECRET, Running
 from tests.fakes.slack_requests import SlackSender
 from tests.procs import BotProcess, free_port
@@ -56,6 +57,23 @@ def test_manifest_matches_the_listeners() -> None:
               "chat:write", "commands", "files:read", "files:write", "reactions:write"}
     assert needed <= scopes
     assert manifest["settings"]["interactivity"]["is_enabled"] is False  # Easel has no buttons
+
+
+def test_the_socket_mode_manifest_is_the_http_one_without_addresses() -> None:
+    http = yaml.safe_load((ROOT / "slack-manifest.yml").read_text())
+    socket = yaml.safe_load((ROOT / "slack-manifest.socket.yml").read_text())
+    assert socket["settings"].pop("socket_mode_enabled") is True
+    assert http["settings"].pop("socket_mode_enabled") is False
+    del http["settings"]["event_subscriptions"]["request_url"]
+    for command in http["features"]["slash_commands"]:
+        del command["url"]
+    assert socket == http
+    assert "YOUR-HOST" not in (ROOT / "slack-manifest.socket.yml").read_text()
+
+
+def test_start_up_checks_the_scopes_the_manifest_asks_for() -> None:
+    manifest = yaml.safe_load((ROOT / "slack-manifest.yml").read_text())
+    assert set(checks.NEEDED_SCOPES) == set(manifest["oauth_config"]["scopes"]["bot"])
 
 
 async def test_every_manifest_event_reaches_a_listener(easel: Running) -> None:

@@ -1,10 +1,12 @@
 """Import layering of bot/, handlers/ and storage/, checked on the source with an AST walk.
 
 - storage imports nothing from bot, handlers, slack_bolt, slack_sdk or openai;
-- only bot/imaging.py and bot/app.py import openai;
-- within bot/, only bot/publishing.py and bot/app.py import slack_sdk, and only bot/app.py imports slack_bolt;
+- only bot/imaging.py, bot/app.py and bot/checks.py (the key check at start-up) import openai;
+- within bot/, only bot/publishing.py, bot/app.py and the start-up checks import slack_sdk, and only bot/app.py
+  imports slack_bolt;
 - handlers import no openai, and of storage only storage.models (no Store, no engine, no SQL);
-- nothing outside bot/app.py and bot/__main__.py (and handlers itself) imports handlers.
+- nothing outside the composition roots (bot/app.py, bot/console.py, bot/__main__.py) and handlers itself
+  imports handlers.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "handlers", "storage")
 
-OPENAI_ALLOWED = {"bot/imaging.py", "bot/app.py"}
-SLACK_SDK_ALLOWED_IN_BOT = {"bot/publishing.py", "bot/app.py"}
+OPENAI_ALLOWED = {"bot/imaging.py", "bot/app.py", "bot/checks.py"}
+SLACK_SDK_ALLOWED_IN_BOT = {"bot/publishing.py", "bot/app.py", "bot/checks.py", "bot/checklist.py"}
 SLACK_BOLT_ALLOWED_IN_BOT = {"bot/app.py"}
-HANDLERS_IMPORTERS = {"bot/app.py", "bot/__main__.py"}
+HANDLERS_IMPORTERS = {"bot/app.py", "bot/console.py", "bot/__main__.py"}
 STORAGE_FORBIDDEN = {"bot", "handlers", "slack_bolt", "slack_sdk", "openai"}
 DATABASE_LIBRARIES = {"sqlalchemy", "alembic", "asyncpg", "aiosqlite"}
 

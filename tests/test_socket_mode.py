@@ -216,24 +216,47 @@ async def test_python_m_bot_in_socket_mode_end_to_end(
         assert secret not in log
 
 
-async def test_sigterm_stops_the_bot_while_slack_refuses_the_app_token(
+async def test_a_rejected_app_token_stops_start_up_with_one_line(
     start_bot: Callable[[], Awaitable[_Bot]], fake_slack: FakeSlack
 ) -> None:
-    """A revoked or mistyped app token (or Slack unreachable at boot) must not make the process unkillable."""
+    """A revoked or mistyped app token is named, once, and the process ends (exit 2) instead of retrying."""
     fake_slack.add_fault("apps.connections.open", status=200, retry_after=None, error="invalid_auth",
                          times=1000)
     bot = await start_bot()
-    await fake_slack.wait_for("apps.connections.open", timeout=30)
+    assert bot.proc is not None
+    code = await asyncio.wait_for(bot.proc.wait(), 30)
+    assert code == 2
+    log = bot.tail()
+    assert "Traceback" not in log
+    lines = [line for line in log.splitlines() if line.startswith("easel: ")]
+    assert len(lines) == 1 and "SLACK_APP_TOKEN" in lines[0] and "invalid_auth" in lines[0]
+    assert len(fake_slack.calls_to("apps.connections.open")) == 1
+
+
+async def test_sigterm_stops_the_bot_while_socket_mode_cannot_connect(
+    start_bot: Callable[[], Awaitable[_Bot]], fake_slack: FakeSlack
+) -> None:
+    """Slack unreachable for Socket Mode: one log line per attempt (no traceback), backing off; /healthz says
+    why; SIGTERM still stops the process at once."""
+    fake_slack.add_fault("apps.connections.open", status=503, retry_after=None, error="service_unavailable",
+                         times=1000)
+    bot = await start_bot()
+    await fake_slack.wait_until(lambda: len(fake_slack.calls_to("apps.connections.open")) >= 6, timeout=30,
+                                what="several attempts (each retried by the SDK first)")
     assert bot.proc is not None
     async with aiohttp.ClientSession() as session, session.get(bot.url + "/healthz") as r:
         assert r.status == 503  # not ready while the socket is down
         assert (await r.json())["error"] == "socket not connected"
-    if bot.proc.returncode is None:  # failing fast on its own is fine too
-        bot.proc.send_signal(signal.SIGTERM)
+    bot.proc.send_signal(signal.SIGTERM)
     try:
-        await asyncio.wait_for(bot.proc.wait(), 5)
+        assert await asyncio.wait_for(bot.proc.wait(), 5) == 0
     except TimeoutError:
         pytest.fail("python -m bot was still running 5 s after SIGTERM (stuck connecting to Socket Mode)")
+    log = bot.tail()
+    assert "Traceback" not in log
+    attempts = [line for line in log.splitlines() if "Socket Mode: Slack answered" in line]
+    assert len(attempts) >= 2, log
+    assert all("trying again in" in line for line in attempts)
 
 
 async def test_fake_socket_mode_server_speaks_to_the_real_client(fake_slack: FakeSlack) -> None:

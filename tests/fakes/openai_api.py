@@ -469,6 +469,10 @@ class FakeOpenAI:
                 return await self._cancel(response_id)
             if route == "delete" and response_id:
                 return self._delete(response_id)
+            if route == "models":
+                return self._json({"object": "list", "data": [
+                    {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
+                    for name in sorted(self.known_image_models | {"gpt-5.4"})]})
         except _Reject as reject:
             return reject.response
         return error_response(404, f"Invalid URL ({request.method} {request.path})")
@@ -477,6 +481,8 @@ class FakeOpenAI:
     def _route(request: web.Request) -> tuple[str, str | None]:
         if request.path == "/v1/responses":
             return ("create" if request.method == "POST" else "other"), None
+        if request.path == "/v1/models" and request.method == "GET":
+            return "models", None
         found = _RESPONSE_PATH.match(request.path)
         if not found:
             return "other", None

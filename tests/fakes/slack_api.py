@@ -163,8 +163,8 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Serve on 127.0.0.1 with an OS-chosen port; sets ``url`` and ``api_url``."""
+    async def start(self, port: int = 0) -> None:
+        """Serve on 127.0.0.1 (on `port`, or one the OS chooses); sets ``url`` and ``api_url``."""
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/upload/{file_id}", self._handle_upload)
@@ -173,7 +173,7 @@ class FakeSlack:
         app.router.add_get("/socket", self._handle_socket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
