@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from bot.config import ConfigError, Settings
 
@@ -73,6 +76,8 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"easel: {e}", file=sys.stderr)
         return 2
+    if role == "serve":
+        _count_across_processes()
     from bot import logs
     from bot.checks import StartupError
 
@@ -94,6 +99,16 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _count_across_processes() -> None:
+    """The serving process and its worker count into one folder (prometheus-client's multiprocess mode, chosen
+    by its environment variable before the library is first imported); /metrics reads both. A folder of this
+    run's own unless the operator set one (which they should empty between runs)."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="easel-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # the worker process inherits it
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
 def run() -> None:

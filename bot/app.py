@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import hmac
 import logging
 import os
 import signal
@@ -25,7 +26,9 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import checks
+from bot import metrics as metrics_module
 from bot.config import Settings
+from bot.metrics import Metrics
 from bot.publishing import SlackPublisher, retry_handlers
 from bot.service import Intake
 from handlers import register_handlers
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 READY_LINE = "easel-worker-ready"
 # Images pass through buffers of a few megabytes. Below the mmap threshold glibc serves them from its heaps,
 # where they are reused; above it each one is a fresh mapping, faulted in page by page and handed back when
@@ -66,6 +70,7 @@ class Easel:
     openai_client: openai.AsyncOpenAI | None = None
     socket_connected: Callable[[], Awaitable[bool]] | None = None
     not_ready: str | None = None  # why /healthz says 503 while start-up waits (Slack unreachable, say)
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
 
     async def close(self) -> None:
         await self.slack.close()
@@ -150,10 +155,12 @@ async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel
         process_before_response=True,
         logger=_bolt_logger(),
     )
-    intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user)
+    metrics = Metrics()
+    intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user, metrics=metrics)
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(),
                                                        table=settings.model_table()))
-    return Easel(settings=settings, store=store, bolt=bolt, slack=SlackPublisher(web_client, session=http))
+    return Easel(settings=settings, store=store, bolt=bolt, slack=SlackPublisher(web_client, session=http),
+                 metrics=metrics)
 
 
 async def build(settings: Settings) -> Easel:
@@ -175,7 +182,7 @@ async def build(settings: Settings) -> Easel:
                           deadline=max(settings.openai_timeout * 2, 30.0))
     images.warm_up()
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
-                       capacity=settings.max_concurrent_generations)
+                       capacity=settings.max_concurrent_generations, metrics=easel.metrics)
     worker = Worker(
         store=easel.store, runner=runner, max_generations=settings.max_concurrent_generations,
         lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds,
@@ -210,7 +217,22 @@ def web_app(easel: Easel, *, events: bool = True, worker: WorkerProcess | None =
             return web.json_response({"ok": False, "mode": mode, "error": "worker starting"}, status=503)
         return web.json_response({"ok": True, "mode": mode})
 
+    async def metrics(request: web.Request) -> web.Response:
+        token = easel.settings.metrics_token
+        if token is not None and not hmac.compare_digest(request.headers.get("Authorization", ""),
+                                                         f"Bearer {token}"):
+            return web.json_response({"error": "a bearer token is required"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        try:
+            figures = await asyncio.wait_for(easel.store.stats(), 5)
+        except Exception as e:  # noqa: BLE001 - the counters are still worth a scrape
+            log.warning("metrics: the database's figures could not be read (%s)", type(e).__name__)
+            figures = None
+        body = await asyncio.to_thread(metrics_module.render, easel.metrics, figures)
+        return web.Response(body=body, headers={"Content-Type": metrics_module.CONTENT_TYPE})
+
     app.router.add_get(HEALTH_PATH, healthz)
+    app.router.add_get(METRICS_PATH, metrics)
     return app
 
 

@@ -82,8 +82,10 @@ class Settings(pydantic.BaseModel):
     worker_poll_seconds: float = Field(10.0, alias="WORKER_POLL_SECONDS", gt=0)
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: str = Field("text", alias="LOG_FORMAT")
+    metrics_token: str | None = Field(None, alias="METRICS_TOKEN", repr=False)
 
-    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "openai_api_key", mode="before")
+    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "openai_api_key", "metrics_token",
+                     mode="before")
     @classmethod
     def _clean_secret(cls, v: Any, info: pydantic.ValidationInfo) -> Any:
         """A token pasted with a space, or read from a .env file with Windows line ends, fails every call with a

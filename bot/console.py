@@ -22,6 +22,7 @@ from bot import messages
 from bot.config import Settings
 from bot.imaging import OpenAIImages, PayloadSlots
 from bot.jobs import JobRunner
+from bot.metrics import Metrics
 from bot.publishing import EXTENSIONS, sniff
 from bot.service import Intake
 from bot.worker import Worker
@@ -215,12 +216,14 @@ async def run(settings: Settings, argv: list[str], *, stdin: TextIO | None = Non
     publisher = ConsolePublisher(out_dir.resolve(), stream=stdout, interactive=interactive)
     images = OpenAIImages(client, model=settings.openai_model, slots=PayloadSlots(settings.max_images_in_memory),
                           deadline=max(settings.openai_timeout * 2, 30.0))
+    metrics = Metrics()
     runner = JobRunner(store=store, images=images, slack=publisher,  # type: ignore[arg-type]
-                       capacity=settings.max_concurrent_generations)
+                       capacity=settings.max_concurrent_generations, metrics=metrics)
     worker = Worker(store=store, runner=runner, max_generations=settings.max_concurrent_generations,
                     lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds)
     runner.free_slots = worker.free_generation_slots
-    intake = Intake(store=store, wake=worker.wake, max_pending_per_user=settings.max_queued_per_user)
+    intake = Intake(store=store, wake=worker.wake, max_pending_per_user=settings.max_queued_per_user,
+                    metrics=metrics)
     console = Console(store=store, intake=intake, publisher=publisher, worker=worker, settings=settings)
     worker.start()
     try:

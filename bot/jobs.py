@@ -19,6 +19,7 @@ from typing import Any
 
 from bot import messages
 from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
+from bot.metrics import Metrics
 from bot.publishing import EXTENSIONS, CannotPost, DownloadError, SlackPublisher, SlackUnavailable, sniff
 from storage import Store
 from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, Thread
@@ -54,11 +55,13 @@ class JobRunner:
         images: OpenAIImages,
         slack: SlackPublisher,
         capacity: int,
+        metrics: Metrics,
     ):
         self._store = store
         self._images = images
         self._slack = slack
         self._capacity = capacity
+        self._metrics = metrics
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
         self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 
@@ -142,6 +145,7 @@ class JobRunner:
             await self._generate(run)
         except GenerationError as e:
             status, error = JobStatus.FAILED, f"{e.kind}: {e.detail}"
+            self._metrics.openai_errors.labels(e.kind).inc()
             run.generations.append(dataclasses.replace(self._generation(run, None), status="failed", error=error))
             await self._tell(job, e.user_message)
         except DownloadError as e:
@@ -170,6 +174,7 @@ class JobRunner:
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
         later = await self._store.finish(job.id, status=status, error=error, generations=run.generations,
                                          chain=run.chain if status is JobStatus.DONE else None)
+        self._metrics.jobs_finished.labels(job.kind.value, status.value).inc()
         log.info("job %s %s%s", job.id, status.value, f" ({error})" if error else "")
         return later
 
@@ -303,6 +308,11 @@ class JobRunner:
             await self._slack.post(job.channel_id, job.thread_ts, text)
             await self._save(run, text_posted=True)
         base = self._generation(run, outcome, queued_ms=queued_ms, generation_ms=generation_ms)
+        tool = job.options.get("tool", {})
+        image_model, quality = str(tool.get("model") or "unknown"), str(tool.get("quality") or "auto")
+        self._metrics.generation_seconds.labels(image_model, quality).observe(generation_ms / 1000)
+        if outcome.images:
+            self._metrics.images_posted.labels(image_model).inc(len(outcome.images))
         for i, image in enumerate(outcome.images):
             run.generations.append(dataclasses.replace(
                 base,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot import messages
+from bot.metrics import Metrics
 from storage import DuplicateJob, Store, TooManyPending
 from storage.models import JobKind, NewJob, Thread
 
@@ -24,16 +25,25 @@ class Submitted(enum.Enum):
 class Intake:
     """Stores requests as jobs (before Slack is acknowledged) and wakes the worker."""
 
-    def __init__(self, *, store: Store, wake: Callable[[], None], max_pending_per_user: int):
+    def __init__(self, *, store: Store, wake: Callable[[], None], max_pending_per_user: int, metrics: Metrics):
         self._store = store
         self._wake = wake
         self.cap = max_pending_per_user
+        self._metrics = metrics
 
     async def thread(self, *, team_id: str, channel_id: str, thread_ts: str) -> Thread | None:
         return await self._store.thread(team_id=team_id, channel_id=channel_id, thread_ts=thread_ts)
 
     async def submit(
         self, job: NewJob, *, start_thread: bool = False, thread_options: dict[str, Any] | None = None
+    ) -> Submitted:
+        outcome = await self._submit(job, start_thread=start_thread, thread_options=thread_options)
+        kind = "notice" if job.kind is JobKind.NOTICE and outcome is Submitted.ACCEPTED else outcome.value
+        self._metrics.requests.labels(job.source, kind).inc()
+        return outcome
+
+    async def _submit(
+        self, job: NewJob, *, start_thread: bool, thread_options: dict[str, Any] | None
     ) -> Submitted:
         outcome = Submitted.ACCEPTED
         try:

@@ -779,3 +779,20 @@ class Store:
         if job_id is not None:
             stmt = stmt.where(generations_table.c.job_id == job_id)
         return [dict(r._mapping) for r in await self._read(lambda conn: conn.execute(stmt).all())]
+
+    # -- figures for monitoring --------------------------------------------------------------------------------
+
+    @_uncancellable
+    async def stats(self) -> dict[str, Any]:
+        """For `/metrics`, the whole deployment's: jobs by status, generate jobs waiting, the oldest one's wait."""
+        waiting = sa.and_(jobs.c.kind == models.JobKind.GENERATE.value, _one_of(jobs.c.status, _WAITING))
+        by_status = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+        queue = sa.select(sa.func.count(), sa.func.min(jobs.c.created_at)).where(waiting)
+
+        def work(conn: sa.Connection) -> dict[str, Any]:
+            counts = {str(status): int(n) for status, n in conn.execute(by_status).all()}
+            depth, oldest = conn.execute(queue).one()
+            return {"jobs_by_status": counts, "queue_depth": int(depth),
+                    "oldest_wait_seconds": max(0.0, time.time() - oldest) if oldest is not None else 0.0}
+
+        return await self._read(work)
