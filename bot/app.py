@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from bot.service import Intake
 from handlers import register_handlers
 from handlers.payloads import Context
 from storage import Store, open_store
+from storage.retention import Retention
 
 if TYPE_CHECKING:
     import openai
@@ -344,6 +346,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
     await easel.store.warm_up()
     follower = asyncio.create_task(_follow_wakeups(easel.worker.wake, stop)) if wakeups else None
     key_check: asyncio.Task[None] | None = None
+    purging = asyncio.create_task(purge_periodically(Retention(easel.store), days=settings.retention_days, stop=stop),
+                                  name="easel-retention") if settings.retention_days else None
     try:
         key_check = await _check_openai_key(easel, stop)
         if easel.store.dialect == "sqlite":
@@ -359,10 +363,29 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
         log.info("worker stopping: running jobs get %.0f s", settings.shutdown_grace_seconds)
         await easel.worker.stop(settings.shutdown_grace_seconds)
     finally:
-        for task in (follower, key_check):
+        for task in (follower, key_check, purging):
             if task is not None:
                 task.cancel()
         await easel.close()
+
+
+async def purge_periodically(retention: Retention, *, days: float, stop: asyncio.Event, every: float = 3600.0,
+                             now: Callable[[], float] = time.time) -> None:
+    """Purge what is older than `days`, now and then every `every` seconds, until `stop`. (Each replica's worker
+    does it; the batches are small and a row purged twice is simply not found the second time.)"""
+    while not stop.is_set():
+        try:
+            purged = await retention.purge(before=now() - days * 86400)
+            if purged:
+                log.info("retention: purged %d job(s), %d prompt(s), %d thread(s) older than %g days",
+                         purged.jobs, purged.generations, purged.threads, days)
+        except Exception:
+            log.exception("retention: the purge failed; trying again later")
+        waiting = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({waiting}, timeout=every)
+        finally:
+            waiting.cancel()
 
 
 async def _check_openai_key(easel: Easel, stop: asyncio.Event) -> asyncio.Task[None] | None:

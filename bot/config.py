@@ -83,6 +83,7 @@ class Settings(pydantic.BaseModel):
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: str = Field("text", alias="LOG_FORMAT")
     metrics_token: str | None = Field(None, alias="METRICS_TOKEN", repr=False)
+    retention_days: float = Field(90, alias="RETENTION_DAYS", ge=0)
 
     @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "openai_api_key", "metrics_token",
                      mode="before")

@@ -21,6 +21,7 @@ threads = sa.Table(
     sa.Column("options", sa.JSON, nullable=False),  # image flags that stick to the thread
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_threads_updated", "updated_at"),
 )
 
 jobs = sa.Table(
@@ -57,13 +58,14 @@ jobs = sa.Table(
     sa.Index("ix_jobs_status_id", "status", "id"),
     sa.Index("ix_jobs_thread_key", "thread_key", "id"),
     sa.Index("ix_jobs_user_status", "team_id", "user_id", "status"),
+    sa.Index("ix_jobs_finished", "finished_at"),
 )
 
 generations = sa.Table(
     "generations",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id")),  # NULL once retention purged the job
     sa.Column("team_id", sa.String(32), nullable=False),
     sa.Column("channel_id", sa.String(32), nullable=False),
     sa.Column("thread_ts", sa.String(32)),
@@ -85,4 +87,5 @@ generations = sa.Table(
     sa.Column("upload_ms", sa.Integer),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_generations_job", "job_id"),
+    sa.Index("ix_generations_created", "created_at"),
 )
