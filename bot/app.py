@@ -29,6 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import checks
 from bot import metrics as metrics_module
 from bot.config import Settings
+from bot.installs import INSTALL_PATH, REDIRECT_PATH, Installations
 from bot.metrics import Metrics
 from bot.publishing import SlackPublisher, retry_handlers
 from bot.service import Intake
@@ -149,6 +150,7 @@ async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel
         retry_handlers=retry_handlers(),
         session=http,
     )
+    installs = _installations(settings, store)
     bolt = AsyncApp(
         client=web_client,
         signing_secret=settings.slack_signing_secret,
@@ -156,13 +158,43 @@ async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel
         # The listeners only store a job (milliseconds), and it must be stored before Slack hears "ok".
         process_before_response=True,
         logger=_bolt_logger(),
+        **_oauth(settings, installs),
     )
     metrics = Metrics()
-    intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user, metrics=metrics)
+    intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user, metrics=metrics,
+                    forget_workspace=(lambda team: installs.remove(team_id=team)) if installs else None,
+                    purge_on_uninstall=settings.purge_on_uninstall)
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(),
                                                        table=settings.model_table()))
-    return Easel(settings=settings, store=store, bolt=bolt, slack=SlackPublisher(web_client, session=http),
-                 metrics=metrics)
+    slack = SlackPublisher(web_client, session=http, tokens=installs.token if installs else None)
+    return Easel(settings=settings, store=store, bolt=bolt, slack=slack, metrics=metrics)
+
+
+def _installations(settings: Settings, store: Store) -> Installations | None:
+    """With SLACK_CLIENT_ID: every workspace's installation, in Easel's database."""
+    if not settings.oauth:
+        return None
+    assert settings.slack_client_id is not None
+    return Installations(engine=store.engine, client_id=settings.slack_client_id,
+                         on_saved=Retention(store).workspace_back)
+
+
+def _oauth(settings: Settings, installs: Installations | None) -> dict[str, Any]:
+    """Bolt's OAuth flow (GET /slack/install, GET /slack/oauth_redirect) and authorisation from the stored bot of
+    each workspace; nothing with one token."""
+    if installs is None:
+        return {}
+    from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+
+    return {
+        "oauth_settings": AsyncOAuthSettings(
+            client_id=settings.slack_client_id, client_secret=settings.slack_client_secret,
+            scopes=list(checks.NEEDED_SCOPES), installation_store=installs.installation_store,
+            installation_store_bot_only=True, state_store=installs.state_store,
+            install_path=INSTALL_PATH, redirect_uri_path=REDIRECT_PATH),
+        "authorize": installs.authorize(),
+        "before_authorize": installs.only_installed(),
+    }
 
 
 async def build(settings: Settings) -> Easel:
@@ -264,14 +296,17 @@ async def serve(settings: Settings, *, stop: asyncio.Event, host: str = "0.0.0.0
             if e.errno == errno.EADDRINUSE:
                 raise checks.port_error(settings.port) from None
             raise
-        easel.not_ready = "checking the Slack token"
-        identity = await checks.with_backoff(lambda: checks.slack_identity(easel.slack.client), what="Slack",
-                                             stop=stop, on_wait=lambda why: setattr(easel, "not_ready", why))
-        if identity is None:
-            return  # stopped while Slack was unreachable
-        if missing := checks.missing_scopes(identity.scopes):
-            log.warning("%s", checks.scope_warning(missing))
-        easel.not_ready = None
+        team = "every workspace that installs it"
+        if not settings.oauth:  # one token: check it (with OAuth installs, each workspace's is checked as it comes)
+            easel.not_ready = "checking the Slack token"
+            identity = await checks.with_backoff(lambda: checks.slack_identity(easel.slack.client), what="Slack",
+                                                 stop=stop, on_wait=lambda why: setattr(easel, "not_ready", why))
+            if identity is None:
+                return  # stopped while Slack was unreachable
+            if missing := checks.missing_scopes(identity.scopes):
+                log.warning("%s", checks.scope_warning(missing))
+            team = f"team {identity.team or identity.team_id}"
+            easel.not_ready = None
         await worker.start()
         if settings.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -286,8 +321,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, host: str = "0.0.0.0
             finally:
                 connecting.cancel()
         else:
-            log.info("Easel is up (team %s): Slack requests at :%d%s", identity.team or identity.team_id,
-                     settings.port, EVENTS_PATH)
+            log.info("Easel is up for %s: Slack requests at :%d%s", team, settings.port, EVENTS_PATH)
             await _until_stopped(stop, worker)
         if not worker.fatal.done():
             log.info("stopping: the worker gets %.0f s for running jobs", settings.shutdown_grace_seconds)

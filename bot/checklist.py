@@ -65,6 +65,9 @@ async def _attempt(call: Callable[[], Awaitable[object]]) -> tuple[object | None
 
 
 async def _slack(client: AsyncWebClient, settings: Settings) -> list[checks.Finding]:
+    if settings.oauth:
+        return [checks.Finding("Slack", True, "installs through OAuth (GET /slack/install): each workspace's token "
+                               "is kept as it installs")]
     identity, problem, rejected = await _attempt(lambda: checks.slack_identity(client))
     if not isinstance(identity, checks.SlackIdentity):
         fix = "" if rejected else "check the network, and SLACK_API_URL if it is set"

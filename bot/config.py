@@ -60,6 +60,9 @@ class Settings(pydantic.BaseModel):
     slack_signing_secret: str | None = Field(None, alias="SLACK_SIGNING_SECRET", repr=False)
     slack_app_token: str | None = Field(None, alias="SLACK_APP_TOKEN", repr=False)
     slack_api_url: str = Field(DEFAULT_SLACK_API_URL, alias="SLACK_API_URL")
+    slack_client_id: str | None = Field(None, alias="SLACK_CLIENT_ID")
+    slack_client_secret: str | None = Field(None, alias="SLACK_CLIENT_SECRET", repr=False)
+    purge_on_uninstall: bool = Field(False, alias="PURGE_ON_UNINSTALL")
     port: int = Field(3000, alias="PORT", ge=1, le=65535)
     openai_api_key: str = Field(alias="OPENAI_API_KEY", repr=False)
     openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
@@ -83,10 +86,10 @@ class Settings(pydantic.BaseModel):
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: str = Field("text", alias="LOG_FORMAT")
     metrics_token: str | None = Field(None, alias="METRICS_TOKEN", repr=False)
-    retention_days: float = Field(90, alias="RETENTION_DAYS", ge=0)
+    retention_days: float = Field(90.0, alias="RETENTION_DAYS", ge=0)
 
     @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "openai_api_key", "metrics_token",
-                     mode="before")
+                     "slack_client_id", "slack_client_secret", mode="before")
     @classmethod
     def _clean_secret(cls, v: Any, info: pydantic.ValidationInfo) -> Any:
         """A token pasted with a space, or read from a .env file with Windows line ends, fails every call with a
@@ -165,6 +168,10 @@ class Settings(pydantic.BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
+        if (self.slack_client_id is None) != (self.slack_client_secret is None):
+            raise ValueError("Set both SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installs through OAuth), or neither")
+        if self.oauth and self.socket_mode:
+            raise ValueError("OAuth installs (SLACK_CLIENT_ID) need HTTP mode: unset SLACK_APP_TOKEN")
         table = self.model_table()
         try:
             _, given = options.parse(
@@ -185,6 +192,11 @@ class Settings(pydantic.BaseModel):
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+    @property
+    def oauth(self) -> bool:
+        """Installs in many workspaces through Slack's OAuth flow, each with its own token (else one token)."""
+        return self.slack_client_id is not None
 
     def model_table(self) -> models.ModelTable:
         return models.ModelTable(extra={name: caps.model_dump() for name, caps in self.extra_image_models.items()})
@@ -224,6 +236,8 @@ def _required(values: Mapping[str, str], *, console: bool) -> list[str]:
     """The variables this mode cannot start without."""
     if console:
         return ["OPENAI_API_KEY"]
+    if "SLACK_CLIENT_ID" in values or "SLACK_CLIENT_SECRET" in values:  # OAuth: a token per installed workspace
+        return ["SLACK_SIGNING_SECRET", "OPENAI_API_KEY"]
     if "SLACK_APP_TOKEN" in values:  # Socket Mode: requests come over the socket, unsigned
         return ["SLACK_BOT_TOKEN", "OPENAI_API_KEY"]
     return ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "OPENAI_API_KEY"]

@@ -73,6 +73,9 @@ class ConsolePublisher:
     async def close(self) -> None:
         self._stop_ticker()
 
+    async def use_team(self, team_id: str) -> None:
+        return None  # one terminal, one "workspace"
+
     async def post(self, channel: str, thread_ts: str | None, text: str) -> list[str]:
         self._say(_plain(text))
         return [self.next_ts()]

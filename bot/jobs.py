@@ -20,7 +20,15 @@ from typing import Any
 from bot import messages
 from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
 from bot.metrics import Metrics
-from bot.publishing import EXTENSIONS, CannotPost, DownloadError, SlackPublisher, SlackUnavailable, sniff
+from bot.publishing import (
+    EXTENSIONS,
+    CannotPost,
+    DownloadError,
+    NotInstalled,
+    SlackPublisher,
+    SlackUnavailable,
+    sniff,
+)
 from storage import Store
 from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, Thread
 
@@ -68,6 +76,11 @@ class JobRunner:
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
     async def notice(self, job: Job) -> None:
+        try:
+            await self._slack.use_team(job.team_id)
+        except NotInstalled:
+            await self._store.finish(job.id, status=JobStatus.FAILED, error="the workspace uninstalled Easel")
+            return
         if job.kind is JobKind.NOTICE:
             await self._slack.post(job.channel_id, job.thread_ts, job.text)
             await self._store.finish(job.id, status=JobStatus.DONE)
@@ -95,6 +108,7 @@ class JobRunner:
     async def sign(self, job: Job) -> None:
         """Only the sign of work, for a message job that starts generating at once (best effort)."""
         try:
+            await self._slack.use_team(job.team_id)
             await self._slack.react(job.channel_id, job.message_ts or "")
         except Exception as e:  # noqa: BLE001 - the generation goes on without its hourglass
             log.warning("job %s: no sign of work (%s)", job.id, type(e).__name__)
@@ -139,10 +153,13 @@ class JobRunner:
         run = _Run(job=job, progress=dict(job.progress), response_id=job.response_id)
         sign_ts = job.message_ts or job.thread_ts or ""
         status, error = JobStatus.DONE, None
-        if job.queue_ts:
-            await self._slack.update(job.channel_id, job.queue_ts, messages.QUEUE_DONE_WAITING)
         try:
+            await self._slack.use_team(job.team_id)
+            if job.queue_ts:
+                await self._slack.update(job.channel_id, job.queue_ts, messages.QUEUE_DONE_WAITING)
             await self._generate(run)
+        except NotInstalled:
+            status, error = JobStatus.FAILED, "the workspace uninstalled Easel"
         except GenerationError as e:
             status, error = JobStatus.FAILED, f"{e.kind}: {e.detail}"
             self._metrics.openai_errors.labels(e.kind).inc()

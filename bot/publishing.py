@@ -7,6 +7,7 @@ file host or the Web API's own host. Redirects are followed by hand so the token
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -41,6 +42,10 @@ class CannotPost(Exception):
     """Slack will not let Easel post in this conversation."""
 
 
+class NotInstalled(Exception):
+    """Easel is not installed in this workspace (any more): nothing can be posted there."""
+
+
 class SlackUnavailable(Exception):
     """Slack kept failing after the retries."""
 
@@ -72,17 +77,43 @@ EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "im
 
 
 class SlackPublisher:
-    """Posts into threads through the given `AsyncWebClient`."""
+    """Posts into threads through the given `AsyncWebClient`, or, with installs in many workspaces (`tokens`),
+    through a client with the token of the workspace whose job is running (`use_team`)."""
 
     def __init__(
-        self, client: AsyncWebClient, *, session: aiohttp.ClientSession, attempts: int = 2, backoff: float = 0.5
+        self,
+        client: AsyncWebClient,
+        *,
+        session: aiohttp.ClientSession,
+        attempts: int = 2,
+        backoff: float = 0.5,
+        tokens: Callable[[str], Awaitable[str | None]] | None = None,
     ):
-        self.client = client
+        self._client = client
         self._session = session  # shared with `client`; closed here
+        self._tokens = tokens
+        self._team_client: contextvars.ContextVar[AsyncWebClient | None] = contextvars.ContextVar(
+            f"easel-slack-client-{id(self)}", default=None)
         self._attempts = attempts
         self._backoff = backoff
         api = urlsplit(client.base_url)
         self._allowed = {(api.scheme, api.netloc), ("https", SLACK_FILE_HOST)}
+
+    @property
+    def client(self) -> AsyncWebClient:
+        return self._team_client.get() or self._client
+
+    async def use_team(self, team_id: str) -> None:
+        """Make the calls of this task (one job's) with `team_id`'s token. Raises NotInstalled if Easel has no
+        token for that workspace (any more). Does nothing with one token."""
+        if self._tokens is None:
+            return
+        token = await self._tokens(team_id)
+        if token is None:
+            raise NotInstalled(team_id)
+        base = self._client
+        self._team_client.set(AsyncWebClient(token=token, base_url=base.base_url, retry_handlers=base.retry_handlers,
+                                             session=self._session, timeout=base.timeout))
 
     async def close(self) -> None:
         await self._session.close()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import messages
 from bot.metrics import Metrics
 from storage import DuplicateJob, Store, TooManyPending
 from storage.models import JobKind, NewJob, Thread
+from storage.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +27,33 @@ class Submitted(enum.Enum):
 class Intake:
     """Stores requests as jobs (before Slack is acknowledged) and wakes the worker."""
 
-    def __init__(self, *, store: Store, wake: Callable[[], None], max_pending_per_user: int, metrics: Metrics):
+    def __init__(
+        self,
+        *,
+        store: Store,
+        wake: Callable[[], None],
+        max_pending_per_user: int,
+        metrics: Metrics,
+        forget_workspace: Callable[[str], Awaitable[None]] | None = None,
+        purge_on_uninstall: bool = False,
+    ):
+        """`forget_workspace(team_id)` removes a workspace's installation (OAuth installs; None with one token)."""
         self._store = store
         self._wake = wake
         self.cap = max_pending_per_user
         self._metrics = metrics
+        self._forget_workspace = forget_workspace
+        self._purge_on_uninstall = purge_on_uninstall
+
+    async def workspace_removed(self, team_id: str) -> None:
+        """The workspace uninstalled Easel or revoked its token: forget the installation, cancel its waiting
+        jobs (nothing more is posted there), and delete its data now or after the retention period."""
+        if self._forget_workspace is not None:
+            await self._forget_workspace(team_id)
+        cancelled = await Retention(self._store).workspace_removed(team_id, now=time.time(),
+                                                                   purge=self._purge_on_uninstall)
+        log.info("workspace %s removed Easel: %d waiting job(s) cancelled, its data %s", team_id, cancelled,
+                 "deleted" if self._purge_on_uninstall else "to be deleted after the retention period")
 
     async def thread(self, *, team_id: str, channel_id: str, thread_ts: str) -> Thread | None:
         return await self._store.thread(team_id=team_id, channel_id=channel_id, thread_ts=thread_ts)

@@ -8,6 +8,8 @@ from typing import Any
 
 
 class JobStatus(enum.StrEnum):
+    NEW = "new"  # stored, no sign of work yet
+    NOTICING = "noticing"  # a worker is putting up the sign of work
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"

@@ -6,7 +6,8 @@ back vacuum. What goes:
 - finished jobs (done or failed) that ended before the cut-off, with their texts, options and files;
 - the prompt and the revised prompt of generations made before it (the rows stay, with the model, the usage
   and the timings, so that spend stays countable; they no longer point at a job);
-- threads idle since before it, with no unfinished job: a later reply there is no longer Easel's thread.
+- threads idle since before it, with no unfinished job: a later reply there is no longer Easel's thread;
+- everything of a workspace that uninstalled Easel before it (threads, jobs, generations).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from storage import models
-from storage.schema import generations, jobs, threads
+from storage.schema import generations, jobs, threads, workspaces_removed
 from storage.store import Store
 
 FINISHED = (models.JobStatus.DONE.value, models.JobStatus.FAILED.value)
@@ -51,6 +52,11 @@ class Retention:
 
     def _one_batch(self, conn: sa.Connection, before: float) -> Purged:
         step = Purged()
+        for team in conn.execute(sa.select(workspaces_removed.c.team_id)
+                                 .where(workspaces_removed.c.removed_at < before).limit(self._batch)).scalars():
+            gone = self._team(conn, team)
+            step.jobs, step.generations, step.threads = (step.jobs + gone.jobs, step.generations + gone.generations,
+                                                         step.threads + gone.threads)
         old = (sa.select(generations.c.id)
                .where(generations.c.created_at < before,
                       sa.or_(generations.c.request_text != "", generations.c.revised_prompt.is_not(None),
@@ -78,6 +84,39 @@ class Retention:
         for key in conn.execute(idle).all():
             step.threads += conn.execute(sa.delete(threads).where(*_thread_is(*key))).rowcount
         return step
+
+    @staticmethod
+    def _team(conn: sa.Connection, team_id: str) -> Purged:
+        gone = Purged()
+        gone.generations = conn.execute(sa.delete(generations).where(generations.c.team_id == team_id)).rowcount
+        gone.jobs = conn.execute(sa.delete(jobs).where(jobs.c.team_id == team_id)).rowcount
+        gone.threads = conn.execute(sa.delete(threads).where(threads.c.team_id == team_id)).rowcount
+        conn.execute(sa.delete(workspaces_removed).where(workspaces_removed.c.team_id == team_id))
+        return gone
+
+    async def workspace_removed(self, team_id: str, *, now: float, purge: bool) -> int:
+        """A workspace uninstalled Easel: its waiting jobs are cancelled (nothing more is posted there), and its
+        data is deleted now (`purge`) or once the retention period has passed. Returns the jobs cancelled."""
+        waiting = (models.JobStatus.NEW.value, models.JobStatus.NOTICING.value, models.JobStatus.QUEUED.value)
+
+        def work(conn: sa.Connection) -> int:
+            cancelled = conn.execute(
+                sa.update(jobs).where(jobs.c.team_id == team_id, jobs.c.status.in_(waiting))
+                .values(status=models.JobStatus.FAILED.value, error="workspace uninstalled Easel", worker_id=None,
+                        lease_until=None, finished_at=now)).rowcount
+            if purge:
+                self._team(conn, team_id)
+            else:
+                conn.execute(sa.delete(workspaces_removed).where(workspaces_removed.c.team_id == team_id))
+                conn.execute(sa.insert(workspaces_removed).values(team_id=team_id, removed_at=now))
+            return cancelled
+
+        return await self._store._txn(work)
+
+    async def workspace_back(self, team_id: str) -> None:
+        """Installed again: its data is no longer due for deletion."""
+        await self._store._txn(lambda conn: conn.execute(
+            sa.delete(workspaces_removed).where(workspaces_removed.c.team_id == team_id)))
 
     async def forget_thread(self, *, team_id: str, channel_id: str, thread_ts: str) -> bool:
         """Forget one thread now: its chain and sticky options, its finished jobs' texts, its generations'

@@ -89,3 +89,75 @@ generations = sa.Table(
     sa.Index("ix_generations_job", "job_id"),
     sa.Index("ix_generations_created", "created_at"),
 )
+
+# Installations in many workspaces (Slack's OAuth flow). These three tables are read and written by slack_sdk's
+# own SQLAlchemy stores (through the same async engine); their columns are the ones those stores expect,
+# declared here so that Alembic creates them like every other table (a test compares the two).
+slack_installations = sa.Table(
+    "slack_installations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("client_id", sa.String(32), nullable=False),
+    sa.Column("app_id", sa.String(32), nullable=False),
+    sa.Column("enterprise_id", sa.String(32)),
+    sa.Column("enterprise_name", sa.String(200)),
+    sa.Column("enterprise_url", sa.String(200)),
+    sa.Column("team_id", sa.String(32)),
+    sa.Column("team_name", sa.String(200)),
+    sa.Column("bot_token", sa.String(200)),
+    sa.Column("bot_id", sa.String(32)),
+    sa.Column("bot_user_id", sa.String(32)),
+    sa.Column("bot_scopes", sa.String(1000)),
+    sa.Column("bot_refresh_token", sa.String(200)),
+    sa.Column("bot_token_expires_at", sa.DateTime),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("user_token", sa.String(200)),
+    sa.Column("user_scopes", sa.String(1000)),
+    sa.Column("user_refresh_token", sa.String(200)),
+    sa.Column("user_token_expires_at", sa.DateTime),
+    sa.Column("incoming_webhook_url", sa.String(200)),
+    sa.Column("incoming_webhook_channel", sa.String(200)),
+    sa.Column("incoming_webhook_channel_id", sa.String(200)),
+    sa.Column("incoming_webhook_configuration_url", sa.String(200)),
+    sa.Column("is_enterprise_install", sa.Boolean, nullable=False),
+    sa.Column("token_type", sa.String(32)),
+    sa.Column("installed_at", sa.DateTime, nullable=False),
+    sa.Index("slack_installations_idx", "client_id", "enterprise_id", "team_id", "user_id", "installed_at"),
+)
+
+slack_bots = sa.Table(
+    "slack_bots",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("client_id", sa.String(32), nullable=False),
+    sa.Column("app_id", sa.String(32), nullable=False),
+    sa.Column("enterprise_id", sa.String(32)),
+    sa.Column("enterprise_name", sa.String(200)),
+    sa.Column("team_id", sa.String(32)),
+    sa.Column("team_name", sa.String(200)),
+    sa.Column("bot_token", sa.String(200)),
+    sa.Column("bot_id", sa.String(32)),
+    sa.Column("bot_user_id", sa.String(32)),
+    sa.Column("bot_scopes", sa.String(1000)),
+    sa.Column("bot_refresh_token", sa.String(200)),
+    sa.Column("bot_token_expires_at", sa.DateTime),
+    sa.Column("is_enterprise_install", sa.Boolean, nullable=False),
+    sa.Column("installed_at", sa.DateTime, nullable=False),
+    sa.Index("slack_bots_idx", "client_id", "enterprise_id", "team_id", "installed_at"),
+)
+
+slack_oauth_states = sa.Table(
+    "slack_oauth_states",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("state", sa.String(200), nullable=False),
+    sa.Column("expire_at", sa.DateTime, nullable=False),
+)
+
+# Workspaces that uninstalled Easel (or revoked its token): their data is deleted RETENTION_DAYS after this.
+workspaces_removed = sa.Table(
+    "workspaces_removed",
+    metadata,
+    sa.Column("team_id", sa.String(32), primary_key=True),
+    sa.Column("removed_at", sa.Float, nullable=False),
+)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import jsonschema
 import yaml
 
 from bot import app as easel_app
@@ -48,7 +49,10 @@ def test_manifest_matches_the_listeners() -> None:
     manifest = yaml.safe_load((ROOT / "slack-manifest.yml").read_text())
     settings = manifest["settings"]
     events = set(settings["event_subscriptions"]["bot_events"])
-    assert events == {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim"}
+    assert events == {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim",
+                      "app_uninstalled", "tokens_revoked"}
+    [redirect] = manifest["oauth_config"]["redirect_urls"]
+    assert redirect.endswith("/slack/oauth_redirect")
     assert settings["event_subscriptions"]["request_url"].endswith(easel_app.EVENTS_PATH)
     [command] = manifest["features"]["slash_commands"]
     assert command["command"] == "/imagine" and command["url"].endswith(easel_app.EVENTS_PATH)
@@ -65,10 +69,17 @@ def test_the_socket_mode_manifest_is_the_http_one_without_addresses() -> None:
     assert socket["settings"].pop("socket_mode_enabled") is True
     assert http["settings"].pop("socket_mode_enabled") is False
     del http["settings"]["event_subscriptions"]["request_url"]
+    del http["oauth_config"]["redirect_urls"]  # OAuth installs need HTTP mode
     for command in http["features"]["slash_commands"]:
         del command["url"]
     assert socket == http
     assert "YOUR-HOST" not in (ROOT / "slack-manifest.socket.yml").read_text()
+
+
+def test_the_manifests_follow_slacks_manifest_schema() -> None:
+    schema = json.loads((ROOT.parent / "shared" / "specs" / "slack-manifest.schema.1.0.0.json").read_text())
+    for name in ("slack-manifest.yml", "slack-manifest.socket.yml"):
+        jsonschema.validate(yaml.safe_load((ROOT / name).read_text()), schema)
 
 
 def test_start_up_checks_the_scopes_the_manifest_asks_for() -> None:
@@ -86,6 +97,8 @@ async def test_every_manifest_event_reaches_a_listener(easel: Running) -> None:
         assert result.status == 200, name
     _, result = await easel.sender.mention("hello", channel="C9")
     assert result.status == 200
+    for event in ({"type": "tokens_revoked", "tokens": {"oauth": ["U7"], "bot": []}}, {"type": "app_uninstalled"}):
+        assert (await easel.sender.post_event(event)).status == 200, event["type"]
 
 
 async def test_python_m_bot_serves_http_and_stops_cleanly_on_sigterm(fake_slack, fake_openai, tmp_path) -> None:

@@ -12,6 +12,7 @@ test sends with :meth:`FakeSlack.socket_send`; the client's acks land in ``socke
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -136,6 +137,12 @@ class FakeSlack:
         self.scopes = list(scopes)
         self.url = ""
         self.api_url = ""
+        # OAuth installs (oauth.v2.access): the app's credentials, and workspaces waiting to be installed by code
+        self.client_id = "1111.2222"
+        self.client_secret = "oauth-client-secret-0123"
+        self.workspaces: dict[str, dict[str, str]] = {}  # bot token -> {team_id, team, bot_user_id, bot_id}
+        self._oauth_codes: dict[str, str] = {}  # code -> the bot token its exchange gives
+        self._token = ""  # the token of the request being answered
 
         self.calls: list[Call] = []
         self.messages: list[dict[str, Any]] = []
@@ -395,6 +402,19 @@ class FakeSlack:
         for _ in range(times):
             self._faults[method].append(_Fault(status=status, retry_after=retry_after, error=error))
 
+    def add_workspace(self, *, team_id: str, team: str, bot_token: str, bot_user_id: str = "UBOT2",
+                      bot_id: str = "BBOT2", code: str | None = None) -> str:
+        """Another workspace, installed through OAuth: its bot token works once `code` has been exchanged
+        (oauth.v2.access); returns the code."""
+        self.workspaces[bot_token] = {"team_id": team_id, "team": team, "bot_user_id": bot_user_id, "bot_id": bot_id}
+        code = code or f"code-{team_id}"
+        self._oauth_codes[code] = bot_token
+        return code
+
+    def token_of(self, call: Call) -> str:
+        header = call.headers.get("Authorization", "")
+        return header[len("Bearer "):] if header.startswith("Bearer ") else str(call.args.get("token") or "")
+
     def response_url(self, key: str = "r1") -> str:
         """A response_url on this fake; POSTs to it are recorded as Call(method="response_url")."""
         self._require_started()
@@ -542,7 +562,11 @@ class FakeSlack:
         token = header[len("Bearer ") :] if header.startswith("Bearer ") else str(args.get("token") or "")
         if method == "apps.connections.open":
             return token.startswith("xapp-")
-        return token == self.bot_token
+        if method == "oauth.v2.access":
+            expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+            return header == f"Basic {expected}"
+        self._token = token
+        return token == self.bot_token or (token in self.workspaces and token not in self._oauth_codes.values())
 
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -563,6 +587,7 @@ class FakeSlack:
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], web.Response]]:
         return {
             "auth.test": self._auth_test,
+            "oauth.v2.access": self._oauth_v2_access,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.delete": self._chat_delete,
@@ -582,16 +607,29 @@ class FakeSlack:
     def _ok(self, args: dict[str, Any]) -> web.Response:
         return self._json({"ok": True})
 
+    def _oauth_v2_access(self, args: dict[str, Any]) -> web.Response:
+        token = self._oauth_codes.pop(str(args.get("code") or ""), None)
+        if token is None:
+            return self._error("invalid_code")
+        w = self.workspaces[token]
+        return self._json({
+            "ok": True, "app_id": "A0EASEL", "authed_user": {"id": "U0INSTALLER"}, "scope": ",".join(self.scopes),
+            "token_type": "bot", "access_token": token, "bot_user_id": w["bot_user_id"],
+            "team": {"id": w["team_id"], "name": w["team"]}, "enterprise": None, "is_enterprise_install": False,
+        })
+
     def _auth_test(self, args: dict[str, Any]) -> web.Response:
+        w = self.workspaces.get(self._token) or {"team_id": self.team_id, "team": self.team,
+                                                  "bot_user_id": self.bot_user_id, "bot_id": self.bot_id}
         return self._json(
             {
                 "ok": True,
                 "url": f"{self.url}/",
-                "team": self.team,
+                "team": w["team"],
                 "user": "easel",
-                "team_id": self.team_id,
-                "user_id": self.bot_user_id,
-                "bot_id": self.bot_id,
+                "team_id": w["team_id"],
+                "user_id": w["bot_user_id"],
+                "bot_id": w["bot_id"],
                 "is_enterprise_install": False,
             },
             headers={"x-oauth-scopes": ",".join(self.scopes)},
