@@ -324,7 +324,8 @@ def test_compression_zero_is_kept() -> None:
 
 @pytest.mark.parametrize(("model", "date"), [("gpt-image-1", "2026-10-23"), ("gpt-image-1.5", "2026-12-01"),
                                              ("gpt-image-1.5-2025-12-16", "2026-12-01"),
-                                             ("gpt-image-1-mini", "2026-12-01"), ("chatgpt-image-latest", "2026-12-01")])
+                                             ("gpt-image-1-mini", "2026-12-01"),
+                                             ("chatgpt-image-latest", "2026-12-01")])
 def test_a_shut_down_model_asked_for_is_refused_with_its_date_and_replacement(model: str, date: str) -> None:
     message = _resolve_error(model=model)
     assert model in message and date in message and "shut down" in message
@@ -541,8 +542,8 @@ def test_the_table_goes_by_the_day_it_is_given() -> None:
 
 def test_what_openai_says_goes_over_the_built_in_data() -> None:
     table = models.ModelTable()
-    table.learn(listed={"gpt-image-2": "2026-11-20", "gpt-image-1.5": None}, lacks={"gpt-image-2.5-flare": ["transparent",
-                                                                                                        "quality:max"]})
+    table.learn(listed={"gpt-image-2": "2026-11-20", "gpt-image-1.5": None},
+                lacks={"gpt-image-2.5-flare": ["transparent", "quality:max"]})
     assert table.is_shut_down("gpt-image-2") and not table.is_shut_down("gpt-image-1.5")
     flare = table.get("gpt-image-2.5-flare")
     assert not flare.transparent and "max" not in flare.qualities and "xhigh" in flare.qualities
