@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.lifecycle import Lifecycle, Refresher
+from bot.models import utc_today
 from bot.publishing import SlackPublisher, retry_handlers
 from bot.service import Intake
 from handlers import register_handlers
@@ -59,11 +63,15 @@ class Easel:
     store: Store
     bolt: AsyncApp
     slack: SlackPublisher
+    lifecycle: Lifecycle
     worker: Worker | None = None  # None in the process that only answers Slack
     openai_client: openai.AsyncOpenAI | None = None
     socket_connected: Callable[[], Awaitable[bool]] | None = None
+    refresher: Refresher | None = None  # the worker's reads of OpenAI's model list (started by `run_worker`)
 
     async def close(self) -> None:
+        if self.refresher is not None:
+            await self.refresher.stop()
         await self.slack.close()
         if self.openai_client is not None:
             await self.openai_client.close()
@@ -123,10 +131,18 @@ def _bolt_logger() -> logging.Logger:
     return logger
 
 
-async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel:
+async def build_intake(
+    settings: Settings,
+    *,
+    wake: Callable[[], None],
+    today: Callable[[], datetime.date] = utc_today,
+    now: Callable[[], float] = time.monotonic,
+) -> Easel:
     """The half that answers Slack: store, Web API client, Bolt app and listeners. `wake` tells the worker
-    (in another process, or built by `build`) that a job is waiting."""
+    (in another process, or built by `build`) that a job is waiting. `today` is the date the model table goes
+    by; `now` the clock of its reads from the database."""
     store = await open_store(settings.database_url)
+    lifecycle = Lifecycle(table=settings.model_table(today=today), store=store.lifecycle, now=now)
     # One connection pool for every Slack call (slack_sdk otherwise opens a new session per call).
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, sock_connect=10))
     web_client = AsyncWebClient(
@@ -143,17 +159,26 @@ async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel
         process_before_response=True,
         logger=_bolt_logger(),
     )
-    intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user)
-    register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(),
-                                                       table=settings.model_table()))
-    return Easel(settings=settings, store=store, bolt=bolt, slack=SlackPublisher(web_client, session=http))
+    intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user, lifecycle=lifecycle)
+    register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table))
+    return Easel(settings=settings, store=store, bolt=bolt, slack=SlackPublisher(web_client, session=http),
+                 lifecycle=lifecycle)
 
 
-async def build(settings: Settings) -> Easel:
+async def build(
+    settings: Settings,
+    *,
+    today: Callable[[], datetime.date] = utc_today,
+    now: Callable[[], float] = time.monotonic,
+    refresh_every: float | None = None,
+    retry_every: float | None = None,
+) -> Easel:
     """Everything, in this process: the intake and the worker that runs its jobs (the worker process, and
-    tests, which run both in one process)."""
-    from bot.imaging import OpenAIImages, PayloadSlots
+    tests, which run both in one process). The model list is read by `easel.refresher` once started, at
+    first and then every `refresh_every` seconds (after a failure, `retry_every`)."""
+    from bot.imaging import OpenAIImages, PayloadSlots, list_models
     from bot.jobs import JobRunner
+    from bot.lineup import LineUp
     from bot.worker import Worker
 
     built: list[Worker] = []
@@ -162,13 +187,18 @@ async def build(settings: Settings) -> Easel:
         for worker in built:
             worker.wake()
 
-    easel = await build_intake(settings, wake=wake)
+    easel = await build_intake(settings, wake=wake, today=today, now=now)
     client = openai_client(settings)
     images = OpenAIImages(client, model=settings.openai_model, slots=PayloadSlots(settings.max_images_in_memory),
                           deadline=max(settings.openai_timeout * 2, 30.0))
     images.warm_up()
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
-                       capacity=settings.max_concurrent_generations)
+                       capacity=settings.max_concurrent_generations,
+                       lineup=LineUp(lifecycle=easel.lifecycle, chat_model=settings.openai_model),
+                       safety_key=settings.safety_secret())
+    timing = {k: v for k, v in (("every", refresh_every), ("retry", retry_every)) if v is not None}
+    easel.refresher = Refresher(lifecycle=easel.lifecycle, list_models=lambda: list_models(client), now=now,
+                                **timing)
     worker = Worker(
         store=easel.store, runner=runner, max_generations=settings.max_concurrent_generations,
         lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds,
@@ -259,6 +289,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
             if released:
                 log.info("picked up %d unfinished job(s) from the last run", released)
         easel.worker.start()
+        assert easel.refresher is not None
+        easel.refresher.start()  # OpenAI's model list now, then about daily
         log.info("worker %s is running", easel.worker.worker_id)
         if wakeups:  # tell the parent, whose readiness check waits for this line
             sys.stdout.write(f"{READY_LINE}\n")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot import messages
+from bot.lifecycle import Lifecycle
 from storage import DuplicateJob, Store, TooManyPending
 from storage.models import JobKind, NewJob, Thread
 
@@ -24,10 +25,18 @@ class Submitted(enum.Enum):
 class Intake:
     """Stores requests as jobs (before Slack is acknowledged) and wakes the worker."""
 
-    def __init__(self, *, store: Store, wake: Callable[[], None], max_pending_per_user: int):
+    def __init__(self, *, store: Store, wake: Callable[[], None], max_pending_per_user: int,
+                 lifecycle: Lifecycle | None = None):
         self._store = store
         self._wake = wake
         self.cap = max_pending_per_user
+        self._lifecycle = lifecycle
+
+    async def models(self) -> None:
+        """Bring the model table up to date with what the worker learned from OpenAI (read from the database
+        every few minutes, so options are resolved against today's line-up)."""
+        if self._lifecycle is not None:
+            await self._lifecycle.read()
 
     async def thread(self, *, team_id: str, channel_id: str, thread_ts: str) -> Thread | None:
         return await self._store.thread(team_id=team_id, channel_id=channel_id, thread_ts=thread_ts)
