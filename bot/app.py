@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import errno
 import hmac
 import logging
@@ -30,7 +31,9 @@ from bot import checks
 from bot import metrics as metrics_module
 from bot.config import Settings
 from bot.installs import INSTALL_PATH, REDIRECT_PATH, Installations
+from bot.lifecycle import Lifecycle, Refresher
 from bot.metrics import Metrics
+from bot.models import utc_today
 from bot.publishing import SlackPublisher, retry_handlers
 from bot.service import Intake
 from handlers import register_handlers
@@ -69,13 +72,17 @@ class Easel:
     store: Store
     bolt: AsyncApp
     slack: SlackPublisher
+    lifecycle: Lifecycle
     worker: Worker | None = None  # None in the process that only answers Slack
     openai_client: openai.AsyncOpenAI | None = None
     socket_connected: Callable[[], Awaitable[bool]] | None = None
     not_ready: str | None = None  # why /healthz says 503 while start-up waits (Slack unreachable, say)
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
+    refresher: Refresher | None = None  # the worker's reads of OpenAI's model list (started by `run_worker`)
 
     async def close(self) -> None:
+        if self.refresher is not None:
+            await self.refresher.stop()
         await self.slack.close()
         if self.openai_client is not None:
             await self.openai_client.close()
@@ -135,13 +142,21 @@ def _bolt_logger() -> logging.Logger:
     return logger
 
 
-async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel:
+async def build_intake(
+    settings: Settings,
+    *,
+    wake: Callable[[], None],
+    today: Callable[[], datetime.date] = utc_today,
+    now: Callable[[], float] = time.monotonic,
+) -> Easel:
     """The half that answers Slack: store, Web API client, Bolt app and listeners. `wake` tells the worker
-    (in another process, or built by `build`) that a job is waiting."""
+    (in another process, or built by `build`) that a job is waiting. `today` is the date the model table goes
+    by; `now` the clock of its reads from the database."""
     try:
         store = await open_store(settings.database_url)
     except (OSError, sa.exc.SQLAlchemyError) as e:
         raise checks.database_error(settings, e) from None
+    lifecycle = Lifecycle(table=settings.model_table(today=today), store=store.lifecycle, now=now)
     # One connection pool for every Slack call (slack_sdk otherwise opens a new session per call).
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, sock_connect=10))
     web_client = AsyncWebClient(
@@ -162,12 +177,12 @@ async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel
     )
     metrics = Metrics()
     intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user, metrics=metrics,
+                    lifecycle=lifecycle,
                     forget_workspace=(lambda team: installs.remove(team_id=team)) if installs else None,
                     purge_on_uninstall=settings.purge_on_uninstall)
-    register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(),
-                                                       table=settings.model_table()))
+    register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table))
     slack = SlackPublisher(web_client, session=http, tokens=installs.token if installs else None)
-    return Easel(settings=settings, store=store, bolt=bolt, slack=slack, metrics=metrics)
+    return Easel(settings=settings, store=store, bolt=bolt, slack=slack, metrics=metrics, lifecycle=lifecycle)
 
 
 def _installations(settings: Settings, store: Store) -> Installations | None:
@@ -197,11 +212,20 @@ def _oauth(settings: Settings, installs: Installations | None) -> dict[str, Any]
     }
 
 
-async def build(settings: Settings) -> Easel:
+async def build(
+    settings: Settings,
+    *,
+    today: Callable[[], datetime.date] = utc_today,
+    now: Callable[[], float] = time.monotonic,
+    refresh_every: float | None = None,
+    retry_every: float | None = None,
+) -> Easel:
     """Everything, in this process: the intake and the worker that runs its jobs (the worker process, and
-    tests, which run both in one process)."""
-    from bot.imaging import OpenAIImages, PayloadSlots
+    tests, which run both in one process). The model list is read by `easel.refresher` once started, at
+    first and then every `refresh_every` seconds (after a failure, `retry_every`)."""
+    from bot.imaging import OpenAIImages, PayloadSlots, list_models
     from bot.jobs import JobRunner
+    from bot.lineup import LineUp
     from bot.worker import Worker
 
     built: list[Worker] = []
@@ -210,13 +234,18 @@ async def build(settings: Settings) -> Easel:
         for worker in built:
             worker.wake()
 
-    easel = await build_intake(settings, wake=wake)
+    easel = await build_intake(settings, wake=wake, today=today, now=now)
     client = openai_client(settings)
     images = OpenAIImages(client, model=settings.openai_model, slots=PayloadSlots(settings.max_images_in_memory),
                           deadline=max(settings.openai_timeout * 2, 30.0))
     images.warm_up()
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
-                       capacity=settings.max_concurrent_generations, metrics=easel.metrics)
+                       capacity=settings.max_concurrent_generations, metrics=easel.metrics,
+                       lineup=LineUp(lifecycle=easel.lifecycle, chat_model=settings.openai_model),
+                       safety_key=settings.safety_secret())
+    timing = {k: v for k, v in (("every", refresh_every), ("retry", retry_every)) if v is not None}
+    easel.refresher = Refresher(lifecycle=easel.lifecycle, list_models=lambda: list_models(client), now=now,
+                                **timing)
     worker = Worker(
         store=easel.store, runner=runner, max_generations=settings.max_concurrent_generations,
         lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds,
@@ -383,12 +412,16 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
     purging = asyncio.create_task(purge_periodically(Retention(easel.store), days=settings.retention_days, stop=stop),
                                   name="easel-retention") if settings.retention_days else None
     try:
-        key_check = await _check_openai_key(easel, stop)
+        listing, key_check = await _check_openai_key(easel, stop)
         if easel.store.dialect == "sqlite":
             released = await easel.store.release_all()  # one worker per SQLite file: leftovers are ours
             if released:
                 log.info("picked up %d unfinished job(s) from the last run", released)
         easel.worker.start()
+        assert easel.refresher is not None
+        if listing is not None:
+            await easel.refresher.accept(listing)  # read by the key check: the next read is due in a day
+        easel.refresher.start()  # OpenAI's model list (now, unless just read), then about daily
         log.info("worker %s is running", easel.worker.worker_id)
         if wakeups:  # tell the parent, whose readiness check waits for this line
             sys.stdout.write(f"{READY_LINE}\n")
@@ -422,15 +455,17 @@ async def purge_periodically(retention: Retention, *, days: float, stop: asyncio
             waiting.cancel()
 
 
-async def _check_openai_key(easel: Easel, stop: asyncio.Event) -> asyncio.Task[None] | None:
-    """The OpenAI key, checked once with `GET /v1/models`. Rejected: StartupError (the worker exits 2 and the
-    serving process stops with it). Unreachable: a warning, and the check goes on in the background (a key
-    rejected then is logged as an error; requests meanwhile are told their key was not accepted)."""
+async def _check_openai_key(
+    easel: Easel, stop: asyncio.Event
+) -> tuple[dict[str, str | None] | None, asyncio.Task[None] | None]:
+    """The OpenAI key, checked once with `GET /v1/models` (whose answer is also the model list the lifecycle
+    starts from). Rejected: StartupError (the worker exits 2 and the serving process stops with it).
+    Unreachable: a warning, and the check goes on in the background (a key rejected then is logged as an
+    error; requests meanwhile are told their key was not accepted)."""
     assert easel.openai_client is not None
     client = easel.openai_client
     try:
-        await checks.openai_models(client)
-        return None
+        return await checks.openai_models(client), None
     except checks.Unreachable as e:
         log.warning("OpenAI: %s; the key is checked again in the background", e)
 
@@ -441,7 +476,7 @@ async def _check_openai_key(easel: Easel, stop: asyncio.Event) -> asyncio.Task[N
         except checks.StartupError as e:
             log.error("%s", e)
 
-    return asyncio.create_task(later(), name="easel-openai-key")
+    return None, asyncio.create_task(later(), name="easel-openai-key")
 
 
 async def _follow_wakeups(wake: Callable[[], None], stop: asyncio.Event) -> None:

@@ -93,10 +93,10 @@ async def _openai(settings: Settings) -> list[checks.Finding]:
         models, problem, rejected = await _attempt(lambda: checks.openai_models(client))
     finally:
         await client.close()
-    if not isinstance(models, list):
+    if not isinstance(models, dict):
         fix = "" if rejected else "check the network, and OPENAI_BASE_URL if it is set"
         return [checks.Finding("OpenAI key", False, problem or "", fix)]
-    names = {str(m.get("id")) for m in models}
+    names = set(models)
     found = [checks.Finding("OpenAI key", True, f"accepted ({len(names)} models available)")]
     for what, name, variable in (("Conversational model", settings.openai_model, "OPENAI_MODEL"),
                                  ("Image model", settings.image_model, "IMAGE_MODEL")):

@@ -123,13 +123,15 @@ async def socket_url(client: AsyncWebClient, app_token: str) -> str:
     return str(response["url"])
 
 
-async def openai_models(client: openai.AsyncOpenAI) -> list[dict[str, Any]]:
-    """`GET /v1/models` with the key: the models it may use. Raises StartupError if OpenAI rejects the key,
-    Unreachable if OpenAI does not answer."""
+async def openai_models(client: openai.AsyncOpenAI) -> dict[str, str | None]:
+    """`GET /v1/models` with the key: the models it may use, with their shutdown dates. Raises StartupError if
+    OpenAI rejects the key, Unreachable if OpenAI does not answer."""
     import openai
 
+    from bot.imaging import list_models
+
     try:
-        page = await client.models.list()
+        return await list_models(client)
     except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
         code = getattr(e, "code", None) or e.status_code
         raise StartupError(f"OPENAI_API_KEY was rejected by OpenAI ({code}): create a key at "
@@ -138,7 +140,6 @@ async def openai_models(client: openai.AsyncOpenAI) -> list[dict[str, Any]]:
         raise Unreachable(f"OpenAI could not be reached ({type(e).__name__})") from None
     except openai.APIStatusError as e:
         raise Unreachable(f"OpenAI answered GET /models with HTTP {e.status_code}") from None
-    return [m.model_dump() for m in page.data]
 
 
 def port_in_use(port: int, host: str = "0.0.0.0") -> bool:

@@ -7,10 +7,13 @@ deployment is fixed in one go rather than one variable per restart).
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import hmac
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pydantic
@@ -19,6 +22,7 @@ from pydantic import Field, field_validator, model_validator
 from bot import models, options
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+OPENAI_TOOLS = ("image_generation", "web_search")
 
 
 class ConfigError(Exception):
@@ -38,8 +42,19 @@ def _url(value: str | None, name: str) -> str | None:
     return value
 
 
+def _iso_date(value: str | None, what: str) -> str | None:
+    if value is not None:
+        try:
+            datetime.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{what} must be a date like 2027-06-30") from None
+    return value
+
+
 class ImageModelCapabilities(pydantic.BaseModel):
-    """One entry of EXTRA_IMAGE_MODELS: what a model OpenAI shipped after this release can do."""
+    """One entry of EXTRA_IMAGE_MODELS: what a model OpenAI shipped after this release can do. Fields left
+    out take the defaults of `bot.models.ImageModel` (an entry written for an older release still works:
+    `retired` is `shutdown_date`, and `input_fidelity` may be true or false)."""
 
     model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -47,8 +62,19 @@ class ImageModelCapabilities(pydantic.BaseModel):
     flexible_sizes: bool = False
     max_edge: pydantic.PositiveInt = 3840
     max_pixels: pydantic.PositiveInt = 3840 * 2160
-    input_fidelity: bool = False
+    qualities: list[Literal["low", "medium", "high", "xhigh", "max", "auto"]] | None = None
+    input_fidelity: bool | list[Literal["high", "low"]] = False
+    complexity: bool | list[Literal["low", "medium", "high"]] = False
+    masks: bool | None = None
+    formats: list[Literal["png", "jpeg", "webp", "gif", "svg"]] | None = None
+    shutdown_date: str | None = None
+    replacement: str | None = None
     retired: str | None = None
+
+    @field_validator("shutdown_date", "retired")
+    @classmethod
+    def _dates(cls, v: str | None) -> str | None:
+        return _iso_date(v, "a shutdown date")
 
 
 class Settings(pydantic.BaseModel):
@@ -75,7 +101,10 @@ class Settings(pydantic.BaseModel):
     image_format: str = Field("png", alias="IMAGE_FORMAT")
     image_background: str = Field("auto", alias="IMAGE_BACKGROUND")
     image_compression: int | None = Field(None, alias="IMAGE_COMPRESSION", ge=0, le=100)
+    image_moderation: Literal["auto", "low"] = Field("auto", alias="IMAGE_MODERATION")
     extra_image_models: dict[str, ImageModelCapabilities] = Field(default_factory=dict, alias="EXTRA_IMAGE_MODELS")
+    openai_tools: tuple[str, ...] = Field(("image_generation",), alias="OPENAI_TOOLS")
+    safety_key: str | None = Field(None, alias="EASEL_SAFETY_KEY", repr=False, min_length=16)
     max_concurrent_generations: int = Field(50, alias="MAX_CONCURRENT_GENERATIONS", ge=1, le=10_000)
     max_queued_per_user: int = Field(5, alias="MAX_QUEUED_PER_USER", ge=1)
     max_images_in_memory: int = Field(4, alias="MAX_IMAGES_IN_MEMORY", ge=1, le=1000)
@@ -158,6 +187,20 @@ class Settings(pydantic.BaseModel):
             raise ValueError("LOG_FORMAT must be text or json")
         return v
 
+    @field_validator("openai_tools", mode="before")
+    @classmethod
+    def _tools(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [t.strip().lower() for t in v.split(",") if t.strip()]
+        if isinstance(v, list | tuple):
+            unknown = [t for t in v if t not in OPENAI_TOOLS]
+            if unknown:
+                raise ValueError(f"OPENAI_TOOLS takes {', '.join(OPENAI_TOOLS)} (comma-separated), not {unknown[0]}")
+            if "image_generation" not in v:
+                raise ValueError("OPENAI_TOOLS must include image_generation")
+            v = tuple(dict.fromkeys(v))
+        return v
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, v: str) -> str:
@@ -172,7 +215,7 @@ class Settings(pydantic.BaseModel):
             raise ValueError("Set both SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installs through OAuth), or neither")
         if self.oauth and self.socket_mode:
             raise ValueError("OAuth installs (SLACK_CLIENT_ID) need HTTP mode: unset SLACK_APP_TOKEN")
-        table = self.model_table()
+        table = models.ModelTable(extra=self._extra(), warn=False)
         try:
             _, given = options.parse(
                 f"--size {self.image_size} --quality {self.image_quality} --format {self.image_format} "
@@ -183,7 +226,9 @@ class Settings(pydantic.BaseModel):
                 background=self.image_background,
             ):
                 raise options.OptionError("write them in their canonical form (e.g. 1024x1024, jpeg)")
-            options.resolve(options.ImageOptions(), defaults=self.image_defaults(), table=table)
+            # Each default must suit the default model (as if asked for); a shut-down IMAGE_MODEL is not an
+            # error: Easel uses its replacement, and says so.
+            options.resolve(given, defaults=self.image_defaults(), table=table, explicit=())
         except options.OptionError as e:
             raise ValueError(f"the image defaults (IMAGE_MODEL, IMAGE_SIZE, IMAGE_QUALITY, IMAGE_FORMAT, "
                              f"IMAGE_BACKGROUND, IMAGE_COMPRESSION) do not fit together: {e}") from None
@@ -198,8 +243,11 @@ class Settings(pydantic.BaseModel):
         """Installs in many workspaces through Slack's OAuth flow, each with its own token (else one token)."""
         return self.slack_client_id is not None
 
-    def model_table(self) -> models.ModelTable:
-        return models.ModelTable(extra={name: caps.model_dump() for name, caps in self.extra_image_models.items()})
+    def _extra(self) -> dict[str, dict[str, Any]]:
+        return {name: caps.model_dump() for name, caps in self.extra_image_models.items()}
+
+    def model_table(self, today: Callable[[], datetime.date] = models.utc_today) -> models.ModelTable:
+        return models.ModelTable(extra=self._extra(), today=today)
 
     def image_defaults(self) -> options.Defaults:
         return options.Defaults(
@@ -209,7 +257,18 @@ class Settings(pydantic.BaseModel):
             format=self.image_format,
             background=self.image_background,
             compression=self.image_compression,
+            moderation=self.image_moderation,
+            web="web_search" in self.openai_tools,
         )
+
+    def safety_secret(self) -> bytes:
+        """The key of each request's `safety_identifier` (a keyed hash of the Slack team and user): the
+        value of EASEL_SAFETY_KEY, or else one derived from the signing secret (or, in Socket Mode without
+        one, the bot token), so that a person's identifier stays the same across restarts and replicas."""
+        if self.safety_key:
+            return self.safety_key.encode()
+        base = self.slack_signing_secret or self.slack_bot_token or self.openai_api_key  # console: only a key
+        return hmac.new(b"easel safety identifier", base.encode(), hashlib.sha256).digest()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, console: bool = False) -> Settings:

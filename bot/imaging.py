@@ -35,11 +35,15 @@ ITEM_DONE = "response.output_item.done"
 class GenerationError(Exception):
     """A turn that did not produce an answer. `kind` drives what the user is told; `user_message` is it."""
 
-    def __init__(self, kind: str, user_message: str, detail: str = ""):
+    def __init__(self, kind: str, user_message: str, detail: str = "", *, code: str | None = None,
+                 param: str | None = None, message: str | None = None):
         super().__init__(detail or kind)
         self.kind = kind
         self.user_message = user_message
-        self.detail = detail
+        self.detail = detail  # logged and stored with the job, never shown: it may carry OpenAI's words
+        self.code = code  # OpenAI's error code, param and message, for what a refusal teaches
+        self.param = param
+        self.message = message
 
 
 @dataclasses.dataclass
@@ -58,6 +62,7 @@ class Outcome:
     usage: dict[str, Any] | None
     tool_usage: dict[str, Any] | None
     blocked: int = 0  # image calls stopped by moderation while others succeeded
+    sources: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (url, title) the text cites
     release: Callable[[], None] = lambda: None  # frees the payload slot this answer holds
 
 
@@ -71,6 +76,9 @@ class Turn:
     images: tuple[tuple[str, bytes], ...] = ()
     previous_response_id: str | None = None
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    model: str | None = None  # the conversational model, if not the configured one (it was shut down)
+    safety_identifier: str | None = None
+    web_search: bool = False  # offer the model the web_search tool too
 
 
 class PayloadSlots:
@@ -196,11 +204,12 @@ class OpenAIImages:
         for mimetype, data in turn.images:
             url = f"data:{mimetype};base64,{pybase64.b64encode(data).decode('ascii')}"
             content.append({"type": "input_image", "image_url": url, "detail": "auto"})
+        tools = [turn.tool, {"type": "web_search"}] if turn.web_search else [turn.tool]
         params: dict[str, Any] = {
-            "model": self._model,
+            "model": turn.model or self._model,
             "instructions": self._instructions,
             "input": [{"role": "user", "content": content}],
-            "tools": [turn.tool],
+            "tools": tools,
             "tool_choice": {"type": "image_generation"} if turn.force_image else "auto",
             "background": True,
             "store": True,
@@ -210,6 +219,8 @@ class OpenAIImages:
             params["previous_response_id"] = turn.previous_response_id
         if turn.metadata:
             params["metadata"] = turn.metadata
+        if turn.safety_identifier:
+            params["safety_identifier"] = turn.safety_identifier
         # The body goes as it is (`extra_body`): it is plain JSON already, and the SDK's walk of it against its
         # typed parameters (for aliases and dates, which it has none of) cost some 0.7 ms of CPU per turn.
         async with self._client.responses.with_streaming_response.create(extra_body=params) as raw:
@@ -283,10 +294,15 @@ class OpenAIImages:
                     if image is not None:
                         arrivals.add(image)
                 if event.type == "error":
-                    if data.get("error") and response_id is None:
-                        raise GenerationError("failed", messages.rejected(str(data["error"])), str(data["error"]))
-                    log.warning("error event in stream: %s", data.get("message"))
-                    break
+                    # The error's code and message are at the event's top level (the documented shape), or
+                    # nested in an `error` object (seen too).
+                    nested = data.get("error")
+                    error = nested if isinstance(nested, dict) else data
+                    failure = failed(error.get("code"), error.get("message"))
+                    if failure.kind != "unavailable" or response_id is None:
+                        raise failure
+                    log.warning("error event in stream (%s): %s", error.get("code"), error.get("message"))
+                    break  # a server error: the background response may still finish; look it up
         except httpx2.TransportError as e:
             log.warning("stream cut off after event %s: %s", last_seq, type(e).__name__)
         except ValueError as e:  # json.JSONDecodeError too
@@ -359,14 +375,47 @@ def _image_bytes(result: bytes | str) -> bytes:
     return pybase64.b64decode(result, validate=True)
 
 
-def _output_text(response: dict[str, Any]) -> str:
+def _text_parts(response: dict[str, Any]) -> list[dict[str, Any]]:
     parts = []
     for item in response.get("output") or []:
         if isinstance(item, dict) and item.get("type") == "message":
             for part in item.get("content") or []:
                 if isinstance(part, dict) and part.get("type") == "output_text":
-                    parts.append(str(part.get("text") or ""))
-    return "".join(parts)
+                    parts.append(part)
+    return parts
+
+
+def _output_text(response: dict[str, Any]) -> str:
+    return "".join(str(part.get("text") or "") for part in _text_parts(response))
+
+
+def _sources(response: dict[str, Any]) -> list[tuple[str, str]]:
+    """The web pages the answer's text cites (`url_citation` annotations), each once, in order."""
+    found: dict[str, str] = {}
+    for part in _text_parts(response):
+        for note in part.get("annotations") or []:
+            if isinstance(note, dict) and note.get("type") == "url_citation":
+                url = str(note.get("url") or "")
+                if url.startswith(("https://", "http://")) and url not in found:
+                    found[url] = str(note.get("title") or "")
+    return list(found.items())
+
+
+def failed(code: Any, message: Any) -> GenerationError:
+    """A response that failed (`response.failed`, or a stream `error` event), by OpenAI's error code. The
+    user hears Easel's sentence for its kind; OpenAI's message goes to the detail (the log) only."""
+    code, message = str(code or ""), str(message or "")
+    detail = f"{code or 'no code'}: {message}" if message else code or "the response failed"
+    if code == "rate_limit_exceeded":
+        return GenerationError("rate_limit", messages.RATE_LIMITED, detail, code=code)
+    if "policy" in code or "moderation" in code:
+        return GenerationError("moderation", messages.MODERATION, detail, code=code)
+    if code in ("server_error", "vector_store_timeout"):
+        return GenerationError("unavailable", messages.UNAVAILABLE, detail, code=code)
+    if code.startswith(("invalid_image", "image_", "invalid_base64", "unsupported_image", "empty_image",
+                        "failed_to_download")):
+        return GenerationError("input_image", messages.BAD_INPUT_IMAGE, detail, code=code)
+    return GenerationError("failed", messages.FAILED, detail, code=code, message=message)
 
 
 def outcome(response: dict[str, Any]) -> Outcome:
@@ -374,20 +423,12 @@ def outcome(response: dict[str, Any]) -> Outcome:
     status = response.get("status")
     if status == "failed":
         err = response.get("error") or {}
-        code = str(err.get("code") or "")
-        message = str(err.get("message") or "")
-        if code == "rate_limit_exceeded":
-            raise GenerationError("rate_limit", messages.RATE_LIMITED, message)
-        if "policy" in code or "moderation" in code:
-            raise GenerationError("moderation", messages.MODERATION, message)
-        if code == "server_error":
-            raise GenerationError("unavailable", messages.UNAVAILABLE, message)
-        raise GenerationError("failed", messages.rejected(message or code or "the response failed"), message)
+        raise failed(err.get("code"), err.get("message"))
     if status == "incomplete":
         reason = (response.get("incomplete_details") or {}).get("reason")
         if reason == "content_filter":
             raise GenerationError("moderation", messages.MODERATION, "incomplete: content_filter")
-        raise GenerationError("failed", messages.rejected(f"the answer was cut short ({reason})"), str(reason))
+        raise GenerationError("failed", messages.CUT_SHORT, f"incomplete: {reason}")
     if status == "cancelled":
         raise GenerationError("cancelled", messages.TIMED_OUT, "the response was cancelled")
     images: list[Image] = []
@@ -405,11 +446,11 @@ def outcome(response: dict[str, Any]) -> Outcome:
     if not images and blocked:
         if any("moderation" in c or "policy" in c for c in blocked):
             raise GenerationError("moderation", messages.MODERATION, ", ".join(blocked))
-        raise GenerationError("failed", messages.rejected(", ".join(blocked)), ", ".join(blocked))
+        raise GenerationError("failed", messages.FAILED, ", ".join(blocked))
     if not images and not text.strip():
         raise GenerationError("empty", messages.NO_OUTPUT, "no image and no text")
     return Outcome(str(response.get("id")), images, text, response.get("usage"), response.get("tool_usage"),
-                   blocked=len(blocked))
+                   blocked=len(blocked), sources=_sources(response))
 
 
 def _timed_out(e: BaseException) -> bool:
@@ -426,15 +467,17 @@ def _timed_out(e: BaseException) -> bool:
 
 
 def classify(e: openai.APIError) -> GenerationError:
-    """An SDK exception (after the SDK's own retries) as what the user should be told."""
+    """An SDK exception (after the SDK's own retries) as what the user should be told: Easel's sentence for
+    its kind, never OpenAI's text (it can name the organisation), which goes to the detail for the log."""
     code = getattr(e, "code", None) or ""
     detail = str(e)
+    where = {"code": code or None, "param": getattr(e, "param", None), "message": getattr(e, "message", None)}
     if code == "previous_response_not_found":
         return GenerationError("chain_expired", messages.CHAIN_EXPIRED, detail)
     if code == "moderation_blocked" or "safety system" in detail:
         return GenerationError("moderation", messages.MODERATION, detail)
     if code == "model_not_found":
-        return GenerationError("unknown_model", messages.unknown_model(getattr(e, "message", detail)), detail)
+        return GenerationError("unknown_model", messages.REJECTED, detail, **where)
     if isinstance(e, openai.RateLimitError):
         return GenerationError("rate_limit", messages.RATE_LIMITED, detail)
     if isinstance(e, openai.APITimeoutError) and _timed_out(e):
@@ -442,5 +485,20 @@ def classify(e: openai.APIError) -> GenerationError:
     if isinstance(e, openai.APIConnectionError | openai.InternalServerError):
         return GenerationError("unavailable", messages.UNAVAILABLE, detail)
     if isinstance(e, openai.AuthenticationError | openai.PermissionDeniedError):
-        return GenerationError("auth", messages.rejected("Easel's OpenAI API key was not accepted."), detail)
-    return GenerationError("rejected", messages.rejected(getattr(e, "message", detail)), detail)
+        return GenerationError("auth", messages.KEY_REJECTED, detail)
+    if isinstance(e, openai.BadRequestError | openai.UnprocessableEntityError):
+        return GenerationError("rejected", messages.REJECTED, detail, **where)
+    if isinstance(e, openai.APIStatusError) or e.body is not None:  # a stream error the SDK raised
+        body = e.body if isinstance(e.body, dict) else {}
+        return failed(body.get("code") or code, body.get("message") or getattr(e, "message", detail))
+    return GenerationError("rejected", messages.REJECTED, detail, **where)
+
+
+async def list_models(client: openai.AsyncOpenAI, *, seconds: float = 30.0) -> dict[str, str | None]:
+    """`GET /v1/models`: every model the key may use, with its shutdown date (YYYY-MM-DD, None when none is
+    announced). Raises what the SDK raises."""
+    found: dict[str, str | None] = {}
+    async for model in client.with_options(timeout=seconds, max_retries=1).models.list():
+        date = getattr(model, "shutdown_date", None)
+        found[model.id] = date if isinstance(date, str) and date else None
+    return found

@@ -18,7 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import messages
+from bot.identity import safety_identifier
 from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
+from bot.lineup import LineUp
 from bot.metrics import Metrics
 from bot.publishing import (
     EXTENSIONS,
@@ -53,6 +55,8 @@ class _Run:
     chain: ChainStep | None = None
     arrived: list[str] = dataclasses.field(default_factory=list)  # image call ids, as their events came
     prepared: dict[str, asyncio.Task[str]] = dataclasses.field(default_factory=dict)  # call id -> file id
+    tool: dict[str, Any] | None = None  # the image tool as sent (the request's, or what it became)
+    chat_model: str | None = None  # the conversational model, when not the configured one
 
 
 class JobRunner:
@@ -64,12 +68,16 @@ class JobRunner:
         slack: SlackPublisher,
         capacity: int,
         metrics: Metrics,
+        lineup: LineUp | None = None,
+        safety_key: bytes | None = None,
     ):
         self._store = store
         self._images = images
         self._slack = slack
         self._capacity = capacity
         self._metrics = metrics
+        self._lineup = lineup  # the models as OpenAI says they are today (None: requests go as stored)
+        self._safety_key = safety_key  # for each request's safety_identifier
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
         self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 
@@ -252,39 +260,57 @@ class JobRunner:
             outcome.release()
 
     async def _ask(self, run: _Run) -> Outcome:
-        """One turn with OpenAI, or the pick-up of the one started before a restart."""
+        """One turn with OpenAI, or the pick-up of the one started before a restart. Before a turn is sent,
+        its models are checked against the table as it is now (one may have been shut down since the request
+        was taken); a refusal that says what the model lacks is tried once more where it can work."""
         job = run.job
         assert job.thread_ts is not None
-        starts_thread = job.source != "command" and job.message_ts == job.thread_ts
-        thread = None if starts_thread else await self._store.thread(
+        starts_thread = job.source == "command" or job.message_ts == job.thread_ts
+        thread = None if starts_thread and job.source != "command" else await self._store.thread(
             team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts)
+        notices = run.progress.setdefault("notices", list(job.options.get("notices", [])))
+        tool, chat = dict(job.options["tool"]), None
+        if job.response_id is None and self._lineup is not None:  # (a started response is collected as it is)
+            tool, chat = await self._lineup.current(job, tool, notices, starts_thread=starts_thread)
+        run.tool, run.chat_model = tool, chat
         turn = Turn(
             prompt=job.text,
-            tool=job.options["tool"],
+            tool=tool,
             force_image=job.force_image,
             images=await self._inputs(job),
             previous_response_id=thread.last_response_id if thread else None,
             metadata={"easel_job": str(job.id)},
+            model=chat,
+            safety_identifier=safety_identifier(self._safety_key, job.team_id, job.user_id)
+            if self._safety_key else None,
+            web_search=bool(job.options.get("web")),
         )
-        notices = run.progress.setdefault("notices", list(job.options.get("notices", [])))
 
         async def started(response_id: str) -> None:
             run.response_id = response_id
             await self._store.update_job(job.id, response_id=response_id, progress=dict(run.progress))
 
-        try:
-            return await self._images.run(turn, resume_id=job.response_id, on_started=started,
-                                          on_image=lambda image: self._image_arrived(run, image))
-        except GenerationError as e:
-            if e.kind != "chain_expired":
-                raise
-            log.info("job %s: chain %s expired; starting a new chain", job.id, turn.previous_response_id)
-            turn = dataclasses.replace(
-                turn, previous_response_id=None, images=turn.images + await self._last_image(thread)
-            )
-            notices.insert(0, messages.CHAIN_EXPIRED_NOTE)
-            return await self._images.run(turn, on_started=started,
-                                          on_image=lambda image: self._image_arrived(run, image))
+        resume_id, adapted = job.response_id, False
+        while True:
+            try:
+                return await self._images.run(turn, resume_id=resume_id, on_started=started,
+                                              on_image=lambda image: self._image_arrived(run, image))
+            except GenerationError as e:
+                if e.kind == "chain_expired" and turn.previous_response_id:
+                    log.info("job %s: chain %s expired; starting a new chain", job.id, turn.previous_response_id)
+                    turn = dataclasses.replace(
+                        turn, previous_response_id=None, images=turn.images + await self._last_image(thread)
+                    )
+                    notices.insert(0, messages.CHAIN_EXPIRED_NOTE)
+                elif not adapted and e.kind in ("rejected", "unknown_model") and self._lineup is not None:
+                    changed = await self._lineup.adapt(job, turn, e, notices)
+                    if changed is None:
+                        raise
+                    turn, adapted = changed, True
+                    run.tool, run.chat_model = turn.tool, turn.model
+                else:
+                    raise
+                resume_id = None
 
     async def _publish(self, run: _Run, outcome: Outcome, *, queued_ms: int, generation_ms: int) -> None:
         job = run.job
@@ -292,7 +318,10 @@ class JobRunner:
         notices = list(run.progress.get("notices", []))
         # The model's words that come with an image go in the image's own message (one message, one upload
         # step, instead of a second message and a record that it was posted); long ones get their own.
-        text = outcome.text.strip()
+        answer = outcome.text
+        if outcome.sources:  # the web pages the model cited, as links under its words
+            answer = f"{answer.rstrip()}\n{messages.sources(outcome.sources)}"
+        text = answer.strip()
         caption = text if outcome.images and len(text) <= messages.CAPTION_LIMIT else ""
         files: dict[str, str] = dict(run.progress.get("files", {}))
         upload_ms: dict[str, int] = {}
@@ -319,7 +348,7 @@ class JobRunner:
             await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
             await self._save(run, blocked_posted=True)
         if text and not caption and not run.progress.get("text_posted"):
-            text = outcome.text
+            text = answer
             if notices and not outcome.images:
                 text = "\n".join([*(f":information_source: {n}" for n in notices), text])
             await self._slack.post(job.channel_id, job.thread_ts, text)
@@ -353,7 +382,7 @@ class JobRunner:
 
     def _generation(self, run: _Run, outcome: Outcome | None, **timings: Any) -> Generation:
         job = run.job
-        tool = job.options.get("tool", {})
+        tool = run.tool or job.options.get("tool", {})
         return Generation(
             job_id=job.id,
             team_id=job.team_id,
@@ -362,7 +391,7 @@ class JobRunner:
             user_id=job.user_id,
             request_text=job.text,
             options=tool,
-            model=self._images.model,
+            model=run.chat_model or self._images.model,
             image_model=tool.get("model"),
             response_id=outcome.response_id if outcome else run.response_id,
             usage=outcome.usage if outcome else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot import options
+from bot.models import ModelTable
 
 WORKING_REACTION = "hourglass_flowing_sand"
 FAILED_REACTION = "warning"
@@ -16,18 +17,32 @@ INSTRUCTIONS = (
 )
 
 
-def help_text(*, models: list[str], default_model: str) -> str:
-    return (
-        "*Easel makes and edits images.*\n"
+def help_text(*, models: list[str], default_model: str, table: ModelTable | None = None, web: bool = False) -> str:
+    """The usage text; the options a model must support are listed with the models that do."""
+    table = table or ModelTable()
+    qualities = [q for q in options.QUALITIES if table.offering("quality", q)]
+    extra = [q for q in qualities if q not in ("low", "medium", "high", "auto")]
+    quality = f"`--quality {'|'.join(qualities)}`"
+    if extra:
+        quality += f" ({', '.join(extra)}: {', '.join(table.offering('quality', extra[0]))})"
+    lines = [
+        "*Easel makes and edits images.*",
         "• Mention me with what you want: `@Easel a poster for the Friday quiz, retro style`. "
-        "I answer in a thread; reply there (no mention needed) to change the image.\n"
-        "• Attach images to edit or combine them: `@Easel put this logo on a mug`.\n"
-        "• `/imagine <prompt> [options]` always draws, and starts a thread for later edits.\n"
-        "*Options* (in a message or after `/imagine`):\n"
-        "`--size 1024x1024|1024x1536|1536x1024|WxH|auto`  `--quality low|medium|high|auto`\n"
-        "`--format png|jpeg|webp`  `--compression 0-100` (jpeg, webp)  `--background transparent|opaque|auto`\n"
-        f"`--model {'|'.join(models)}` (default {default_model})  `--action auto|generate|edit`"
-    )
+        "I answer in a thread; reply there (no mention needed) to change the image.",
+        "• Attach images to edit or combine them: `@Easel put this logo on a mug`.",
+        "• `/imagine <prompt> [options]` always draws, and starts a thread for later edits.",
+        "*Options* (in a message or after `/imagine`):",
+        f"`--size 1024x1024|1024x1536|1536x1024|WxH|auto`  {quality}",
+        "`--format png|jpeg|webp`  `--compression 0-100` (jpeg, webp)  `--background transparent|opaque|auto`",
+        f"`--model {'|'.join(models)}` (default {default_model})  `--action auto|generate|edit`",
+    ]
+    for flag, field, values in (("complexity", "complexity", options.COMPLEXITIES),
+                                ("fidelity", "fidelity", options.FIDELITIES)):
+        offered = table.offering(field, values[0])
+        if offered:
+            lines.append(f"`--{flag} {'|'.join(values)}` ({', '.join(offered)})")
+    lines.append(f"`--web` / `--no-web`: let the model search the web first (now {'on' if web else 'off'})")
+    return "\n".join(lines)
 
 
 def bad_option(error: options.OptionError) -> str:
@@ -104,6 +119,11 @@ TIMED_OUT = (
     "smaller size."
 )
 UNAVAILABLE = ":cloud: OpenAI could not be reached or had an error. Try again in a moment."
+FAILED = ":warning: OpenAI could not finish this request (Easel has logged why). Try again, or rephrase it."
+BAD_INPUT_IMAGE = (
+    ":warning: OpenAI could not use an attached image (it may be damaged, too large, or of a kind it does not "
+    "read). Try another image."
+)
 CHAIN_EXPIRED_NOTE = (
     "OpenAI no longer has this thread's earlier turns, so I started over from your message and the last image."
 )
@@ -115,15 +135,61 @@ SLACK_POST_FAILED = ":warning: Slack would not let Easel start on this request. 
 CANNOT_POST = ":warning: I can't post in this channel. Invite me with `/invite @Easel`, or try in a channel I'm in."
 
 
-def unknown_model(detail: str) -> str:
-    return (
-        f":warning: OpenAI doesn't offer that image model to Easel's key ({_short(detail, 300)}). "
-        "Pick another with `--model`."
-    )
+def unknown_model(model: str) -> str:
+    return f":warning: OpenAI doesn't offer the image model {model} to Easel's key. Pick another with `--model`."
 
 
-def rejected(detail: str) -> str:
-    return f":warning: OpenAI refused the request: {_short(detail, 500)}"
+# OpenAI's own words are never shown (they can name the organisation or project); they go to the log.
+REJECTED = (
+    ":warning: OpenAI refused this request. Easel has logged the details; rephrasing it, or other options, "
+    "may help."
+)
+KEY_REJECTED = ":warning: OpenAI did not accept Easel's API key, so nothing was drawn. An admin needs to check it."
+CUT_SHORT = ":warning: OpenAI cut the answer short. Try again, perhaps with a shorter request."
+
+
+def rejected(_detail: str = "") -> str:
+    """What the user is told of a refusal: Easel's sentence, whatever OpenAI said (the detail is logged)."""
+    return REJECTED
+
+
+def not_possible(reason: str) -> str:
+    """A refused option Easel cannot work around: `reason` is Easel's own account of what the model takes."""
+    return f":warning: {reason} Nothing was drawn; send the request again with options that work."
+
+
+def shut_down_model(model: str, date: str, use: str) -> str:
+    return f":warning: {model} was shut down by OpenAI on {date}. Use `--model {use}` instead."
+
+
+def ending_soon(model: str, date: str, days: int, then: str | None) -> str:
+    when = "tomorrow" if days == 1 else f"in {days} days"
+    after = f"; Easel will then use {then}" if then else ""
+    return f"{model} shuts down on {date} ({when}){after}."
+
+
+def chat_model_replaced(old: str, date: str | None, new: str) -> str:
+    return f"{old} was shut down by OpenAI on {date}, so Easel answers with {new} instead."
+
+
+def retried_elsewhere(model: str, what: str, other: str) -> str:
+    return f"OpenAI says {model} cannot take {what}, so this one is drawn with {other}."
+
+
+def dropped_default(model: str, what: str) -> str:
+    return f"OpenAI says {model} cannot take {what}; it was only a default, so it was left out."
+
+
+def sources(links: list[tuple[str, str]]) -> str:
+    """The web pages the model cited, as Slack links."""
+    shown = [f"<{url.replace('|', '%7C').replace('<', '%3C').replace('>', '%3E')}|{_link_text(title or url)}>"
+             for url, title in links]
+    return "*Sources:* " + " · ".join(shown)
+
+
+def _link_text(text: str) -> str:
+    text = " ".join(text.split())
+    return _short(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "¦"), 80)
 
 
 def partial_moderation(count: int) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import messages
+from bot.lifecycle import Lifecycle
 from bot.metrics import Metrics
 from storage import DuplicateJob, Store, TooManyPending
 from storage.models import JobKind, NewJob, Thread
@@ -34,6 +35,7 @@ class Intake:
         wake: Callable[[], None],
         max_pending_per_user: int,
         metrics: Metrics,
+        lifecycle: Lifecycle | None = None,
         forget_workspace: Callable[[str], Awaitable[None]] | None = None,
         purge_on_uninstall: bool = False,
     ):
@@ -42,8 +44,15 @@ class Intake:
         self._wake = wake
         self.cap = max_pending_per_user
         self._metrics = metrics
+        self._lifecycle = lifecycle
         self._forget_workspace = forget_workspace
         self._purge_on_uninstall = purge_on_uninstall
+
+    async def models(self) -> None:
+        """Bring the model table up to date with what the worker learned from OpenAI (read from the database
+        every few minutes, so options are resolved against today's line-up)."""
+        if self._lifecycle is not None:
+            await self._lifecycle.read()
 
     async def workspace_removed(self, team_id: str) -> None:
         """The workspace uninstalled Easel or revoked its token: forget the installation, cancel its waiting

@@ -13,6 +13,7 @@ from handlers import payloads
 
 def register(app: AsyncApp, *, intake: Intake, ctx: payloads.Context, name: str = "/imagine") -> None:
     async def imagine(ack: AsyncAck, command: dict[str, Any]) -> None:
+        await intake.models()
         routed = payloads.route_command(command, ctx=ctx)
         if isinstance(routed, str):
             await ack(text=routed)

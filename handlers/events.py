@@ -40,6 +40,7 @@ async def handle_event(
     team_id = context.team_id or body.get("team_id")
     if not isinstance(team_id, str) or not team_id:
         return
+    await intake.models()
     thread = None
     if (thread_ts := payloads.thread_of(event)) is not None:
         thread = await intake.thread(team_id=team_id, channel_id=event["channel"], thread_ts=thread_ts)

@@ -171,18 +171,21 @@ def route_event(
     if not prompt and not files:
         if thread is not None and not asked.as_dict():
             return None  # an empty reply in Easel's thread (a file-less share, say): nothing to do
-        return notice(messages.help_text(models=ctx.table.available(), default_model=ctx.defaults.model))
+        return notice(_help(ctx))
     if len(prompt) > MAX_PROMPT_CHARS:
         return notice(f":warning: That prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
     sticky = {**(thread.options if thread else {}), **asked.as_dict()}
     try:
-        resolved = options.resolve(options.ImageOptions(**sticky), defaults=ctx.defaults, table=ctx.table)
+        resolved = options.resolve(options.ImageOptions(**sticky), defaults=ctx.defaults, table=ctx.table,
+                                   explicit=asked.as_dict())
     except options.OptionError as e:
         return notice(messages.bad_option(e))
+    if resolved.replaced:  # a shut-down model: its replacement sticks to the thread, which is told once
+        sticky = {**sticky, "model": resolved.model}
     job = NewJob(
         kind=JobKind.GENERATE,
         text=prompt or "Use the attached image(s).",
-        options=_job_options(resolved, fresh=bool(asked.as_dict())),
+        options=_job_options(resolved, fresh=bool(asked.as_dict()) or resolved.replaced is not None),
         files=files,
         force_image=False,
         **base,
@@ -191,7 +194,14 @@ def route_event(
 
 
 def _job_options(resolved: options.Resolved, *, fresh: bool) -> dict[str, Any]:
-    return {"tool": resolved.tool(), "notices": list(resolved.notices) if fresh else []}
+    """`chosen`: the options the person chose (not defaults), for what a refusal may change at run time."""
+    notices = [*([resolved.replaced] if resolved.replaced else []), *resolved.notices] if fresh else []
+    return {"tool": resolved.tool(), "notices": notices, "chosen": list(resolved.chosen), "web": resolved.web}
+
+
+def _help(ctx: Context) -> str:
+    return messages.help_text(models=ctx.table.available(), default_model=ctx.defaults.model, table=ctx.table,
+                              web=ctx.defaults.web)
 
 
 def route_command(command: dict[str, Any], *, ctx: Context) -> Routed | str:
@@ -199,7 +209,7 @@ def route_command(command: dict[str, Any], *, ctx: Context) -> Routed | str:
     command = _without_nul(command)
     text = clean_text(command.get("text"), None)
     if text.lower() in ("", "help", "-h", "--help"):
-        return messages.help_text(models=ctx.table.available(), default_model=ctx.defaults.model)
+        return _help(ctx)
     try:
         prompt, asked = options.parse(text)
         if not prompt:
@@ -221,7 +231,8 @@ def route_command(command: dict[str, Any], *, ctx: Context) -> Routed | str:
         channel_id=channel,
         user_id=user,
         text=prompt,
-        options={**_job_options(resolved, fresh=True), "sticky": asked.as_dict(), "shown": resolved.as_dict()},
+        options={**_job_options(resolved, fresh=True), "shown": resolved.as_dict(),
+                 "sticky": {**asked.as_dict(), **({"model": resolved.model} if resolved.replaced else {})}},
         force_image=True,
         response_url=_str(command.get("response_url")),
     )

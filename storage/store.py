@@ -17,7 +17,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -27,6 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from storage import models
 from storage.schema import generations as generations_table
 from storage.schema import jobs, threads
+
+if TYPE_CHECKING:
+    from storage.lifecycle import LifecycleStore
 
 
 def _one_of(column: Any, values: Sequence[str]) -> Any:
@@ -225,6 +228,13 @@ class Store:
                 return work(conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._writer_thread, run)
+
+    @functools.cached_property
+    def lifecycle(self) -> LifecycleStore:
+        """What OpenAI has said about the models (storage/lifecycle.py)."""
+        from storage.lifecycle import LifecycleStore
+
+        return LifecycleStore(self)
 
     @_uncancellable
     async def ping(self) -> bool:

@@ -173,9 +173,8 @@ def test_other_malformed_values_name_their_variable(name: str, value: str) -> No
     ("changes", "names"),
     [
         ({"IMAGE_BACKGROUND": "transparent", "IMAGE_FORMAT": "jpeg"}, ["IMAGE_FORMAT", "IMAGE_BACKGROUND"]),
-        ({"IMAGE_MODEL": "gpt-image-1.5", "IMAGE_SIZE": "2048x2048"}, ["IMAGE_SIZE", "IMAGE_MODEL"]),
+        ({"IMAGE_QUALITY": "xhigh"}, ["IMAGE_QUALITY", "IMAGE_MODEL"]),  # gpt-image-2 takes no xhigh
         ({"IMAGE_SIZE": "1000x1000"}, ["IMAGE_SIZE"]),
-        ({"IMAGE_MODEL": "gpt-image-1"}, ["IMAGE_MODEL"]),
         ({"IMAGE_MODEL": "dall-e-3"}, ["IMAGE_MODEL"]),
         ({"IMAGE_QUALITY": "ultra"}, ["IMAGE_QUALITY"]),
         ({"IMAGE_FORMAT": "gif"}, ["IMAGE_FORMAT"]),
@@ -195,17 +194,43 @@ def test_image_format_jpg_is_accepted_as_the_flag_is() -> None:
 
 
 def test_incoherent_defaults_message_says_what_is_wrong() -> None:
-    assert "2026-10-23" in _error(IMAGE_MODEL="gpt-image-1")
+    assert "it takes low, medium, high, auto" in _error(IMAGE_QUALITY="max")
     assert "jpeg" in _error(IMAGE_BACKGROUND="transparent", IMAGE_FORMAT="jpeg")
 
 
 def test_coherent_image_defaults_are_accepted() -> None:
-    s = _settings(IMAGE_MODEL="gpt-image-1.5", IMAGE_SIZE="1024x1536", IMAGE_QUALITY="high",
+    s = _settings(IMAGE_MODEL="gpt-image-2.5-flare", IMAGE_SIZE="1024x1536", IMAGE_QUALITY="xhigh",
                   IMAGE_FORMAT="webp", IMAGE_BACKGROUND="transparent", IMAGE_COMPRESSION="80")
     d = s.image_defaults()
     assert (d.model, d.size, d.quality, d.format, d.background, d.compression) == (
-        "gpt-image-1.5", "1024x1536", "high", "webp", "transparent", 80
+        "gpt-image-2.5-flare", "1024x1536", "xhigh", "webp", "transparent", 80
     )
+
+
+@pytest.mark.parametrize("model", ["gpt-image-1", "gpt-image-1.5", "gpt-image-1-mini", "chatgpt-image-latest"])
+def test_a_shut_down_image_model_is_not_a_start_up_error(model: str) -> None:
+    """Easel uses its replacement (and says so): a deployment configured last month keeps working."""
+    assert _settings(IMAGE_MODEL=model).image_model == model
+
+
+def test_moderation_tools_and_safety_key() -> None:
+    s = _settings()
+    assert s.image_moderation == "auto" and s.openai_tools == ("image_generation",)
+    assert s.image_defaults().moderation == "auto" and s.image_defaults().web is False
+    s = _settings(IMAGE_MODERATION="low", OPENAI_TOOLS="image_generation, web_search")
+    assert s.image_defaults().moderation == "low" and s.image_defaults().web is True
+    assert s.openai_tools == ("image_generation", "web_search")
+    assert "IMAGE_MODERATION" in _error(IMAGE_MODERATION="high")
+    assert "OPENAI_TOOLS" in _error(OPENAI_TOOLS="image_generation,code_interpreter")
+    assert "image_generation" in _error(OPENAI_TOOLS="web_search")
+    # the safety key: set, or derived (stably) from a secret; never the secret itself, never in repr
+    derived = _settings().safety_secret()
+    assert derived == _settings().safety_secret() and SIGNING_SECRET.encode() not in derived
+    assert _settings(SLACK_SIGNING_SECRET="another-secret-0123456789").safety_secret() != derived
+    assert Settings.from_env(SOCKET_MODE).safety_secret() != derived
+    s = _settings(EASEL_SAFETY_KEY="k" * 32)
+    assert s.safety_secret() == b"k" * 32 and "k" * 32 not in repr(s)
+    assert "EASEL_SAFETY_KEY" in _error(EASEL_SAFETY_KEY="short")
 
 
 def test_transparent_default_on_gpt_image_2_is_allowed_because_it_falls_back() -> None:
@@ -233,6 +258,9 @@ def test_extra_image_models_wrong_shape(raw: str) -> None:
         '{"gpt-image-3": {"transparent": "no"}}',
         '{"gpt-image-3": {"max_pixels": [1, 2]}}',
         '{"gpt-image-3": {"retired": 2027}}',
+        '{"gpt-image-3": {"shutdown_date": "next year"}}',
+        '{"gpt-image-3": {"qualities": ["ultra"]}}',
+        '{"gpt-image-3": {"complexity": "yes"}}',
     ],
 )
 def test_extra_image_models_capability_of_the_wrong_type_is_a_config_error(raw: str) -> None:
@@ -257,6 +285,12 @@ def test_extra_image_models_are_merged_into_the_table() -> None:
     assert "gpt-image-3" in table.available()
     assert table.get("gpt-image-3").flexible_sizes
     assert s.image_defaults().model == "gpt-image-3"
+    s = _settings(EXTRA_IMAGE_MODELS='{"gpt-image-3": {"qualities": ["low", "max", "auto"], "complexity": true, '
+                                     '"shutdown_date": "2031-01-01", "replacement": "gpt-image-2"}}',
+                  IMAGE_MODEL="gpt-image-3", IMAGE_QUALITY="max")
+    m = s.model_table().get("gpt-image-3")
+    assert m.qualities == ("low", "max", "auto") and m.complexity == ("low", "medium", "high")
+    assert m.shutdown_date == "2031-01-01" and m.replacement == "gpt-image-2"
 
 
 def test_empty_extra_image_models_is_no_extra() -> None:

@@ -220,7 +220,7 @@ async def test_unknown_image_model_and_transparent_jpeg(fake: FakeOpenAI, client
             tools=[
                 {
                     "type": "image_generation",
-                    "model": "gpt-image-1.5",
+                    "model": "gpt-image-2.5-flare",
                     "background": "transparent",
                     "output_format": "jpeg",
                 },

@@ -158,19 +158,19 @@ async def test_flags_in_a_mention_shape_the_tool_and_the_file(easel: Running) ->
 
 
 async def test_flags_stick_to_the_thread(easel: Running) -> None:
-    ts, _ = await easel.sender.mention("a kite --model gpt-image-1.5 --quality low")
+    ts, _ = await easel.sender.mention("a kite --model gpt-image-2.5-sunburst --quality max")
     await _first_image(easel)
     await easel.sender.message("make it red", thread_ts=ts)
     await easel.slack.wait_for("files.completeUploadExternal", count=2)
     tool = easel.openai.create_requests()[1]["tools"][0]
-    assert tool["model"] == "gpt-image-1.5" and tool["quality"] == "low"
+    assert tool["model"] == "gpt-image-2.5-sunburst" and tool["quality"] == "max"
 
 
 async def test_bad_flag_in_a_mention_is_explained_in_thread_and_nothing_is_sent(easel: Running) -> None:
     ts, _ = await easel.sender.mention("a cat --quality ultra")
     [call] = await easel.slack.wait_for("chat.postMessage")
     assert call.args["thread_ts"] == ts
-    assert "--quality ultra" in call.args["text"] and "low, medium, high, auto" in call.args["text"]
+    assert "--quality ultra" in call.args["text"] and "low, medium, high, xhigh, max, auto" in call.args["text"]
     await easel.jobs_settled(1)
     assert easel.openai.requests == []
 
@@ -178,9 +178,11 @@ async def test_bad_flag_in_a_mention_is_explained_in_thread_and_nothing_is_sent(
 async def test_transparent_on_gpt_image_2_switches_model_and_says_so(easel: Running) -> None:
     await easel.sender.mention("a sticker of a cat --background transparent")
     shared = await _first_image(easel)
-    tool = easel.openai.create_requests()[0]["tools"][0]
-    assert tool["model"] == "gpt-image-1.5" and tool["background"] == "transparent"
-    assert "gpt-image-2" in shared["initial_comment"] and "gpt-image-1.5" in shared["initial_comment"]
+    [create] = easel.openai.create_requests()  # the one request, on a model that can: nothing refused
+    tool = create["tools"][0]
+    assert tool["model"] == "gpt-image-2.5-flare" and tool["background"] == "transparent"
+    assert "gpt-image-2 cannot make a transparent background" in shared["initial_comment"]
+    assert "gpt-image-2.5-flare" in shared["initial_comment"]
 
 
 async def test_transparent_jpeg_is_refused_in_thread(easel: Running) -> None:

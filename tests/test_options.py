@@ -67,7 +67,7 @@ def test_slack_autocorrected_dashes_are_flags(dash: str) -> None:
 def test_all_flags_together_and_prompt_whitespace_is_normalised() -> None:
     prompt, asked = parse(
         "  --size 1536x1024 a  cat --quality low --format webp --compression 80 "
-        "--background opaque --model gpt-image-1.5 --action edit  on a mat  "
+        "--background opaque --model gpt-image-2.5-flare --action edit  on a mat  "
     )
     assert prompt == "a cat on a mat"
     assert asked.as_dict() == {
@@ -76,7 +76,7 @@ def test_all_flags_together_and_prompt_whitespace_is_normalised() -> None:
         "format": "webp",
         "compression": 80,
         "background": "opaque",
-        "model": "gpt-image-1.5",
+        "model": "gpt-image-2.5-flare",
         "action": "edit",
     }
 
@@ -134,7 +134,7 @@ def test_model_value_is_kept_for_resolve_to_check() -> None:
 @pytest.mark.parametrize(
     ("text", "flag", "allowed"),
     [
-        ("a cat --quality ultra", "--quality", ["low", "medium", "high", "auto"]),
+        ("a cat --quality ultra", "--quality", ["low", "medium", "high", "xhigh", "max", "auto"]),
         ("a cat --format gif", "--format", ["png", "jpeg", "webp"]),
         ("a cat --background clear", "--background", ["transparent", "opaque", "auto"]),
         ("a cat --action paint", "--action", ["auto", "generate", "edit"]),
@@ -199,6 +199,7 @@ _pieces = st.one_of(
     st.sampled_from(
         list(options.QUALITIES + options.FORMATS + options.BACKGROUNDS + options.ACTIONS)
         + list(options.SIZE_WORDS) + ["jpg", "1024x1536", "16x16", "0", "100", "101", "gpt-image-1.5", "auto"]
+        + list(options.COMPLEXITIES + options.FIDELITIES)
     ),
     st.text(max_size=12),
 )
@@ -238,38 +239,45 @@ def test_defaults_are_applied() -> None:
 
 
 def test_configured_defaults_are_applied_and_asked_values_win() -> None:
-    defaults = Defaults(model="gpt-image-1.5", size="1024x1536", quality="high", format="webp",
+    defaults = Defaults(model="gpt-image-2.5-flare", size="1024x1536", quality="xhigh", format="webp",
                         background="opaque", compression=70)
     r = _resolve(defaults)
     assert (r.model, r.size, r.quality, r.format, r.background, r.compression) == (
-        "gpt-image-1.5", "1024x1536", "high", "webp", "opaque", 70
+        "gpt-image-2.5-flare", "1024x1536", "xhigh", "webp", "opaque", 70
     )
     r = _resolve(defaults, quality="low", size="1536x1024", compression=10)
     assert (r.quality, r.size, r.compression) == ("low", "1536x1024", 10)
 
 
-def test_transparent_on_gpt_image_2_falls_back_with_a_notice_naming_both_models() -> None:
+def test_transparent_on_gpt_image_2_falls_back_to_a_2_5_model_with_a_notice_naming_both() -> None:
     r = _resolve(background="transparent")
-    assert r.model == "gpt-image-1.5"
+    assert r.model == "gpt-image-2.5-flare"
     assert r.background == "transparent"
     assert len(r.notices) == 1
-    assert "gpt-image-2" in r.notices[0] and "gpt-image-1.5" in r.notices[0]
-    assert r.tool()["model"] == "gpt-image-1.5"
+    assert "gpt-image-2" in r.notices[0] and "gpt-image-2.5-flare" in r.notices[0]
+    assert r.tool()["model"] == "gpt-image-2.5-flare"
+    assert "model" not in r.chosen and "background" in r.chosen
 
 
 def test_transparent_on_a_capable_model_has_no_notice() -> None:
-    r = _resolve(background="transparent", model="gpt-image-1-mini", format="webp")
-    assert r.model == "gpt-image-1-mini"
+    r = _resolve(background="transparent", model="gpt-image-2.6-flare", format="webp")
+    assert r.model == "gpt-image-2.6-flare"
     assert r.notices == ()
 
 
 def test_transparent_from_defaults_also_falls_back() -> None:
     r = _resolve(Defaults(background="transparent"))
-    assert r.model == "gpt-image-1.5"
+    assert r.model == "gpt-image-2.5-flare"
     assert r.notices
 
 
-@pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-1.5"])
+def test_transparent_fallback_takes_the_other_options_asked_for() -> None:
+    r = _resolve(background="transparent", complexity="high")
+    assert r.model == "gpt-image-2.6-flare"  # the first transparent model that also takes --complexity
+    assert r.tool()["complexity"] == "high"
+
+
+@pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-2.5-flare"])
 def test_transparent_with_jpeg_is_refused(model: str) -> None:
     message = _resolve_error(background="transparent", format="jpeg", model=model)
     assert "jpeg" in message and "png" in message and "webp" in message
@@ -314,35 +322,102 @@ def test_compression_zero_is_kept() -> None:
     assert r.tool()["output_compression"] == 0
 
 
-def test_retired_model_is_refused_with_its_date() -> None:
-    message = _resolve_error(model="gpt-image-1")
-    assert "gpt-image-1" in message and "2026-10-23" in message and "retired" in message
-    assert "gpt-image-2" in message  # says what to use instead
+@pytest.mark.parametrize(("model", "date"), [("gpt-image-1", "2026-10-23"), ("gpt-image-1.5", "2026-12-01"),
+                                             ("gpt-image-1.5-2025-12-16", "2026-12-01"),
+                                             ("gpt-image-1-mini", "2026-12-01"),
+                                             ("chatgpt-image-latest", "2026-12-01")])
+def test_a_shut_down_model_asked_for_is_refused_with_its_date_and_replacement(model: str, date: str) -> None:
+    message = _resolve_error(model=model)
+    assert model in message and date in message and "shut down" in message
+    assert "--model gpt-image-2.6-sunburst" in message  # says what to use instead
 
 
-def test_retired_default_model_is_refused() -> None:
-    assert "2026-10-23" in _resolve_error(Defaults(model="gpt-image-1"))
+@pytest.mark.parametrize("model", ["gpt-image-1", "gpt-image-1.5"])
+def test_a_shut_down_default_model_is_replaced_with_a_notice(model: str) -> None:
+    r = _resolve(Defaults(model=model))
+    assert r.model == "gpt-image-2.6-sunburst"
+    assert r.replaced is not None and model in r.replaced and "gpt-image-2.6-sunburst" in r.replaced
+    assert "model" not in r.chosen
+
+
+def test_a_shut_down_model_from_the_thread_is_replaced_not_refused() -> None:
+    r = resolve(ImageOptions(model="gpt-image-1.5", quality="high"), defaults=DEFAULTS, table=TABLE,
+                explicit=["quality"])
+    assert r.model == "gpt-image-2.6-sunburst" and r.quality == "high"
+    assert r.replaced and "2026-12-01" in r.replaced
 
 
 def test_unknown_model_lists_the_available_ones() -> None:
     message = _resolve_error(model="dall-e-3")
     assert "dall-e-3" in message
     offered = message.split("Use one of:")[1].strip().rstrip(".").split(", ")
-    assert offered == ["gpt-image-2", "gpt-image-1.5", "gpt-image-1-mini"]  # not the retired gpt-image-1
+    assert offered == ["gpt-image-2", "gpt-image-2.5-flare", "gpt-image-2.5-sunburst", "gpt-image-2.6-flare",
+                       "gpt-image-2.6-sunburst"]  # no shut-down model, no dated snapshot
+
+
+# -- resolve: what each model takes ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quality", ["xhigh", "max"])
+def test_xhigh_and_max_are_refused_on_gpt_image_2_with_the_values_it_takes(quality: str) -> None:
+    message = _resolve_error(quality=quality)
+    assert f"--quality {quality}" in message and "gpt-image-2:" in message
+    assert "it takes low, medium, high, auto" in message
+    assert "gpt-image-2.5-flare" in message  # and where it works
+
+
+@pytest.mark.parametrize("model", ["gpt-image-2.5-flare", "gpt-image-2.5-sunburst", "gpt-image-2.6-flare",
+                                   "gpt-image-2.6-sunburst"])
+@pytest.mark.parametrize("quality", ["xhigh", "max"])
+def test_xhigh_and_max_on_2_5_and_2_6(model: str, quality: str) -> None:
+    assert _resolve(model=model, quality=quality).tool()["quality"] == quality
+
+
+def test_complexity_only_where_the_table_says_so() -> None:
+    r = _resolve(model="gpt-image-2.6-sunburst", complexity="medium")
+    assert r.tool()["complexity"] == "medium"
+    for model in ("gpt-image-2", "gpt-image-2.5-flare"):
+        message = _resolve_error(model=model, complexity="high")
+        assert model in message and "--complexity" in message and "gpt-image-2.6-flare" in message
+        assert "complexity" not in _resolve(model=model).tool()  # never sent unless asked
+
+
+def test_fidelity_is_refused_where_no_model_takes_it() -> None:
+    message = _resolve_error(fidelity="high")
+    assert "--fidelity" in message and "no image model here" in message
+    table = models.ModelTable(extra={"gpt-image-3": {"flexible_sizes": True, "input_fidelity": True}})
+    r = _resolve(table=table, model="gpt-image-3", fidelity="high")
+    assert r.tool()["input_fidelity"] == "high"
+    assert "gpt-image-3" in _resolve_error(table=table, fidelity="low")  # offered where it works
+
+
+def test_a_default_the_chosen_model_does_not_take_is_left_out() -> None:
+    r = _resolve(Defaults(model="gpt-image-2.5-flare", quality="max", complexity="high"), model="gpt-image-2")
+    assert r.quality == "auto" and "complexity" not in r.tool()
+    assert r.notices == ()
+
+
+def test_moderation_and_web_come_from_the_defaults_and_web_from_the_request() -> None:
+    r = _resolve(Defaults(moderation="low", web=True))
+    assert r.tool()["moderation"] == "low" and r.web is True
+    assert _resolve(Defaults(web=True), web=False).web is False
+    assert _resolve(web=True).web is True
+    assert _resolve().tool()["moderation"] == "auto"
 
 
 # -- resolve: sizes --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("size", ["auto", "1024x1024", "1024x1536", "1536x1024"])
-@pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-1.5", "gpt-image-1-mini"])
+@pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-2.5-flare", "gpt-image-2.6-sunburst"])
 def test_fixed_sizes_and_auto_work_on_every_model(model: str, size: str) -> None:
     assert _resolve(model=model, size=size).size == size
 
 
 @pytest.mark.parametrize("size", ["2048x2048", "1024x1792", "512x512", "3840x2160"])
-def test_gpt_image_1_5_only_takes_fixed_sizes(size: str) -> None:
-    message = _resolve_error(model="gpt-image-1.5", size=size)
+def test_a_fixed_size_model_only_takes_fixed_sizes(size: str) -> None:
+    table = models.ModelTable(extra={"gpt-image-3": {}})
+    message = _resolve_error(table=table, model="gpt-image-3", size=size)
     assert size in message
     for fixed in models.FIXED_SIZES:
         assert fixed in message
@@ -382,8 +457,10 @@ def test_size_with_a_zero_side_is_refused() -> None:
 
 
 def test_transparent_fallback_is_checked_against_the_fallback_models_sizes() -> None:
-    message = _resolve_error(background="transparent", size="2048x2048")
-    assert "gpt-image-1.5" in message
+    table = models.ModelTable(models=(models.ImageModel(name="gpt-image-2", transparent=False, flexible_sizes=True),
+                                      models.ImageModel(name="fixed", transparent=True)))
+    message = _resolve_error(table=table, background="transparent", size="2048x2048")
+    assert "transparent" in message
 
 
 def test_flags_parsed_then_resolved() -> None:
@@ -397,40 +474,82 @@ def test_flags_parsed_then_resolved() -> None:
         "output_format": "jpeg",
         "background": "auto",
         "action": "auto",
+        "moderation": "auto",
         "output_compression": 40,
     }
 
 
 def test_tool_dict_without_compression() -> None:
-    r = _resolve(model="gpt-image-1.5", background="opaque", action="edit", quality="medium")
+    r = _resolve(model="gpt-image-2.5-sunburst", background="opaque", action="edit", quality="medium")
     assert r.tool() == {
         "type": "image_generation",
-        "model": "gpt-image-1.5",
+        "model": "gpt-image-2.5-sunburst",
         "size": "auto",
         "quality": "medium",
         "output_format": "png",
         "background": "opaque",
         "action": "edit",
+        "moderation": "auto",
     }
 
 
 def test_resolved_as_dict_has_no_notices_and_no_nones() -> None:
     r = _resolve(background="transparent")
     d = r.as_dict()
-    assert "notices" not in d and "compression" not in d
-    assert d["model"] == "gpt-image-1.5"
+    assert "notices" not in d and "compression" not in d and "chosen" not in d
+    assert d["model"] == "gpt-image-2.5-flare"
 
 
 # -- the model table -------------------------------------------------------------------------------
 
 
 def test_builtin_table() -> None:
-    assert TABLE.available() == ["gpt-image-2", "gpt-image-1.5", "gpt-image-1-mini"]
-    assert TABLE.get("gpt-image-1").retired == "2026-10-23"
+    assert TABLE.available() == ["gpt-image-2", "gpt-image-2.5-flare", "gpt-image-2.5-sunburst",
+                                 "gpt-image-2.6-flare", "gpt-image-2.6-sunburst"]
+    for gone, date in (("gpt-image-1", "2026-10-23"), ("gpt-image-1.5", "2026-12-01"),
+                       ("gpt-image-1.5-2025-12-16", "2026-12-01"), ("gpt-image-1-mini", "2026-12-01"),
+                       ("chatgpt-image-latest", "2026-12-01")):
+        model = TABLE.get(gone)
+        assert model.shutdown_date == date and model.replacement == "gpt-image-2.6-sunburst"
+        assert TABLE.is_shut_down(gone)
     assert TABLE.get("nope") is None
-    assert TABLE.transparent_fallback().name == "gpt-image-1.5"
-    assert not TABLE.get("gpt-image-2").transparent
-    assert TABLE.get("gpt-image-2").flexible_sizes
+    assert TABLE.transparent_fallback().name == "gpt-image-2.5-flare"
+    two = TABLE.get("gpt-image-2")
+    assert not two.transparent and two.flexible_sizes and not two.input_fidelity and not two.complexity
+    assert "xhigh" not in two.qualities
+    for name in ("gpt-image-2.5-flare", "gpt-image-2.5-sunburst"):
+        m = TABLE.get(name)
+        assert m.transparent and {"xhigh", "max"} <= set(m.qualities) and not m.complexity
+    for name in ("gpt-image-2.6-flare", "gpt-image-2.6-sunburst"):
+        m = TABLE.get(name)
+        assert m.transparent and {"xhigh", "max"} <= set(m.qualities) and m.complexity == ("low", "medium", "high")
+    assert TABLE.get("gpt-image-2-2026-04-21").snapshot_of == "gpt-image-2"
+
+
+def test_the_table_goes_by_the_day_it_is_given() -> None:
+    import datetime
+
+    day = [datetime.date(2026, 11, 30)]
+    table = models.ModelTable(today=lambda: day[0])
+    assert not table.is_shut_down("gpt-image-1.5") and table.ending_soon("gpt-image-1.5")
+    assert table.days_left("gpt-image-1.5") == 1
+    day[0] = datetime.date(2026, 12, 1)
+    assert table.is_shut_down("gpt-image-1.5") and not table.ending_soon("gpt-image-1.5")
+    assert table.chat_model("gpt-5") == "gpt-5" and table.ending_soon("gpt-5")
+    day[0] = datetime.date(2026, 12, 11)
+    assert table.chat_model("gpt-5") == "gpt-5.4" and table.chat_model("gpt-5.5") == "gpt-5.5"
+
+
+def test_what_openai_says_goes_over_the_built_in_data() -> None:
+    table = models.ModelTable()
+    table.learn(listed={"gpt-image-2": "2026-11-20", "gpt-image-1.5": None},
+                lacks={"gpt-image-2.5-flare": ["transparent", "quality:max"]})
+    assert table.is_shut_down("gpt-image-2") and not table.is_shut_down("gpt-image-1.5")
+    flare = table.get("gpt-image-2.5-flare")
+    assert not flare.transparent and "max" not in flare.qualities and "xhigh" in flare.qualities
+    assert table.transparent_fallback().name == "gpt-image-2.5-sunburst"
+    table.learn(listed={}, lacks={})  # replaced, not added to
+    assert table.get("gpt-image-2.5-flare").transparent and not table.is_shut_down("gpt-image-2")
 
 
 def test_extra_model_is_usable() -> None:
@@ -449,15 +568,27 @@ def test_extra_model_as_the_default() -> None:
     r = _resolve(Defaults(model="gpt-image-3"), table)
     assert r.model == "gpt-image-3"
     r = _resolve(Defaults(model="gpt-image-3"), table, background="transparent")
-    assert r.model == "gpt-image-1.5"
-    assert "gpt-image-3" in r.notices[0] and "gpt-image-1.5" in r.notices[0]
+    assert r.model == "gpt-image-2.5-flare"
+    assert "gpt-image-3" in r.notices[0] and "gpt-image-2.5-flare" in r.notices[0]
 
 
 def test_extra_can_override_a_builtin_and_fallback_picks_the_first_capable() -> None:
-    table = models.ModelTable(extra={"gpt-image-1.5": {"transparent": False}})
-    assert table.transparent_fallback().name == "gpt-image-1-mini"
+    table = models.ModelTable(extra={"gpt-image-2.5-flare": {"transparent": False}})
+    assert table.transparent_fallback().name == "gpt-image-2.5-sunburst"
     r = _resolve(table=table, background="transparent")
-    assert r.model == "gpt-image-1-mini"
+    assert r.model == "gpt-image-2.5-sunburst"
+
+
+def test_extra_models_written_for_an_older_release_still_work() -> None:
+    table = models.ModelTable(extra={"gpt-image-3": {"transparent": True, "input_fidelity": True,
+                                                     "retired": "2030-01-01", "max_edge": 2048}})
+    m = table.get("gpt-image-3")
+    assert m.shutdown_date == "2030-01-01" and m.input_fidelity == ("high", "low") and m.max_edge == 2048
+    table = models.ModelTable(extra={"gpt-image-3": {"qualities": ["low", "max"], "complexity": ["high"],
+                                                     "shutdown_date": "2020-01-01", "replacement": "gpt-image-2"}})
+    m = table.get("gpt-image-3")
+    assert m.qualities == ("low", "max") and m.complexity == ("high",) and table.is_shut_down("gpt-image-3")
+    assert table.replacement("gpt-image-3").name == "gpt-image-2"
 
 
 def test_fallback_is_an_extra_model_when_no_builtin_can() -> None:
@@ -471,7 +602,7 @@ def test_fallback_is_an_extra_model_when_no_builtin_can() -> None:
 def test_a_retired_model_is_never_the_fallback() -> None:
     table = models.ModelTable(
         models=(
-            models.ImageModel(name="old", transparent=True, retired="2020-01-01"),
+            models.ImageModel(name="old", transparent=True, shutdown_date="2020-01-01"),
             models.ImageModel(name="gpt-image-2", transparent=False, flexible_sizes=True),
             models.ImageModel(name="new", transparent=True),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import datetime
 import functools
 import hashlib
 import json
@@ -25,11 +26,13 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from tests.fakes import openai_models
+
 Json = dict[str, Any]
 ImageFactory = Callable[[int, int, str, str], bytes]
-Route = Literal["create", "retrieve", "cancel", "delete", "any"]
+Route = Literal["create", "retrieve", "cancel", "delete", "models", "any"]
 
-DEFAULT_IMAGE_MODELS = frozenset({"gpt-image-2", "gpt-image-1.5", "gpt-image-1-mini"})
+DEFAULT_IMAGE_MODELS = frozenset(openai_models.IMAGE_MODELS)
 IMAGE_FORMATS = frozenset({"png", "jpeg", "webp", "gif", "svg"})
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
 IMAGE_OUTPUT_TOKENS = 1056
@@ -37,6 +40,10 @@ MAX_PREVIEW_SIDE = 64
 TEXT_CHUNK = 500
 ASK_STYLE = "What style would you like?"
 HERE_IS_IMAGE = "Here is your image."
+WEB_SOURCES = (  # what a [[web]] prompt "finds" when the request offers the web_search tool
+    ("https://weather.example/lyon", "Lyon: tomorrow's forecast"),
+    ("https://news.example/lyon|quiz", "Lyon <news> & more"),
+)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 _RESPONSE_PATH = re.compile(r"^/v1/responses/(?P<id>[^/]+)(?P<cancel>/cancel)?$")
@@ -140,6 +147,7 @@ class Fault:
     cut_after: int | None = None
     fail_response: bool = False
     error_event: bool = False
+    nested_error: bool = False  # the error event carries {"error": {...}} instead of top-level code/message
     omit_events: tuple[str, ...] = ()
     times: int = 1
     match: str | None = None
@@ -320,9 +328,14 @@ class FakeOpenAI:
     """The fake server. Use ``async with FakeOpenAI() as fake:`` and point the SDK at ``fake.base_url``."""
 
     def __init__(
-        self, *, api_key: str = "sk-test", latency: float = 0.0, image_factory: ImageFactory | None = None
+        self, *, api_key: str = "sk-test", latency: float = 0.0, image_factory: ImageFactory | None = None,
+        today: Callable[[], datetime.date] | None = None,
     ) -> None:
         self.api_key = api_key
+        # GET /v1/models: id -> shutdown date (a test may change it at any time); models are refused from
+        # their shutdown date on, by `today` (UTC by default)
+        self.models: dict[str, str | None] = dict(openai_models.LISTING)
+        self.today: Callable[[], datetime.date] = today or (lambda: datetime.datetime.now(datetime.UTC).date())
         self.latency = latency
         self.image_factory: ImageFactory = image_factory or default_image_factory
         self.known_image_models: set[str] = set(DEFAULT_IMAGE_MODELS)
@@ -461,6 +474,8 @@ class FakeOpenAI:
             if fault.status is not None:
                 return self._fault_response(fault)
         try:
+            if route == "models":
+                return self._json(openai_models.listing_body(self.models))
             if route == "create":
                 return await self._create(request, recorded.json, fault)
             if route == "retrieve" and response_id:
@@ -469,20 +484,16 @@ class FakeOpenAI:
                 return await self._cancel(response_id)
             if route == "delete" and response_id:
                 return self._delete(response_id)
-            if route == "models":
-                return self._json({"object": "list", "data": [
-                    {"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
-                    for name in sorted(self.known_image_models | {"gpt-5.4"})]})
         except _Reject as reject:
             return reject.response
         return error_response(404, f"Invalid URL ({request.method} {request.path})")
 
     @staticmethod
     def _route(request: web.Request) -> tuple[str, str | None]:
+        if request.path == "/v1/models":
+            return ("models" if request.method == "GET" else "other"), None
         if request.path == "/v1/responses":
             return ("create" if request.method == "POST" else "other"), None
-        if request.path == "/v1/models" and request.method == "GET":
-            return "models", None
         found = _RESPONSE_PATH.match(request.path)
         if not found:
             return "other", None
@@ -563,6 +574,10 @@ class FakeOpenAI:
                     param=name,
                     code="missing_required_parameter",
                 )
+        gone = openai_models.chat_refusal(str(body["model"]), self.models, self.today())
+        if gone is not None:
+            status, message, param, code = gone
+            raise _Reject(status, message, param=param, code=code)
         background = body.get("background") is True
         stored = body.get("store", True) is not False
         if background and not stored:
@@ -581,6 +596,12 @@ class FakeOpenAI:
         if found:
             self._check_tool(index, tool)
         items: list[Json] = []
+        searched = "[[web]]" in text and any(
+            isinstance(t, dict) and t.get("type") == "web_search" for t in body.get("tools") or [])
+        if searched:
+            items.append({"type": "web_search_call", "id": _new_id("ws_"), "status": "completed",
+                          "action": {"type": "search", "query": text[:100],
+                                     "sources": [{"type": "url", "url": url} for url, _ in WEB_SOURCES]}})
         if _wants_image(body, text):
             if "[[moderation400]]" in text:
                 raise _Reject(
@@ -605,6 +626,15 @@ class FakeOpenAI:
                 "content": [{"type": "output_text", "text": message, "annotations": [], "logprobs": []}],
             }
         )
+        if searched:  # the answer cites what the search found
+            cited = " ".join(f"[{n}]" for n in range(1, len(WEB_SOURCES) + 1))
+            part = items[-1]["content"][0]
+            part["text"] = f"{message} Sources: {cited}"
+            start = len(message) + len(" Sources: ")
+            for n, (url, title) in enumerate(WEB_SOURCES):
+                begin = start + 4 * n
+                part["annotations"].append({"type": "url_citation", "start_index": begin, "end_index": begin + 3,
+                                            "url": url, "title": title})
         response_id = _new_id("resp_")
         return FakeResponse(
             id=response_id,
@@ -625,6 +655,10 @@ class FakeOpenAI:
                 param=f"tools[{index}].model",
                 code="model_not_found",
             )
+        refused = openai_models.tool_refusal(index, tool, self.models, self.today())
+        if refused is not None:
+            status, message, param, code = refused
+            raise _Reject(status, message, param=param, code=code)
         fmt = tool.get("output_format", "png")
         if fmt not in IMAGE_FORMATS:
             raise _Reject(
@@ -741,7 +775,9 @@ class FakeOpenAI:
         if not images and self._fail_if_faulted(resp):
             return
         for index, final in enumerate(resp.items):
-            if final["type"] == "image_generation_call":
+            if final["type"] == "web_search_call":
+                self._emit_search(resp, index, final)
+            elif final["type"] == "image_generation_call":
                 pending = {**final, "status": "in_progress", "result": None, "error": None}
                 output.append(pending)
                 self._emit(resp, "response.output_item.added", output_index=index, item=pending)
@@ -772,6 +808,15 @@ class FakeOpenAI:
         resp.body.update(status="completed", completed_at=int(time.time()), **self._usage(resp))
         self._emit(resp, "response.completed", response=resp.body)
 
+    def _emit_search(self, resp: FakeResponse, index: int, final: Json) -> None:
+        pending = {**final, "status": "in_progress"}
+        resp.body["output"].append(pending)
+        self._emit(resp, "response.output_item.added", output_index=index, item=pending)
+        for stage in ("in_progress", "searching", "completed"):
+            self._emit(resp, f"response.web_search_call.{stage}", output_index=index, item_id=final["id"])
+        resp.body["output"][index] = final
+        self._emit(resp, "response.output_item.done", output_index=index, item=final)
+
     def _emit_message(self, resp: FakeResponse, index: int, final: Json) -> None:
         text: str = final["content"][0]["text"]
         item_id = final["id"]
@@ -790,7 +835,12 @@ class FakeOpenAI:
                 **where,
             )
         self._emit(resp, "response.output_text.done", text=text, logprobs=[], **where)
-        self._emit(resp, "response.content_part.done", part={**part, "text": text}, **where)
+        annotations = final["content"][0].get("annotations") or []
+        for n, annotation in enumerate(annotations):
+            self._emit(resp, "response.output_text.annotation.added", annotation=annotation, annotation_index=n,
+                       **where)
+        self._emit(resp, "response.content_part.done", part={**part, "text": text, "annotations": annotations},
+                   **where)
         resp.body["output"][index] = final
         self._emit(resp, "response.output_item.done", output_index=index, item=final)
 
@@ -801,7 +851,9 @@ class FakeOpenAI:
         code = fault.code or "server_error"
         message = fault.message or "The server had an error while processing your request."
         resp.body.update(status="failed", error={"code": code, "message": message})
-        if fault.error_event:
+        if fault.error_event and fault.nested_error:
+            self._emit(resp, "error", error={"code": code, "message": message, "param": fault.param})
+        elif fault.error_event:
             self._emit(resp, "error", code=code, message=message, param=fault.param)
         else:
             resp.body["output"] = []
@@ -832,7 +884,8 @@ class FakeOpenAI:
             "output_tokens": IMAGE_OUTPUT_TOKENS * made,
             "total_tokens": image_in + IMAGE_OUTPUT_TOKENS * made,
         }
-        return {"usage": usage, "tool_usage": {"image_gen": image_gen, "web_search": {"num_requests": 0}}}
+        searches = sum(1 for item in resp.items if item["type"] == "web_search_call")
+        return {"usage": usage, "tool_usage": {"image_gen": image_gen, "web_search": {"num_requests": searches}}}
 
     # ---- streaming
 
