@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import decimal
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -77,6 +78,29 @@ class ImageModelCapabilities(pydantic.BaseModel):
         return _iso_date(v, "a shutdown date")
 
 
+class PriceRow(pydantic.BaseModel):
+    """One entry of PRICES: a model's dollars per million tokens."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    text_in: str
+    cached_in: str
+    text_out: str
+    image_in: str = "0"
+    image_out: str = "0"
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _decimal(cls, v: Any) -> Any:
+        """Kept as written (a string), so that the price table reads it as an exact Decimal."""
+        try:
+            if isinstance(v, bool) or decimal.Decimal(str(v)) < 0:
+                raise ValueError
+        except (decimal.InvalidOperation, ValueError):
+            raise ValueError(f"a price is a number of dollars per million tokens, not {v!r}") from None
+        return str(v)
+
+
 class Settings(pydantic.BaseModel):
     """Everything Easel is configured with. Field aliases are the environment variable names."""
 
@@ -115,6 +139,7 @@ class Settings(pydantic.BaseModel):
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: str = Field("text", alias="LOG_FORMAT")
     metrics_token: str | None = Field(None, alias="METRICS_TOKEN", repr=False)
+    prices: dict[str, PriceRow] = Field(default_factory=dict, alias="PRICES")
     retention_days: float = Field(90.0, alias="RETENTION_DAYS", ge=0)
 
     @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "openai_api_key", "metrics_token",
@@ -162,6 +187,17 @@ class Settings(pydantic.BaseModel):
         if v.startswith(("postgresql://", "postgres://")):
             return v
         raise ValueError("DATABASE_URL must be sqlite:////absolute/path.db or postgresql://user@host/db")
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _prices(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                v = json.loads(v) if v.strip() else {}
+            except json.JSONDecodeError as e:
+                example = '{"gpt-5.4": {"text_in": 2.5, "cached_in": 0.25, "text_out": 15}}'
+                raise ValueError(f"PRICES must be JSON like {example} ({e})") from None
+        return v
 
     @field_validator("extra_image_models", mode="before")
     @classmethod

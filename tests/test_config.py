@@ -297,6 +297,22 @@ def test_empty_extra_image_models_is_no_extra() -> None:
     assert _settings(EXTRA_IMAGE_MODELS="  ").extra_image_models == {}
 
 
+def test_prices_are_read_exactly() -> None:
+    from bot.prices import Prices
+
+    s = _settings(PRICES='{"gpt-5.4": {"text_in": 2.5, "cached_in": "0.25", "text_out": 15}}')
+    row = Prices({k: v.model_dump() for k, v in s.prices.items()}).row("gpt-5.4", image=False)[0]
+    assert str(row.cached_in) == "0.25" and str(row.text_in) == "2.5"
+
+
+@pytest.mark.parametrize("raw", ['{"gpt-5.4": {"text_in": -1, "cached_in": 0, "text_out": 1}}',
+                                 '{"gpt-5.4": {"text_in": "cheap", "cached_in": 0, "text_out": 1}}',
+                                 '{"gpt-5.4": {"text_in": 1}}', '{"gpt-5.4": {"text_in": 1, "cached_in": 0, '
+                                 '"text_out": 1, "per_image": 1}}', "[1, 2]", "{nope"])
+def test_bad_prices(raw: str) -> None:
+    assert "PRICES" in _error(PRICES=raw)
+
+
 # -- defaults --------------------------------------------------------------------------------------
 
 
