@@ -8,9 +8,9 @@ deployment is fixed in one go rather than one variable per restart).
 from __future__ import annotations
 
 import datetime
+import decimal
 import hashlib
 import hmac
-import decimal
 import json
 import os
 from collections.abc import Callable, Mapping
