@@ -19,13 +19,16 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.publishing import SlackPublisher, retry_handlers
 from bot.service import Intake
-from handlers import register_handlers
+from handlers import register_handlers, shapes
 from handlers.payloads import Context
 from storage import Store, open_store
 
@@ -142,6 +145,7 @@ async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel
         # The listeners only store a job (milliseconds), and it must be stored before Slack hears "ok".
         process_before_response=True,
         logger=_bolt_logger(),
+        before_authorize=_WellFormed(),
     )
     intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user)
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(),
@@ -282,6 +286,22 @@ async def _follow_wakeups(wake: Callable[[], None], stop: asyncio.Event) -> None
     stop.set()
 
 
+class _WellFormed(AsyncMiddleware):
+    """Bolt's first step after the signature check (HTTP and Socket Mode alike): a payload of a shape Slack
+    never sends is refused here (400), before Bolt's own steps read it as if it had Slack's shape and fail
+    with a 500. (A middleware object, not a function: Bolt prepares a function's arguments from the payload,
+    and that alone can fail on such a payload.)"""
+
+    async def async_process(
+        self, *, req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]  # noqa: A002
+    ) -> BoltResponse:
+        found = shapes.problem(req.body)
+        if found is not None:
+            log.warning("malformed signed request refused: %s", found)
+            return BoltResponse(status=400, body={"error": "malformed request"})
+        return await next()
+
+
 def _malformed_requests(settings: Settings) -> Any:
     """Bolt builds its request object before checking the signature, and a payload of the wrong shape (say
     `"channel": false`) makes that raise, which aiohttp would answer with a 500. Answer 401 when the request
@@ -302,7 +322,7 @@ def _malformed_requests(settings: Settings) -> Any:
                     timestamp=request.headers.get("X-Slack-Request-Timestamp", ""),
                     signature=request.headers.get("X-Slack-Signature", ""),
                 )
-            except ValueError:  # a timestamp that is not a number
+            except ValueError:  # a timestamp that is not a number, a body that is not UTF-8
                 signed = False
             log.warning("unreadable %s request to %s: %s", "signed" if signed else "unsigned", request.path,
                         type(e).__name__)
