@@ -297,7 +297,7 @@ class JobRunner:
             await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
             await self._save(run, blocked_posted=True)
         if text and not caption and not run.progress.get("text_posted"):
-            text = outcome.text
+            text = messages.escape(outcome.text)
             if notices and not outcome.images:
                 text = "\n".join([*(f":information_source: {n}" for n in notices), text])
             await self._slack.post(job.channel_id, job.thread_ts, text)

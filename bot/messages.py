@@ -16,13 +16,19 @@ INSTRUCTIONS = (
 )
 
 
+def escape(text: str) -> str:
+    """User or model text as Slack shows it and never acts on: `<!channel>`, `<!here>`, `<!subteam^…>` and
+    `<@U…>` become plain words (Slack's own escaping: &, < and > as entities)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def help_text(*, models: list[str], default_model: str) -> str:
     return (
         "*Easel makes and edits images.*\n"
         "• Mention me with what you want: `@Easel a poster for the Friday quiz, retro style`. "
         "I answer in a thread; reply there (no mention needed) to change the image.\n"
         "• Attach images to edit or combine them: `@Easel put this logo on a mug`.\n"
-        "• `/imagine <prompt> [options]` always draws, and starts a thread for later edits.\n"
+        "• `/imagine &lt;prompt&gt; [options]` always draws, and starts a thread for later edits.\n"
         "*Options* (in a message or after `/imagine`):\n"
         "`--size 1024x1024|1024x1536|1536x1024|WxH|auto`  `--quality low|medium|high|auto`\n"
         "`--format png|jpeg|webp`  `--compression 0-100` (jpeg, webp)  `--background transparent|opaque|auto`\n"
@@ -31,17 +37,17 @@ def help_text(*, models: list[str], default_model: str) -> str:
 
 
 def bad_option(error: options.OptionError) -> str:
-    return f":warning: {error} Nothing was sent. Type `/imagine help` for all options."
+    return f":warning: {escape(str(error))} Nothing was sent. Type `/imagine help` for all options."
 
 
 def command_accepted(prompt: str) -> str:
-    return f":art: On it: _{_short(prompt, 200)}_. The image will appear in a thread in this channel."
+    return f":art: On it: _{escape(_short(prompt, 200))}_. The image will appear in a thread in this channel."
 
 
 def command_root(*, user_id: str, prompt: str, resolved: dict) -> str:
     shown = {k: v for k, v in resolved.items() if k in ("size", "quality", "format", "background", "model")}
     details = ", ".join(f"{k} {v}" for k, v in shown.items())
-    return f"<@{user_id}> asked for: {_short(prompt, 2500)}\n_{details}_ — reply in this thread to change it."
+    return f"<@{user_id}> asked for: {escape(_short(prompt, 2500))}\n_{details}_ — reply in this thread to change it."
 
 
 def too_many_pending(limit: int) -> str:
@@ -69,14 +75,15 @@ def image_comment(
     the prompt the image model was given."""
     lines = [f":information_source: {n}" for n in notices] if index == 0 else []
     if index == 0 and caption:
-        lines.append(caption)
+        lines.append(escape(caption))
     label = "Prompt used" if count == 1 else f"Prompt used ({index + 1} of {count})"
-    lines.append(f"*{label}:* {_short(revised_prompt or '(not given)', 3000)}")
+    lines.append(f"*{label}:* {escape(_short(revised_prompt or '(not given)', 3000))}")
     return "\n".join(lines)
 
 
 def attachment_problem(name: str, problem: str) -> str:
-    return f":warning: I couldn't use the attached file `{name}`: {problem} Nothing was sent to the image model."
+    return (f":warning: I couldn't use the attached file `{escape(name)}`: {problem} Nothing was sent to the "
+            "image model.")
 
 
 def attachment_failed(reason: str) -> str:
