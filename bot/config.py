@@ -6,6 +6,7 @@ raises `ConfigError` whose message is one line naming the variable to set.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -35,6 +36,15 @@ def _url(value: str | None, name: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{name} must be an http(s) URL, like https://example.com/")
     return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ImageModelCapabilities(pydantic.BaseModel):
@@ -99,6 +109,10 @@ class Settings(pydantic.BaseModel):
     @classmethod
     def _slack_url(cls, v: str) -> str:
         v = _url(v, "SLACK_API_URL") or DEFAULT_SLACK_API_URL
+        parts = urlsplit(v)
+        if parts.scheme == "http" and not _loopback(parts.hostname or ""):
+            # The bot token goes with every call: in clear text, only to this machine (a local proxy, tests).
+            raise ValueError("SLACK_API_URL must be https:// (http:// only for a loopback address like 127.0.0.1)")
         return v if v.endswith("/") else v + "/"
 
     @field_validator("openai_base_url")

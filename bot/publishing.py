@@ -1,7 +1,9 @@
 """The Slack output side: messages, reactions, image uploads, and downloads of files users attach.
 
-The bot token is sent only to the configured Web API (through slack_sdk) and, for downloads, only to Slack's
-file host or the Web API's own host. Redirects are followed by hand so the token never leaves those hosts.
+The bot token is sent only to the configured Web API (through slack_sdk) and, for downloads, only to the file
+paths of Slack's file host (`https://files.slack.com/files-pri/...`, `/files-tmb/...`), or of the configured
+Web API's host when that is not Slack's own (a local Slack in tests). Redirects are followed by hand so the
+token never goes anywhere else.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -27,6 +29,8 @@ from bot import messages
 log = logging.getLogger(__name__)
 
 SLACK_FILE_HOST = "files.slack.com"
+SLACK_API_HOST = "slack.com"
+FILE_PATHS = ("/files-pri/", "/files-tmb/")  # a file's own bytes and its thumbnails; nothing else gets the token
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 _CANNOT_POST = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 _MAGIC = (
@@ -82,7 +86,9 @@ class SlackPublisher:
         self._attempts = attempts
         self._backoff = backoff
         api = urlsplit(client.base_url)
-        self._allowed = {(api.scheme, api.netloc), ("https", SLACK_FILE_HOST)}
+        self._allowed = {("https", SLACK_FILE_HOST)}
+        if api.hostname != SLACK_API_HOST:  # a Slack of its own (tests): its file paths, on its host
+            self._allowed.add((api.scheme, api.netloc))
 
     async def close(self) -> None:
         await self._session.close()
@@ -228,8 +234,14 @@ class SlackPublisher:
     # -- downloads ---------------------------------------------------------------------------------------
 
     def token_may_go_to(self, url: str) -> bool:
+        """Only a file's path on Slack's file host: not the Web API's methods (`/api/auth.revoke`), not a path
+        that climbs out of the file paths, not a URL with credentials of its own."""
         parts = urlsplit(url)
-        return (parts.scheme, parts.netloc) in self._allowed
+        if (parts.scheme, parts.netloc) not in self._allowed or parts.username or parts.password:
+            return False
+        path = unquote(parts.path)
+        return path.startswith(FILE_PATHS) and "\\" not in path and \
+            not any(segment in (".", "..") for segment in path.split("/"))
 
     async def file_url(self, file_id: str) -> str:
         """The download URL of a Slack file, from files.info."""
