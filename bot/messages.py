@@ -66,6 +66,7 @@ QUEUE_DONE_WAITING = ":art: Your turn: drawing now."
 
 
 CAPTION_LIMIT = 3000  # the model's words go in the first image's message up to this length; longer, on their own
+COMMENT_LIMIT = 4000  # an image's whole message: Slack's advice for a message's text (it truncates far later)
 
 
 def image_comment(
@@ -75,10 +76,23 @@ def image_comment(
     the prompt the image model was given."""
     lines = [f":information_source: {n}" for n in notices] if index == 0 else []
     if index == 0 and caption:
-        lines.append(escape(caption))
+        lines.append(_short_escaped(caption, CAPTION_LIMIT))
     label = "Prompt used" if count == 1 else f"Prompt used ({index + 1} of {count})"
-    lines.append(f"*{label}:* {escape(_short(revised_prompt or '(not given)', 3000))}")
-    return "\n".join(lines)
+    head = "\n".join([*lines, f"*{label}:* "])
+    room = max(200, COMMENT_LIMIT - len(head))
+    return _short(head + _short_escaped(revised_prompt or "(not given)", min(room, 3000)), COMMENT_LIMIT)
+
+
+def _short_escaped(text: str, limit: int) -> str:
+    """`text` escaped, then cut to `limit` characters (never inside an entity such as &amp;)."""
+    escaped = escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[: limit - 1]
+    amp = cut.rfind("&", max(0, len(cut) - 5))
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
 
 
 def attachment_problem(name: str, problem: str) -> str:

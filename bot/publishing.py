@@ -9,6 +9,7 @@ token never goes anywhere else.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -51,6 +52,16 @@ class SlackUnavailable(Exception):
 
 class DownloadError(Exception):
     """An attachment could not be used; str(e) says why, for the user."""
+
+
+def slack_error(e: SlackApiError) -> str:
+    """Slack's error code from a failed call, whatever came back: Slack's JSON, or a page or text from
+    something in front of it (a 414 for a URL too long, a proxy's 502), which has no code of its own."""
+    data = getattr(e.response, "data", None)
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"]
+    status = getattr(e.response, "status_code", None) or getattr(e.response, "status", None)
+    return f"http_{status}" if status else "unreadable_answer"
 
 
 def retry_handlers(*, rate_limit_retries: int = 3) -> list[Any]:
@@ -97,7 +108,7 @@ class SlackPublisher:
         try:
             return await getattr(self.client, method)(**kwargs)
         except SlackApiError as e:
-            error = e.response.get("error") if e.response is not None else None
+            error = slack_error(e)
             if error in _CANNOT_POST:
                 raise CannotPost(error) from e
             raise
@@ -107,29 +118,29 @@ class SlackPublisher:
         try:
             await self.client.reactions_add(channel=channel, timestamp=ts, name=name)
         except SlackApiError as e:
-            if e.response.get("error") != "already_reacted":
-                log.warning("reactions.add failed: %s", e.response.get("error"))
+            if slack_error(e) != "already_reacted":
+                log.warning("reactions.add failed: %s", slack_error(e))
 
     async def unreact(self, channel: str, ts: str, name: str = messages.WORKING_REACTION) -> None:
         try:
             await self.client.reactions_remove(channel=channel, timestamp=ts, name=name)
         except SlackApiError as e:
-            if e.response.get("error") != "no_reaction":
-                log.warning("reactions.remove failed: %s", e.response.get("error"))
+            if slack_error(e) != "no_reaction":
+                log.warning("reactions.remove failed: %s", slack_error(e))
 
     async def update(self, channel: str, ts: str, text: str) -> None:
         """Best effort: rewrite one of Easel's messages."""
         try:
             await self.client.chat_update(channel=channel, ts=ts, text=text)
         except SlackApiError as e:
-            log.warning("chat.update failed: %s", e.response.get("error"))
+            log.warning("chat.update failed: %s", slack_error(e))
 
     async def delete(self, channel: str, ts: str) -> None:
         """Best effort: remove one of Easel's messages."""
         try:
             await self.client.chat_delete(channel=channel, ts=ts)
         except SlackApiError as e:
-            log.warning("chat.delete failed: %s", e.response.get("error"))
+            log.warning("chat.delete failed: %s", slack_error(e))
 
     async def post(self, channel: str, thread_ts: str | None, text: str) -> list[str]:
         """Post `text` (split where Slack needs it) into the thread; returns the message timestamps."""
@@ -191,23 +202,29 @@ class SlackPublisher:
                     file_id = await step
                 else:
                     file_id = await self.prepare(data=data, filename=filename, on_stage=on_stage)
-                await self._call(
-                    "files_completeUploadExternal",
-                    files=[{"id": file_id, "title": filename}],
-                    channel_id=channel,
-                    thread_ts=thread_ts,
-                    initial_comment=comment,
-                )
+                await self._complete(file_id=file_id, title=filename, channel=channel, thread_ts=thread_ts,
+                                     comment=comment)
                 return file_id
             except CannotPost:
                 raise
             except (SlackApiError, _Transient, aiohttp.ClientError, TimeoutError) as e:
-                reason = e.response.get("error") if isinstance(e, SlackApiError) else str(e) or type(e).__name__
+                reason = slack_error(e) if isinstance(e, SlackApiError) else str(e) or type(e).__name__
                 log.warning("upload attempt %d/%d failed: %s", attempt, self._attempts, reason)
                 if attempt == self._attempts:
                     raise SlackUnavailable(str(reason)) from e
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
+
+    async def _complete(self, *, file_id: str, title: str, channel: str, thread_ts: str, comment: str) -> None:
+        """Step 3: share the file in the thread, with its message. The arguments go in the form body: slack_sdk's
+        `files_completeUploadExternal` puts them in the URL, where a long or non-ASCII message (percent-encoded,
+        up to nine characters for one) passes the 8 KB Slack accepts in a request line."""
+        await self._call("api_call", api_method="files.completeUploadExternal", data={
+            "files": json.dumps([{"id": file_id, "title": title}]),
+            "channel_id": channel,
+            "thread_ts": thread_ts,
+            "initial_comment": comment,
+        })
 
     async def _is_complete(self, file_id: str) -> bool:
         try:
@@ -248,7 +265,7 @@ class SlackPublisher:
         try:
             info = (await self._call("files_info", file=file_id))["file"]
         except SlackApiError as e:
-            raise DownloadError(f"Slack could not find it ({e.response.get('error')}).") from None
+            raise DownloadError(f"Slack could not find it ({slack_error(e)}).") from None
         url = info.get("url_private_download") or info.get("url_private")
         if not isinstance(url, str):
             raise DownloadError("Slack gave no address to download it from.")

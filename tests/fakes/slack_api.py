@@ -43,6 +43,7 @@ DEFAULT_SCOPES: tuple[str, ...] = (
 )
 
 MAX_TEXT_LEN = 40_000
+MAX_REQUEST_LINE = 8192  # bytes Slack's front end accepts in a request line ("POST /api/...?args HTTP/1.1")
 _LOGIN_PAGE = (
     "<!DOCTYPE html><html><head><title>Slack</title></head>"
     '<body><h1>Sign in to your workspace</h1><form action="/signin"></form></body></html>'
@@ -100,6 +101,7 @@ class _Fault:
     status: int
     retry_after: int | None
     error: str
+    plain: bool = False  # a text/plain body instead of Slack's JSON (a proxy's or load balancer's answer)
 
 
 @dataclass
@@ -138,6 +140,7 @@ class FakeSlack:
         self.api_url = ""
 
         self.calls: list[Call] = []
+        self.refused: list[Call] = []  # requests turned away before reaching a method (URL too long)
         self.messages: list[dict[str, Any]] = []
         self.deleted_messages: list[dict[str, Any]] = []
         self.ephemerals: list[dict[str, Any]] = []
@@ -171,7 +174,8 @@ class FakeSlack:
         app.router.add_get("/files-pri/{team_file}/{name}", self._handle_download)
         app.router.add_post("/response/{key}", self._handle_response_url)
         app.router.add_get("/socket", self._handle_socket)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        # aiohttp's own line limit is lower than Slack's: the fake answers long lines itself, as Slack does.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, max_line_size=4 * MAX_REQUEST_LINE)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -390,10 +394,12 @@ class FakeSlack:
         retry_after: int | None = 1,
         error: str = "ratelimited",
         times: int = 1,
+        plain: bool = False,
     ) -> None:
-        """Make the next ``times`` calls to ``method`` (or "upload"/"download") fail."""
+        """Make the next ``times`` calls to ``method`` (or "upload"/"download") fail; ``plain`` answers with a
+        text/plain body rather than Slack's JSON."""
         for _ in range(times):
-            self._faults[method].append(_Fault(status=status, retry_after=retry_after, error=error))
+            self._faults[method].append(_Fault(status=status, retry_after=retry_after, error=error, plain=plain))
 
     def response_url(self, key: str = "r1") -> str:
         """A response_url on this fake; POSTs to it are recorded as Call(method="response_url")."""
@@ -440,7 +446,7 @@ class FakeSlack:
         headers: dict[str, str] = {}
         if fault.status == 429 and fault.retry_after is not None:
             headers["Retry-After"] = str(fault.retry_after)
-        if plain:
+        if plain or fault.plain:
             return web.Response(status=fault.status, text=f"error: {fault.error}", headers=headers)
         return self._json({"ok": False, "error": fault.error}, status=fault.status, headers=headers)
 
@@ -547,6 +553,11 @@ class FakeSlack:
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args, raw = await self._read_args(request)
+        line = len(request.method) + len(request.raw_path.encode()) + len(" HTTP/1.1") + 1
+        if line > MAX_REQUEST_LINE:  # Slack's front end refuses it, with a page of its own (not JSON)
+            self.refused.append(Call(method, args, _CIDict(request.headers.items()), raw, request.path))
+            await self._notify()
+            return web.Response(status=414, text="414 Request-URI Too Large", content_type="text/plain")
         await self._record(Call(method, args, _CIDict(request.headers.items()), raw, request.path))
         fault = self._take_fault(method)
         if fault is not None:
