@@ -69,6 +69,10 @@ class JobRunner:
             await self._slack.post(job.channel_id, job.thread_ts, job.text)
             await self._store.finish(job.id, status=JobStatus.DONE)
             return
+        if job.kind is JobKind.REACTION:
+            await self._slack.react(job.channel_id, job.message_ts or "", job.text)
+            await self._store.finish(job.id, status=JobStatus.DONE)
+            return
         if job.source != "command":
             await self._slack.react(job.channel_id, job.message_ts or "")
             await self._say_queued(job, job.thread_ts)

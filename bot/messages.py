@@ -6,6 +6,7 @@ from bot import options
 
 WORKING_REACTION = "hourglass_flowing_sand"
 FAILED_REACTION = "warning"
+REFUSED_REACTION = "no_entry_sign"  # a request over the per-person cap, after the one notice of its burst
 
 INSTRUCTIONS = (
     "You are Easel, an image assistant inside Slack. People ask you for images in a Slack thread; each "
@@ -54,6 +55,15 @@ def too_many_pending(limit: int) -> str:
     return (
         f":hourglass: You already have {limit} requests in progress. Send this again when one of them "
         "has finished."
+    )
+
+
+def too_many_pending_burst(limit: int) -> str:
+    """Said once for a run of requests over the cap; the others in the run get a reaction only."""
+    return (
+        f":hourglass: You already have {limit} requests in progress, so I'm not taking more until one "
+        f"finishes: this one and any you send meanwhile (marked :{REFUSED_REACTION}:) were not drawn. "
+        "Send them again then."
     )
 
 
