@@ -35,6 +35,7 @@ from storage import Store, open_store
 if TYPE_CHECKING:
     import openai
 
+    from bot.inputs import Inputs
     from bot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,11 @@ class Easel:
     worker: Worker | None = None  # None in the process that only answers Slack
     openai_client: openai.AsyncOpenAI | None = None
     socket_connected: Callable[[], Awaitable[bool]] | None = None
+    attachments: Inputs | None = None  # the worker's downloaded input images (on disk)
 
     async def close(self) -> None:
+        if self.attachments is not None:
+            self.attachments.close()
         await self.slack.close()
         if self.openai_client is not None:
             await self.openai_client.close()
@@ -157,6 +161,7 @@ async def build(settings: Settings) -> Easel:
     """Everything, in this process: the intake and the worker that runs its jobs (the worker process, and
     tests, which run both in one process)."""
     from bot.imaging import OpenAIImages, PayloadSlots
+    from bot.inputs import Inputs
     from bot.jobs import JobRunner
     from bot.worker import Worker
 
@@ -171,15 +176,16 @@ async def build(settings: Settings) -> Easel:
     images = OpenAIImages(client, model=settings.openai_model, slots=PayloadSlots(settings.max_images_in_memory),
                           deadline=max(settings.openai_timeout * 2, 30.0))
     images.warm_up()
+    attachments = Inputs(easel.slack)
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
-                       capacity=settings.max_concurrent_generations)
+                       capacity=settings.max_concurrent_generations, attachments=attachments)
     worker = Worker(
         store=easel.store, runner=runner, max_generations=settings.max_concurrent_generations,
         lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds,
     )
     runner.free_slots = worker.free_generation_slots
     built.append(worker)
-    easel.worker, easel.openai_client = worker, client
+    easel.worker, easel.openai_client, easel.attachments = worker, client, attachments
     return easel
 
 

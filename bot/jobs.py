@@ -19,6 +19,7 @@ from typing import Any
 
 from bot import messages
 from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
+from bot.inputs import InputRefused, Inputs
 from bot.publishing import EXTENSIONS, CannotPost, DownloadError, SlackPublisher, SlackUnavailable, sniff
 from storage import Store
 from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, Thread
@@ -54,30 +55,36 @@ class JobRunner:
         images: OpenAIImages,
         slack: SlackPublisher,
         capacity: int,
+        attachments: Inputs,
     ):
         self._store = store
         self._images = images
         self._slack = slack
         self._capacity = capacity
+        self._attachments = attachments
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
         self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
-    async def notice(self, job: Job) -> None:
+    async def notice(self, job: Job) -> Awaitable[None] | None:
+        """The sign of work. For a message with attachments, returns the rest (downloading and checking them,
+        then the place in the queue): the worker runs it beside its noticer, in no slot of its own."""
         if job.kind is JobKind.NOTICE:
             await self._slack.post(job.channel_id, job.thread_ts, job.text)
             await self._store.finish(job.id, status=JobStatus.DONE)
-            return
+            return None
         if job.kind is JobKind.REACTION:
             await self._slack.react(job.channel_id, job.message_ts or "", job.text)
             await self._store.finish(job.id, status=JobStatus.DONE)
-            return
+            return None
         if job.source != "command":
             await self._slack.react(job.channel_id, job.message_ts or "")
+            if job.files:
+                return self._fetch_inputs(job)
             await self._say_queued(job, job.thread_ts)
             await self._store.noticed(job.id)
-            return
+            return None
         root_ts = job.progress.get("root_ts")
         if not root_ts:
             text = messages.command_root(user_id=job.user_id, prompt=job.text, resolved=job.options.get("shown", {}))
@@ -87,11 +94,31 @@ class JobRunner:
                 if job.response_url:
                     await self._slack.respond(job.response_url, messages.CANNOT_POST)
                 await self._store.finish(job.id, status=JobStatus.FAILED, error="cannot post in channel")
-                return
+                return None
             await self._store.update_job(job.id, progress={**job.progress, "root_ts": root_ts})
         await self._slack.react(job.channel_id, root_ts)
         await self._say_queued(job, root_ts)
         await self._store.noticed(job.id, thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
+        return None
+
+    async def _fetch_inputs(self, job: Job) -> None:
+        """A message's attachments, downloaded and checked before the job may run, so that a slow or refused
+        one never holds a generation slot. A refusal ends the job here, said in the thread."""
+        try:
+            await self._attachments.fetch(job)
+        except Exception as e:
+            if isinstance(e, InputRefused):
+                text, error = e.message, f"download: {e}"
+            else:
+                log.exception("job %s: fetching its attachments failed unexpectedly", job.id)
+                text, error = messages.INTERNAL, f"internal: {type(e).__name__}: {e}"
+            await self._tell(job, text)
+            await self._slack.unreact(job.channel_id, job.message_ts or "")
+            await self._slack.react(job.channel_id, job.message_ts or "", messages.FAILED_REACTION)
+            await self._store.finish(job.id, status=JobStatus.FAILED, error=error)
+            return
+        await self._say_queued(job, job.thread_ts)
+        await self._store.noticed(job.id)
 
     async def sign(self, job: Job) -> None:
         """Only the sign of work, for a message job that starts generating at once (best effort)."""
@@ -205,11 +232,8 @@ class JobRunner:
             data=image.data, filename=_filename(run.job, int(key), image.data), on_stage=self._stager(run, key)))
 
     async def _inputs(self, job: Job) -> tuple[tuple[str, bytes], ...]:
-        inputs = []
-        for f in job.files:
-            url = f.get("url") or await self._slack.file_url(f["id"])
-            inputs.append(await self._slack.download(url))
-        return tuple(inputs)
+        """The attachments fetched at the notice (or now, if that happened elsewhere), as the turn sends them."""
+        return await self._attachments.load(job)
 
     async def _last_image(self, thread: Thread | None) -> tuple[tuple[str, bytes], ...]:
         """The thread's newest image, to carry into a new chain when OpenAI has forgotten the old one."""
@@ -217,7 +241,7 @@ class JobRunner:
             return ()
         try:
             url = await self._slack.file_url(thread.last_image_file_id)
-            return (await self._slack.download(url),)
+            return (await self._attachments.one(url),)
         except Exception as e:  # noqa: BLE001 - starting over without it is still better than failing
             log.warning("could not fetch the thread's last image: %s", e)
             return ()

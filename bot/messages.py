@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot import options
+from bot import limits, options
 
 WORKING_REACTION = "hourglass_flowing_sand"
 FAILED_REACTION = "warning"
@@ -110,16 +110,51 @@ def attachment_problem(name: str, problem: str) -> str:
             "image model.")
 
 
-def attachment_failed(reason: str) -> str:
-    return f":warning: I couldn't use an attached file: {reason} Nothing was sent to the image model."
+def attachment_failed(reason: str, name: str | None = None, *, whole: bool = False) -> str:
+    """`whole`: the reason is about all of the message's images (how many, how large together)."""
+    which = "the attached images" if whole else f"the attached file `{escape(name)}`" if name else \
+        "an attached file"
+    return f":warning: I couldn't use {which}: {reason} Nothing was sent to the image model."
 
 
 NOT_AN_IMAGE = "it is not an image. Attach PNG, JPEG, WebP or GIF images."
 HTML_INSTEAD = "Slack sent a web page instead of the file (the app may be missing the files:read scope)."
+DAMAGED = "it is damaged or cut short, so it cannot be read as an image."
+ANIMATED = "it is an animated GIF; OpenAI takes still images only."
 
 
-def too_large(limit_mb: int) -> str:
-    return f"it is larger than {limit_mb} MB."
+def too_large(limit_bytes: int) -> str:
+    return f"it is larger than {limits.mb(limit_bytes)}, the most one attached image may be."
+
+
+FAR_TOO_MANY_PIXELS = (f"it claims far more pixels than an attached image may have (at most "
+                       f"{limits.MAX_PIXELS / 1_000_000:g} megapixels), as a decompression bomb does.")
+
+
+def too_many_pixels(width: int, height: int) -> str:
+    return (f"it is {width:,}x{height:,} pixels; an attached image may have at most "
+            f"{limits.MAX_PIXELS / 1_000_000:g} megapixels.")
+
+
+def too_many_attachments(count: int) -> str:
+    return f"there are {count}; Easel takes at most {limits.MAX_IMAGES} images per message."
+
+
+def attachments_too_large(total: int) -> str:
+    return (f"they come to {limits.mb(total)} or more together; Easel takes at most "
+            f"{limits.mb(limits.MAX_TOTAL_BYTES)} per message.")
+
+
+def attachments_too_slow(seconds: float) -> str:
+    return f"they took longer than {seconds:g} seconds to download, so Easel stopped waiting for them."
+
+
+def download_too_slow(min_rate: float) -> str:
+    return f"Slack sent it too slowly (under {min_rate / 1024:g} KB a second), so Easel stopped waiting for it."
+
+
+def download_too_long(seconds: float) -> str:
+    return f"it took longer than {seconds:g} seconds to download, so Easel stopped waiting for it."
 
 
 # Failures: what happened, in plain words, and what to do next.

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -25,14 +27,13 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot import messages
+from bot import limits, messages
 
 log = logging.getLogger(__name__)
 
 SLACK_FILE_HOST = "files.slack.com"
 SLACK_API_HOST = "slack.com"
 FILE_PATHS = ("/files-pri/", "/files-tmb/")  # a file's own bytes and its thumbnails; nothing else gets the token
-MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 _CANNOT_POST = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -271,43 +272,47 @@ class SlackPublisher:
             raise DownloadError("Slack gave no address to download it from.")
         return url
 
-    async def download(self, url: str) -> tuple[str, bytes]:
-        """Fetch an attachment with the bot token. Returns (mimetype from the bytes, bytes)."""
+    async def download(self, url: str, dest: Path, *, limit: int, pace: limits.Pace = limits.PACE) -> int:
+        """Fetch an attachment with the bot token into the file `dest`, streamed (never held in memory whole),
+        at most `limit` bytes, at `pace`. Returns its size. Raises DownloadError, saying why for the user."""
         for attempt in range(1, self._attempts + 1):
             try:
-                return await self._download_once(url)
+                return await self._download_once(url, dest, limit=limit, pace=pace)
             except _Transient as e:
                 if attempt == self._attempts:
                     raise DownloadError(f"Slack did not deliver the file ({e}).") from None
                 await asyncio.sleep(e.retry_after if e.retry_after is not None else self._backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
-    async def _download_once(self, url: str) -> tuple[str, bytes]:
+    async def _download_once(self, url: str, dest: Path, *, limit: int, pace: limits.Pace) -> int:
+        try:
+            async with asyncio.timeout(pace.deadline):
+                return await self._fetch(url, dest, limit=limit, pace=pace)
+        except aiohttp.ServerTimeoutError as e:  # `read_gap` seconds without a byte (a TimeoutError too)
+            raise _Transient("Slack stopped sending it", None) from e
+        except TimeoutError:
+            raise DownloadError(messages.download_too_long(pace.deadline)) from None
+        except aiohttp.ClientError as e:
+            raise _Transient(type(e).__name__, None) from e
+
+    async def _fetch(self, url: str, dest: Path, *, limit: int, pace: limits.Pace) -> int:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=pace.read_gap)
         for _ in range(4):
             if not self.token_may_go_to(url):
                 raise DownloadError("its address is not on Slack's file host, so Easel will not send its token there.")
             headers = {"Authorization": f"Bearer {self.client.token}"}
-            try:
-                async with self._session.get(url, headers=headers, allow_redirects=False) as r:
-                    if r.status in (301, 302, 303, 307, 308) and "Location" in r.headers:
-                        url = urljoin(url, r.headers["Location"])
-                        continue
-                    if r.status == 429 or r.status >= 500:
-                        retry = r.headers.get("Retry-After")
-                        raise _Transient(f"HTTP {r.status}", float(retry) if retry and retry.isdigit() else None)
-                    if r.status != 200:
-                        raise DownloadError(f"Slack answered HTTP {r.status}.")
-                    if r.content_type == "text/html":
-                        raise DownloadError(messages.HTML_INSTEAD)
-                    data = await _read_capped(r, MAX_DOWNLOAD_BYTES)
-            except (aiohttp.ClientError, TimeoutError) as e:
-                raise _Transient(type(e).__name__, None) from e
-            mimetype = sniff(data)
-            if mimetype is None:
-                if data.lstrip()[:1] == b"<":
+            async with self._session.get(url, headers=headers, allow_redirects=False, timeout=timeout) as r:
+                if r.status in (301, 302, 303, 307, 308) and "Location" in r.headers:
+                    url = urljoin(url, r.headers["Location"])
+                    continue
+                if r.status == 429 or r.status >= 500:
+                    retry = r.headers.get("Retry-After")
+                    raise _Transient(f"HTTP {r.status}", float(retry) if retry and retry.isdigit() else None)
+                if r.status != 200:
+                    raise DownloadError(f"Slack answered HTTP {r.status}.")
+                if r.content_type == "text/html":
                     raise DownloadError(messages.HTML_INSTEAD)
-                raise DownloadError(messages.NOT_AN_IMAGE)
-            return mimetype, data
+                return await _save(r, dest, limit=limit, pace=pace)
         raise DownloadError("Slack redirected the download too many times.")
 
 
@@ -317,13 +322,19 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def _save(response: aiohttp.ClientResponse, dest: Path, *, limit: int, pace: limits.Pace) -> int:
+    """Stream the body into `dest`, refusing it as soon as it is larger than `limit` or slower than `pace`."""
     if response.content_length is not None and response.content_length > limit:
-        raise DownloadError(messages.too_large(limit // (1024 * 1024)))
-    chunks, size = [], 0
-    async for chunk in response.content.iter_chunked(256 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise DownloadError(messages.too_large(limit // (1024 * 1024)))
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raise DownloadError(messages.too_large(limit))
+    started = time.monotonic()
+    size = 0
+    with dest.open("wb") as out:
+        async for chunk in response.content.iter_chunked(256 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise DownloadError(messages.too_large(limit))
+            out.write(chunk)
+            elapsed = time.monotonic() - started
+            if elapsed > pace.grace and size < pace.min_rate * (elapsed - pace.grace):
+                raise DownloadError(messages.download_too_slow(pace.min_rate))
+    return size

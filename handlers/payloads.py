@@ -14,12 +14,11 @@ import html
 import re
 from typing import Any
 
-from bot import messages, models, options
+from bot import limits, messages, models, options
 from storage.models import JobKind, NewJob, Thread
 
 HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
 IMAGE_MIMETYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
-MAX_ATTACHMENT_MB = 20
 MAX_PROMPT_CHARS = 32_000
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
 _SLACK_ID = re.compile(r"[A-Z0-9]{1,32}")  # team, channel, user and file ids: what fits Easel's columns
@@ -118,11 +117,14 @@ def _mentions(event: dict[str, Any], bot_user_id: str | None) -> bool:
 
 
 def attachments(event: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-    """The attached files Easel will download, or the message explaining why one cannot be used."""
+    """The attached files Easel will download, or the message explaining why they cannot be used: one is not
+    an image, or is larger than one may be; there are more than OpenAI takes, or more bytes together (by the
+    sizes Slack reports; the download holds each to its limit again, whatever was reported)."""
     files = event.get("files")
     if not isinstance(files, list):
         return [], None
     kept: list[dict[str, Any]] = []
+    total = 0
     for f in files:
         if not isinstance(f, dict) or not slack_id(f.get("id")):
             continue
@@ -131,8 +133,9 @@ def attachments(event: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
         if mimetype not in IMAGE_MIMETYPES:
             return [], messages.attachment_problem(name, messages.NOT_AN_IMAGE)
         size = f.get("size")
-        if isinstance(size, int) and size > MAX_ATTACHMENT_MB * 1024 * 1024:
-            return [], messages.attachment_problem(name, messages.too_large(MAX_ATTACHMENT_MB))
+        if isinstance(size, int) and size > limits.MAX_IMAGE_BYTES:
+            return [], messages.attachment_problem(name, messages.too_large(limits.MAX_IMAGE_BYTES))
+        total += size if isinstance(size, int) and size > 0 else 0
         kept.append({
             "id": f["id"],
             "name": name,
@@ -140,6 +143,10 @@ def attachments(event: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
             "size": size if isinstance(size, int) else None,
             "url": _str(f.get("url_private_download")) or _str(f.get("url_private")),
         })
+    if len(kept) > limits.MAX_IMAGES:
+        return [], messages.attachment_failed(messages.too_many_attachments(len(kept)), whole=True)
+    if total > limits.MAX_TOTAL_BYTES:
+        return [], messages.attachment_failed(messages.attachments_too_large(total), whole=True)
     return kept, None
 
 

@@ -506,6 +506,7 @@ class Store:
         fast = sa.and_(
             sa.bindparam("start", type_=sa.Boolean), jobs.c.kind == models.JobKind.GENERATE.value,
             jobs.c.source != "command", jobs.c.thread_ts.is_not(None), ~_EARLIER_UNFINISHED,
+            sa.cast(jobs.c.files, sa.Text) == "[]",  # attachments are fetched first, outside any slot
         )
         claim_new = claim(new, (), {
             "status": sa.case((fast, "running"), else_="noticing"),

@@ -114,6 +114,7 @@ class _StoredFile:
     user: str
     created: int
     serve_html: bool = False
+    rate: float | None = None  # bytes per second the download trickles at (None: all at once)
     shares: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # channel -> [{ts, thread_ts}]
 
 
@@ -348,8 +349,10 @@ class FakeSlack:
         serve_html: bool = False,
         title: str | None = None,
         user: str = "U0001",
+        rate: float | None = None,
     ) -> dict[str, Any]:
-        """Register a downloadable file and return its Slack file object as it appears in events."""
+        """Register a downloadable file and return its Slack file object as it appears in events. With
+        ``rate``, its download trickles at that many bytes a second."""
         self._require_started()
         f = _StoredFile(
             id=self._new_id("F"),
@@ -360,6 +363,7 @@ class FakeSlack:
             user=user,
             created=int(time.time()),
             serve_html=serve_html,
+            rate=rate,
         )
         self._files[f.id] = f
         return self._file_object(f)
@@ -940,11 +944,26 @@ class FakeSlack:
             return web.Response(status=404, text="not found")
         if f.serve_html or request.headers.get("Authorization") != f"Bearer {self.bot_token}":
             return web.Response(status=200, text=_LOGIN_PAGE, content_type="text/html")
+        if f.rate is not None:
+            return await self._trickle(request, f)
         return web.Response(
             status=200,
             body=f.content,
             headers={"Content-Type": f.mimetype, "Content-Disposition": f'attachment; filename="{f.name}"'},
         )
+
+    async def _trickle(self, request: web.Request, f: _StoredFile) -> web.StreamResponse:
+        """A slow sender: the file a byte at a time, ``f.rate`` bytes a second."""
+        assert f.rate is not None
+        response = web.StreamResponse(headers={"Content-Type": f.mimetype})
+        response.content_length = len(f.content)
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for i in range(len(f.content)):
+                await response.write(f.content[i : i + 1])
+                await asyncio.sleep(1 / f.rate)
+            await response.write_eof()
+        return response
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
         raw = await request.read()
