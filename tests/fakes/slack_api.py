@@ -21,26 +21,31 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import yaml
 from aiohttp import WSCloseCode, WSMsgType, web
 
 __all__ = ["Call", "FakeSlack", "DEFAULT_SCOPES", "next_ts"]
 
-DEFAULT_SCOPES: tuple[str, ...] = (
-    "app_mentions:read",
-    "chat:write",
-    "channels:history",
-    "groups:history",
-    "im:history",
-    "mpim:history",
-    "commands",
-    "files:read",
-    "files:write",
-    "reactions:write",
-    "assistant:write",
-)
+_MANIFEST = Path(__file__).resolve().parents[2] / "slack-manifest.yml"
+# The bot scopes Easel's manifest asks for: what an installed Easel's token carries.
+DEFAULT_SCOPES: tuple[str, ...] = tuple(yaml.safe_load(_MANIFEST.read_text())["oauth_config"]["scopes"]["bot"])
+
+# Per method, from Slack's published Web API spec (specs/slack-web-methods.json): its scopes (any one will do),
+# the content types whose body it reads, its parameters. The 2021 spec uses legacy scope names for some.
+_SPEC = json.loads((Path(__file__).with_name("specs") / "slack-web-methods.json").read_text())["methods"]
+LEGACY_SCOPES = {"chat:write:bot": "chat:write", "chat:write:user": "chat:write", "files:write:user": "files:write"}
+_LATER_METHODS: dict[str, dict[str, Any]] = {  # methods newer than the spec, from their docs.slack.dev pages
+    "apps.connections.open": {"scopes": ["none"], "consumes": ["application/x-www-form-urlencoded"], "params": []},
+    "assistant.threads.setStatus": {"scopes": ["chat:write", "assistant:write"],
+                                    "consumes": ["application/json", "application/x-www-form-urlencoded"],
+                                    "params": [{"name": "channel_id"}, {"name": "thread_ts"}, {"name": "status"},
+                                               {"name": "loading_messages"}]},
+}
+_HISTORY_SCOPES = {"C": "channels:history", "G": "groups:history", "D": "im:history"}  # by channel id prefix
 
 MAX_TEXT_LEN = 40_000
 MAX_REQUEST_LINE = 8192  # bytes Slack's front end accepts in a request line ("POST /api/...?args HTTP/1.1")
@@ -142,6 +147,7 @@ class FakeSlack:
 
         self.calls: list[Call] = []
         self.refused: list[Call] = []  # requests turned away before reaching a method (URL too long)
+        self.unknown_arguments: list[tuple[str, str]] = []  # (method, argument) Slack would silently ignore
         self.messages: list[dict[str, Any]] = []
         self.deleted_messages: list[dict[str, Any]] = []
         self.ephemerals: list[dict[str, Any]] = []
@@ -547,6 +553,28 @@ class FakeSlack:
             args.update(dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)))
         return args, raw
 
+    def _as_slack_reads(
+        self, spec: Mapping[str, Any], method: str, request: web.Request, args: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The arguments as Slack reads them: a JSON body only if the method takes JSON (else its values are
+        not seen at all); arguments the method does not have are noted (Slack ignores them silently)."""
+        if request.content_type == "application/json" and "application/json" not in spec.get("consumes", []):
+            args = dict(request.query)
+        known = {p["name"] for p in spec.get("params", [])} | {"token", "team_id"}
+        for name in args:
+            if name not in known:
+                self.unknown_arguments.append((method, name))
+        return args
+
+    @staticmethod
+    def _needed_scopes(spec: Mapping[str, Any], method: str, args: Mapping[str, Any]) -> list[str]:
+        """The scopes of which the token needs one (none for `auth.test` and the like)."""
+        if method.startswith("conversations.") and method.endswith(("history", "replies")):
+            needed = _HISTORY_SCOPES.get(str(args.get("channel") or "C")[:1])
+            return [needed, "mpim:history"] if needed == "groups:history" else [needed] if needed else []
+        scopes = [LEGACY_SCOPES.get(s, s) for s in spec.get("scopes", []) if s != "none"]
+        return list(dict.fromkeys(scopes))
+
     def _authorized(self, method: str, request: web.Request, args: Mapping[str, Any]) -> bool:
         header = request.headers.get("Authorization", "")
         token = header[len("Bearer ") :] if header.startswith("Bearer ") else str(args.get("token") or "")
@@ -568,6 +596,13 @@ class FakeSlack:
             return self._fault_response(fault)
         if not self._authorized(method, request, args):
             return self._error("invalid_auth")
+        spec = _SPEC.get(method) or _LATER_METHODS.get(method)
+        if spec is None:
+            return self._error("unknown_method")
+        args = self._as_slack_reads(spec, method, request, args)
+        needed = self._needed_scopes(spec, method, args)
+        if needed and not set(needed) & set(self.scopes):
+            return self._error("missing_scope", needed=",".join(needed), provided=",".join(self.scopes))
         handler = self._handlers().get(method)
         if handler is None:
             return self._json({"ok": True})
@@ -942,7 +977,8 @@ class FakeSlack:
         f = self._files.get(file_id)
         if f is None or f.name != name:
             return web.Response(status=404, text="not found")
-        if f.serve_html or request.headers.get("Authorization") != f"Bearer {self.bot_token}":
+        if f.serve_html or request.headers.get("Authorization") != f"Bearer {self.bot_token}" or \
+                "files:read" not in self.scopes:
             return web.Response(status=200, text=_LOGIN_PAGE, content_type="text/html")
         if f.rate is not None:
             return await self._trickle(request, f)
