@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import re
+import reprlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -245,11 +246,45 @@ def _expected(error: ValidationError) -> str:
 # -- the schemas, loaded once -------------------------------------------------------------------------------
 
 
-def _one_of_as_any_of(validator: Any, one_of: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
-    yield from validators.Draft202012Validator.VALIDATORS["anyOf"](validator, one_of, instance, schema)
+# jsonschema's own keywords put the value's repr in every error, and a union's branches that refuse a body make
+# many: with an image's base64 in it, megabytes each. These say the same with a short repr.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 80
 
 
-_Validator = validators.extend(validators.Draft202012Validator, {"oneOf": _one_of_as_any_of})
+def _any_of(validator: Any, any_of: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    errors: list[ValidationError] = []
+    for index, subschema in enumerate(any_of):
+        found = list(validator.descend(instance, subschema, schema_path=index))
+        if not found:
+            return
+        errors.extend(found)
+    yield ValidationError(f"{_BRIEF.repr(instance)} is not valid under any of the given schemas", context=errors)
+
+
+def _type(validator: Any, types: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    types = types if isinstance(types, list) else [types]
+    if not any(validator.is_type(instance, kind) for kind in types):
+        yield ValidationError(f"{_BRIEF.repr(instance)} is not of type {', '.join(map(repr, types))}")
+
+
+def _enum(validator: Any, enums: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if not any(_same(each, instance) for each in enums):
+        yield ValidationError(f"{_BRIEF.repr(instance)} is not one of {enums!r}")
+
+
+def _const(validator: Any, const: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if not _same(const, instance):
+        yield ValidationError(f"{const!r} was expected")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality (True is not 1)."""
+    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
+
+
+_Validator = validators.extend(validators.Draft202012Validator, {
+    "oneOf": _any_of, "anyOf": _any_of, "type": _type, "enum": _enum, "const": _const})
 
 
 @functools.cache
