@@ -101,24 +101,27 @@ class Inputs:
     def __init__(self, slack: SlackPublisher, *, root: Path | None = None, pace: limits.Pace = limits.PACE,
                  downloads: int = 8):
         self._slack = slack
-        self._root = root or Path(tempfile.mkdtemp(prefix="easel-inputs-"))
+        self._root = root  # made on first use: a process that never fetches leaves nothing behind
         self._pace = pace
         self._downloads = asyncio.Semaphore(downloads)  # files downloading at once, in this process
         self._checks = asyncio.Semaphore(1)  # images decoding at once (each can take a core and 160 MB)
 
     @property
     def root(self) -> Path:
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="easel-inputs-"))
         return self._root
 
     def close(self) -> None:
-        shutil.rmtree(self._root, ignore_errors=True)
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
 
     def fetched(self, job_id: int) -> bool:
-        return (self._root / str(job_id) / _MANIFEST).exists()
+        return (self.root / str(job_id) / _MANIFEST).exists()
 
     async def fetch(self, job: Job) -> None:
         """Download and check every attachment of `job`. Raises InputRefused, naming the file."""
-        where = self._root / str(job.id)
+        where = self.root / str(job.id)
         shutil.rmtree(where, ignore_errors=True)
         where.mkdir(parents=True)
         kept: list[dict[str, Any]] = []
@@ -156,7 +159,7 @@ class Inputs:
             return ()
         if not self.fetched(job.id):
             await self.fetch(job)
-        where = self._root / str(job.id)
+        where = self.root / str(job.id)
         try:
             kept = json.loads((where / _MANIFEST).read_text())
             return tuple((entry["mimetype"], (where / entry["path"]).read_bytes()) for entry in kept)
@@ -165,7 +168,7 @@ class Inputs:
 
     async def one(self, url: str) -> tuple[str, bytes]:
         """One image from a Slack file URL (the thread's last image), checked like an attachment."""
-        where = self._root / f"one-{uuid.uuid4().hex}"
+        where = self.root / f"one-{uuid.uuid4().hex}"
         where.mkdir(parents=True)
         try:
             await self._slack_download(url, where / "image", limit=limits.MAX_IMAGE_BYTES)
@@ -175,7 +178,7 @@ class Inputs:
             shutil.rmtree(where, ignore_errors=True)
 
     def discard(self, job_id: int) -> None:
-        shutil.rmtree(self._root / str(job_id), ignore_errors=True)
+        shutil.rmtree(self.root / str(job_id), ignore_errors=True)
 
     async def _download(self, f: dict[str, Any], path: Path) -> int:
         url = f.get("url") or await self._slack.file_url(str(f["id"]))
