@@ -24,6 +24,9 @@ import aiohttp
 import sqlalchemy as sa
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -36,7 +39,7 @@ from bot.metrics import Metrics
 from bot.models import utc_today
 from bot.publishing import SlackPublisher, retry_handlers
 from bot.service import Intake
-from handlers import register_handlers
+from handlers import register_handlers, shapes
 from handlers.payloads import Context
 from storage import Store, open_store
 from storage.retention import Retention
@@ -44,6 +47,7 @@ from storage.retention import Retention
 if TYPE_CHECKING:
     import openai
 
+    from bot.inputs import Inputs
     from bot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -79,10 +83,13 @@ class Easel:
     not_ready: str | None = None  # why /healthz says 503 while start-up waits (Slack unreachable, say)
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
     refresher: Refresher | None = None  # the worker's reads of OpenAI's model list (started by `run_worker`)
+    attachments: Inputs | None = None  # the worker's downloaded input images (on disk)
 
     async def close(self) -> None:
         if self.refresher is not None:
             await self.refresher.stop()
+        if self.attachments is not None:
+            self.attachments.close()
         await self.slack.close()
         if self.openai_client is not None:
             await self.openai_client.close()
@@ -173,6 +180,7 @@ async def build_intake(
         # The listeners only store a job (milliseconds), and it must be stored before Slack hears "ok".
         process_before_response=True,
         logger=_bolt_logger(),
+        before_authorize=_WellFormed(admit=installs.admit if installs else None),
         **_oauth(settings, installs),
     )
     metrics = Metrics()
@@ -208,7 +216,6 @@ def _oauth(settings: Settings, installs: Installations | None) -> dict[str, Any]
             installation_store_bot_only=True, state_store=installs.state_store,
             install_path=INSTALL_PATH, redirect_uri_path=REDIRECT_PATH),
         "authorize": installs.authorize(),
-        "before_authorize": installs.only_installed(),
     }
 
 
@@ -224,6 +231,7 @@ async def build(
     tests, which run both in one process). The model list is read by `easel.refresher` once started, at
     first and then every `refresh_every` seconds (after a failure, `retry_every`)."""
     from bot.imaging import OpenAIImages, PayloadSlots, list_models
+    from bot.inputs import Inputs
     from bot.jobs import JobRunner
     from bot.lineup import LineUp
     from bot.worker import Worker
@@ -239,10 +247,11 @@ async def build(
     images = OpenAIImages(client, model=settings.openai_model, slots=PayloadSlots(settings.max_images_in_memory),
                           deadline=max(settings.openai_timeout * 2, 30.0))
     images.warm_up()
+    attachments = Inputs(easel.slack)
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
                        capacity=settings.max_concurrent_generations, metrics=easel.metrics,
                        lineup=LineUp(lifecycle=easel.lifecycle, chat_model=settings.openai_model),
-                       safety_key=settings.safety_secret())
+                       safety_key=settings.safety_secret(), attachments=attachments)
     timing = {k: v for k, v in (("every", refresh_every), ("retry", retry_every)) if v is not None}
     easel.refresher = Refresher(lifecycle=easel.lifecycle, list_models=lambda: list_models(client), now=now,
                                 **timing)
@@ -252,7 +261,7 @@ async def build(
     )
     runner.free_slots = worker.free_generation_slots
     built.append(worker)
-    easel.worker, easel.openai_client = worker, client
+    easel.worker, easel.openai_client, easel.attachments = worker, client, attachments
     return easel
 
 
@@ -489,6 +498,28 @@ async def _follow_wakeups(wake: Callable[[], None], stop: asyncio.Event) -> None
     stop.set()
 
 
+class _WellFormed(AsyncMiddleware):
+    """Bolt's first step after the signature check (HTTP and Socket Mode alike): a payload of a shape Slack
+    never sends is refused here (400), before Bolt's own steps read it as if it had Slack's shape and fail
+    with a 500. (A middleware object, not a function: Bolt prepares a function's arguments from the payload,
+    and that alone can fail on such a payload.)"""
+
+    def __init__(self, *, admit: Callable[[AsyncBoltRequest], Awaitable[BoltResponse | None]] | None = None):
+        """`admit`, with installs in many workspaces: drops requests from workspaces without an installation."""
+        self._admit = admit
+
+    async def async_process(
+        self, *, req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]  # noqa: A002
+    ) -> BoltResponse:
+        found = shapes.problem(req.body)
+        if found is not None:
+            log.warning("malformed signed request refused: %s", found)
+            return BoltResponse(status=400, body={"error": "malformed request"})
+        if self._admit is not None and (answer := await self._admit(req)) is not None:
+            return answer
+        return await next()
+
+
 def _malformed_requests(settings: Settings) -> Any:
     """Bolt builds its request object before checking the signature, and a payload of the wrong shape (say
     `"channel": false`) makes that raise, which aiohttp would answer with a 500. Answer 401 when the request
@@ -509,7 +540,7 @@ def _malformed_requests(settings: Settings) -> Any:
                     timestamp=request.headers.get("X-Slack-Request-Timestamp", ""),
                     signature=request.headers.get("X-Slack-Signature", ""),
                 )
-            except ValueError:  # a timestamp that is not a number
+            except ValueError:  # a timestamp that is not a number, a body that is not UTF-8
                 signed = False
             log.warning("unreadable %s request to %s: %s", "signed" if signed else "unsigned", request.path,
                         type(e).__name__)

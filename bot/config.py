@@ -11,6 +11,7 @@ import datetime
 import decimal
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -50,6 +51,15 @@ def _iso_date(value: str | None, what: str) -> str | None:
         except ValueError:
             raise ValueError(f"{what} must be a date like 2027-06-30") from None
     return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ImageModelCapabilities(pydantic.BaseModel):
@@ -172,6 +182,10 @@ class Settings(pydantic.BaseModel):
     @classmethod
     def _slack_url(cls, v: str) -> str:
         v = _url(v, "SLACK_API_URL") or DEFAULT_SLACK_API_URL
+        parts = urlsplit(v)
+        if parts.scheme == "http" and not _loopback(parts.hostname or ""):
+            # The bot token goes with every call: in clear text, only to this machine (a local proxy, tests).
+            raise ValueError("SLACK_API_URL must be https:// (http:// only for a loopback address like 127.0.0.1)")
         return v if v.endswith("/") else v + "/"
 
     @field_validator("openai_base_url")

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from bot import messages
 from bot.config import Settings
 from bot.imaging import OpenAIImages, PayloadSlots
+from bot.inputs import Inputs
 from bot.jobs import JobRunner
 from bot.metrics import Metrics
 from bot.publishing import EXTENSIONS, sniff
@@ -136,9 +137,11 @@ class ConsolePublisher:
     async def file_url(self, file_id: str) -> str:
         return file_id  # the path an image was saved at
 
-    async def download(self, url: str) -> tuple[str, bytes]:
+    async def download(self, url: str, dest: Path, *, limit: int, pace: Any = None) -> int:
+        """An image saved earlier (the thread's last one, when OpenAI has forgotten the chain), copied."""
         data = await asyncio.to_thread(Path(url).read_bytes)
-        return sniff(data) or "image/png", data
+        await asyncio.to_thread(dest.write_bytes, data[:limit])
+        return min(len(data), limit)
 
 
 class Console:
@@ -220,9 +223,10 @@ async def run(settings: Settings, argv: list[str], *, stdin: TextIO | None = Non
     images = OpenAIImages(client, model=settings.openai_model, slots=PayloadSlots(settings.max_images_in_memory),
                           deadline=max(settings.openai_timeout * 2, 30.0))
     metrics = Metrics()
+    attachments = Inputs(publisher)  # type: ignore[arg-type]
     runner = JobRunner(store=store, images=images, slack=publisher,  # type: ignore[arg-type]
                        capacity=settings.max_concurrent_generations, metrics=metrics,
-                       safety_key=settings.safety_secret())
+                       safety_key=settings.safety_secret(), attachments=attachments)
     worker = Worker(store=store, runner=runner, max_generations=settings.max_concurrent_generations,
                     lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds)
     runner.free_slots = worker.free_generation_slots
@@ -249,5 +253,6 @@ async def run(settings: Settings, argv: list[str], *, stdin: TextIO | None = Non
     finally:
         await worker.stop(grace=0)
         await publisher.close()
+        attachments.close()
         await client.close()
         await store.close()

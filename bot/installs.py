@@ -70,22 +70,19 @@ class Installations:
     def authorize(self) -> AsyncAuthorize:
         return _StoredBotAuthorize(self)
 
-    def only_installed(self) -> Callable[..., Awaitable[Any]]:
-        """Bolt middleware (before authorisation): a request from a workspace without an installation is
-        answered 200 and dropped here, quietly (Bolt would log an error and tell the user to reinstall)."""
-        async def middleware(req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[Any]]) -> Any:
-            body = req.body or {}
-            event = body.get("event") if isinstance(body.get("event"), dict) else {}
-            if body.get("type") in ("url_verification", "ssl_check") or event.get("type") in _WITHOUT_TOKEN:
-                return await next()
-            bot = await self.bot(team_id=req.context.team_id, enterprise_id=req.context.enterprise_id)
-            if bot is None or not bot.bot_token:
-                log.info("request from workspace %s, where Easel is not installed: ignored", req.context.team_id)
-                return BoltResponse(status=200, body="")
-            req.context[_FOUND] = bot
-            return await next()
-
-        return middleware
+    async def admit(self, req: AsyncBoltRequest) -> BoltResponse | None:
+        """Before authorisation: a request from a workspace without an installation is answered 200 and
+        dropped here, quietly (Bolt would log an error and tell the user to reinstall). None: go on."""
+        body = req.body or {}
+        event = body.get("event") if isinstance(body.get("event"), dict) else {}
+        if body.get("type") in ("url_verification", "ssl_check") or event.get("type") in _WITHOUT_TOKEN:
+            return None
+        bot = await self.bot(team_id=req.context.team_id, enterprise_id=req.context.enterprise_id)
+        if bot is None or not bot.bot_token:
+            log.info("request from workspace %s, where Easel is not installed: ignored", req.context.team_id)
+            return BoltResponse(status=200, body="")
+        req.context[_FOUND] = bot
+        return None
 
 
 class _StoredBotAuthorize(AsyncAuthorize):

@@ -20,6 +20,7 @@ from typing import Any
 from bot import messages
 from bot.identity import safety_identifier
 from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
+from bot.inputs import InputRefused, Inputs
 from bot.lineup import LineUp
 from bot.metrics import Metrics
 from bot.publishing import (
@@ -68,6 +69,7 @@ class JobRunner:
         slack: SlackPublisher,
         capacity: int,
         metrics: Metrics,
+        attachments: Inputs,
         lineup: LineUp | None = None,
         safety_key: bytes | None = None,
     ):
@@ -76,6 +78,7 @@ class JobRunner:
         self._slack = slack
         self._capacity = capacity
         self._metrics = metrics
+        self._attachments = attachments
         self._lineup = lineup  # the models as OpenAI says they are today (None: requests go as stored)
         self._safety_key = safety_key  # for each request's safety_identifier
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
@@ -83,21 +86,29 @@ class JobRunner:
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
-    async def notice(self, job: Job) -> None:
+    async def notice(self, job: Job) -> Awaitable[None] | None:
+        """The sign of work. For a message with attachments, returns the rest (downloading and checking them,
+        then the place in the queue): the worker runs it beside its noticer, in no slot of its own."""
         try:
             await self._slack.use_team(job.team_id)
         except NotInstalled:
             await self._store.finish(job.id, status=JobStatus.FAILED, error="the workspace uninstalled Easel")
-            return
+            return None
         if job.kind is JobKind.NOTICE:
             await self._slack.post(job.channel_id, job.thread_ts, job.text)
             await self._store.finish(job.id, status=JobStatus.DONE)
-            return
+            return None
+        if job.kind is JobKind.REACTION:
+            await self._slack.react(job.channel_id, job.message_ts or "", job.text)
+            await self._store.finish(job.id, status=JobStatus.DONE)
+            return None
         if job.source != "command":
             await self._slack.react(job.channel_id, job.message_ts or "")
+            if job.files:
+                return self._fetch_inputs(job)
             await self._say_queued(job, job.thread_ts)
             await self._store.noticed(job.id)
-            return
+            return None
         root_ts = job.progress.get("root_ts")
         if not root_ts:
             text = messages.command_root(user_id=job.user_id, prompt=job.text, resolved=job.options.get("shown", {}))
@@ -107,11 +118,36 @@ class JobRunner:
                 if job.response_url:
                     await self._slack.respond(job.response_url, messages.CANNOT_POST)
                 await self._store.finish(job.id, status=JobStatus.FAILED, error="cannot post in channel")
-                return
+                return None
             await self._store.update_job(job.id, progress={**job.progress, "root_ts": root_ts})
         await self._slack.react(job.channel_id, root_ts)
         await self._say_queued(job, root_ts)
         await self._store.noticed(job.id, thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
+        return None
+
+    async def _fetch_inputs(self, job: Job) -> None:
+        """A message's attachments, downloaded and checked before the job may run, so that a slow or refused
+        one never holds a generation slot. A refusal ends the job here, said in the thread."""
+        try:
+            await self._slack.use_team(job.team_id)  # a task of its own: its calls need the workspace's token too
+        except NotInstalled:
+            await self._store.finish(job.id, status=JobStatus.FAILED, error="the workspace uninstalled Easel")
+            return
+        try:
+            await self._attachments.fetch(job)
+        except Exception as e:
+            if isinstance(e, InputRefused):
+                text, error = e.message, f"download: {e}"
+            else:
+                log.exception("job %s: fetching its attachments failed unexpectedly", job.id)
+                text, error = messages.INTERNAL, f"internal: {type(e).__name__}: {e}"
+            await self._tell(job, text)
+            await self._slack.unreact(job.channel_id, job.message_ts or "")
+            await self._slack.react(job.channel_id, job.message_ts or "", messages.FAILED_REACTION)
+            await self._store.finish(job.id, status=JobStatus.FAILED, error=error)
+            return
+        await self._say_queued(job, job.thread_ts)
+        await self._store.noticed(job.id)
 
     async def sign(self, job: Job) -> None:
         """Only the sign of work, for a message job that starts generating at once (best effort)."""
@@ -231,11 +267,8 @@ class JobRunner:
             data=image.data, filename=_filename(run.job, int(key), image.data), on_stage=self._stager(run, key)))
 
     async def _inputs(self, job: Job) -> tuple[tuple[str, bytes], ...]:
-        inputs = []
-        for f in job.files:
-            url = f.get("url") or await self._slack.file_url(f["id"])
-            inputs.append(await self._slack.download(url))
-        return tuple(inputs)
+        """The attachments fetched at the notice (or now, if that happened elsewhere), as the turn sends them."""
+        return await self._attachments.load(job)
 
     async def _last_image(self, thread: Thread | None) -> tuple[tuple[str, bytes], ...]:
         """The thread's newest image, to carry into a new chain when OpenAI has forgotten the old one."""
@@ -243,7 +276,7 @@ class JobRunner:
             return ()
         try:
             url = await self._slack.file_url(thread.last_image_file_id)
-            return (await self._slack.download(url),)
+            return (await self._attachments.one(url),)
         except Exception as e:  # noqa: BLE001 - starting over without it is still better than failing
             log.warning("could not fetch the thread's last image: %s", e)
             return ()
@@ -318,11 +351,10 @@ class JobRunner:
         notices = list(run.progress.get("notices", []))
         # The model's words that come with an image go in the image's own message (one message, one upload
         # step, instead of a second message and a record that it was posted); long ones get their own.
-        answer = outcome.text
-        if outcome.sources:  # the web pages the model cited, as links under its words
-            answer = f"{answer.rstrip()}\n{messages.sources(outcome.sources)}"
-        text = answer.strip()
-        caption = text if outcome.images and len(text) <= messages.CAPTION_LIMIT else ""
+        # The words are the model's (escaped where they are shown); the web pages it cited are links under them.
+        text = outcome.text.strip()
+        links = messages.sources(outcome.sources) if outcome.sources else ""
+        caption = text if outcome.images and len(messages.escape(text)) <= messages.CAPTION_LIMIT else ""
         files: dict[str, str] = dict(run.progress.get("files", {}))
         upload_ms: dict[str, int] = {}
         for i, image in enumerate(outcome.images):
@@ -340,7 +372,7 @@ class JobRunner:
                 filename=_filename(job, i, image.data),
                 comment=messages.image_comment(
                     revised_prompt=image.revised_prompt, notices=notices, index=i, count=len(outcome.images),
-                    caption=caption,
+                    caption=caption, links=links if caption or not text else "",
                 ),
             )
             upload_ms[key] = _ms(time.time() - t0)
@@ -348,7 +380,7 @@ class JobRunner:
             await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
             await self._save(run, blocked_posted=True)
         if text and not caption and not run.progress.get("text_posted"):
-            text = answer
+            text = "\n".join(part for part in (messages.escape(outcome.text).rstrip(), links) if part)
             if notices and not outcome.images:
                 text = "\n".join([*(f":information_source: {n}" for n in notices), text])
             await self._slack.post(job.channel_id, job.thread_ts, text)

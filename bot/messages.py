@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from bot import options
+from bot import limits, options
 from bot.models import ModelTable
 
 WORKING_REACTION = "hourglass_flowing_sand"
 FAILED_REACTION = "warning"
+REFUSED_REACTION = "no_entry_sign"  # a request over the per-person cap, after the one notice of its burst
 
 INSTRUCTIONS = (
     "You are Easel, an image assistant inside Slack. People ask you for images in a Slack thread; each "
@@ -15,6 +16,12 @@ INSTRUCTIONS = (
     "for. Images attached to the message are inputs to edit or combine. If the request is too unclear to draw, "
     "ask one short question instead. Keep text answers brief; Slack shows them as plain messages."
 )
+
+
+def escape(text: str) -> str:
+    """User or model text as Slack shows it and never acts on: `<!channel>`, `<!here>`, `<!subteam^…>` and
+    `<@U…>` become plain words (Slack's own escaping: &, < and > as entities)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def help_text(*, models: list[str], default_model: str, table: ModelTable | None = None, web: bool = False) -> str:
@@ -30,7 +37,7 @@ def help_text(*, models: list[str], default_model: str, table: ModelTable | None
         "• Mention me with what you want: `@Easel a poster for the Friday quiz, retro style`. "
         "I answer in a thread; reply there (no mention needed) to change the image.",
         "• Attach images to edit or combine them: `@Easel put this logo on a mug`.",
-        "• `/imagine <prompt> [options]` always draws, and starts a thread for later edits.",
+        "• `/imagine &lt;prompt&gt; [options]` always draws, and starts a thread for later edits.",
         "*Options* (in a message or after `/imagine`):",
         f"`--size 1024x1024|1024x1536|1536x1024|WxH|auto`  {quality}",
         "`--format png|jpeg|webp`  `--compression 0-100` (jpeg, webp)  `--background transparent|opaque|auto`",
@@ -46,23 +53,32 @@ def help_text(*, models: list[str], default_model: str, table: ModelTable | None
 
 
 def bad_option(error: options.OptionError) -> str:
-    return f":warning: {error} Nothing was sent. Type `/imagine help` for all options."
+    return f":warning: {escape(str(error))} Nothing was sent. Type `/imagine help` for all options."
 
 
 def command_accepted(prompt: str) -> str:
-    return f":art: On it: _{_short(prompt, 200)}_. The image will appear in a thread in this channel."
+    return f":art: On it: _{escape(_short(prompt, 200))}_. The image will appear in a thread in this channel."
 
 
 def command_root(*, user_id: str, prompt: str, resolved: dict) -> str:
     shown = {k: v for k, v in resolved.items() if k in ("size", "quality", "format", "background", "model")}
     details = ", ".join(f"{k} {v}" for k, v in shown.items())
-    return f"<@{user_id}> asked for: {_short(prompt, 2500)}\n_{details}_ — reply in this thread to change it."
+    return f"<@{user_id}> asked for: {escape(_short(prompt, 2500))}\n_{details}_ — reply in this thread to change it."
 
 
 def too_many_pending(limit: int) -> str:
     return (
         f":hourglass: You already have {limit} requests in progress. Send this again when one of them "
         "has finished."
+    )
+
+
+def too_many_pending_burst(limit: int) -> str:
+    """Said once for a run of requests over the cap; the others in the run get a reaction only."""
+    return (
+        f":hourglass: You already have {limit} requests in progress, so I'm not taking more until one "
+        f"finishes: this one and any you send meanwhile (marked :{REFUSED_REACTION}:) were not drawn. "
+        "Send them again then."
     )
 
 
@@ -75,35 +91,87 @@ QUEUE_DONE_WAITING = ":art: Your turn: drawing now."
 
 
 CAPTION_LIMIT = 3000  # the model's words go in the first image's message up to this length; longer, on their own
+COMMENT_LIMIT = 4000  # an image's whole message: Slack's advice for a message's text (it truncates far later)
 
 
 def image_comment(
-    *, revised_prompt: str | None, notices: list[str], index: int, count: int, caption: str = ""
+    *, revised_prompt: str | None, notices: list[str], index: int, count: int, caption: str = "", links: str = ""
 ) -> str:
-    """An image's message: on the first image, the notices and the model's own words (`caption`); on each,
-    the prompt the image model was given."""
+    """An image's message: on the first image, the notices, the model's own words (`caption`, escaped here) and
+    the pages it cited (`links`, Slack links already); on each, the prompt the image model was given."""
     lines = [f":information_source: {n}" for n in notices] if index == 0 else []
     if index == 0 and caption:
-        lines.append(caption)
+        lines.append(_short_escaped(caption, CAPTION_LIMIT))
+    if index == 0 and links:
+        lines.append(links)
     label = "Prompt used" if count == 1 else f"Prompt used ({index + 1} of {count})"
-    lines.append(f"*{label}:* {_short(revised_prompt or '(not given)', 3000)}")
-    return "\n".join(lines)
+    head = "\n".join([*lines, f"*{label}:* "])
+    room = max(200, COMMENT_LIMIT - len(head))
+    return _short(head + _short_escaped(revised_prompt or "(not given)", min(room, 3000)), COMMENT_LIMIT)
+
+
+def _short_escaped(text: str, limit: int) -> str:
+    """`text` escaped, then cut to `limit` characters (never inside an entity such as &amp;)."""
+    escaped = escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[: limit - 1]
+    amp = cut.rfind("&", max(0, len(cut) - 5))
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
 
 
 def attachment_problem(name: str, problem: str) -> str:
-    return f":warning: I couldn't use the attached file `{name}`: {problem} Nothing was sent to the image model."
+    return (f":warning: I couldn't use the attached file `{escape(name)}`: {problem} Nothing was sent to the "
+            "image model.")
 
 
-def attachment_failed(reason: str) -> str:
-    return f":warning: I couldn't use an attached file: {reason} Nothing was sent to the image model."
+def attachment_failed(reason: str, name: str | None = None, *, whole: bool = False) -> str:
+    """`whole`: the reason is about all of the message's images (how many, how large together)."""
+    which = "the attached images" if whole else f"the attached file `{escape(name)}`" if name else \
+        "an attached file"
+    return f":warning: I couldn't use {which}: {reason} Nothing was sent to the image model."
 
 
 NOT_AN_IMAGE = "it is not an image. Attach PNG, JPEG, WebP or GIF images."
 HTML_INSTEAD = "Slack sent a web page instead of the file (the app may be missing the files:read scope)."
+DAMAGED = "it is damaged or cut short, so it cannot be read as an image."
+ANIMATED = "it is an animated GIF; OpenAI takes still images only."
 
 
-def too_large(limit_mb: int) -> str:
-    return f"it is larger than {limit_mb} MB."
+def too_large(limit_bytes: int) -> str:
+    return f"it is larger than {limits.mb(limit_bytes)}, the most one attached image may be."
+
+
+FAR_TOO_MANY_PIXELS = (f"it claims far more pixels than an attached image may have (at most "
+                       f"{limits.MAX_PIXELS / 1_000_000:g} megapixels), as a decompression bomb does.")
+
+
+def too_many_pixels(width: int, height: int) -> str:
+    return (f"it is {width:,}x{height:,} pixels; an attached image may have at most "
+            f"{limits.MAX_PIXELS / 1_000_000:g} megapixels.")
+
+
+def too_many_attachments(count: int) -> str:
+    return f"there are {count}; Easel takes at most {limits.MAX_IMAGES} images per message."
+
+
+def attachments_too_large(total: int) -> str:
+    return (f"they come to {limits.mb(total)} or more together; Easel takes at most "
+            f"{limits.mb(limits.MAX_TOTAL_BYTES)} per message.")
+
+
+def attachments_too_slow(seconds: float) -> str:
+    return f"they took longer than {seconds:g} seconds to download, so Easel stopped waiting for them."
+
+
+def download_too_slow(min_rate: float) -> str:
+    return f"Slack sent it too slowly (under {min_rate / 1024:g} KB a second), so Easel stopped waiting for it."
+
+
+def download_too_long(seconds: float) -> str:
+    return f"it took longer than {seconds:g} seconds to download, so Easel stopped waiting for it."
 
 
 # Failures: what happened, in plain words, and what to do next.

@@ -1,17 +1,22 @@
 """The Slack output side: messages, reactions, image uploads, and downloads of files users attach.
 
-The bot token is sent only to the configured Web API (through slack_sdk) and, for downloads, only to Slack's
-file host or the Web API's own host. Redirects are followed by hand so the token never leaves those hosts.
+The bot token is sent only to the configured Web API (through slack_sdk) and, for downloads, only to the file
+paths of Slack's file host (`https://files.slack.com/files-pri/...`, `/files-tmb/...`), or of the configured
+Web API's host when that is not Slack's own (a local Slack in tests). Redirects are followed by hand so the
+token never goes anywhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -23,12 +28,13 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot import messages
+from bot import limits, messages
 
 log = logging.getLogger(__name__)
 
 SLACK_FILE_HOST = "files.slack.com"
-MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+SLACK_API_HOST = "slack.com"
+FILE_PATHS = ("/files-pri/", "/files-tmb/")  # a file's own bytes and its thumbnails; nothing else gets the token
 _CANNOT_POST = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -52,6 +58,16 @@ class SlackUnavailable(Exception):
 
 class DownloadError(Exception):
     """An attachment could not be used; str(e) says why, for the user."""
+
+
+def slack_error(e: SlackApiError) -> str:
+    """Slack's error code from a failed call, whatever came back: Slack's JSON, or a page or text from
+    something in front of it (a 414 for a URL too long, a proxy's 502), which has no code of its own."""
+    data = getattr(e.response, "data", None)
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"]
+    status = getattr(e.response, "status_code", None) or getattr(e.response, "status", None)
+    return f"http_{status}" if status else "unreadable_answer"
 
 
 def retry_handlers(*, rate_limit_retries: int = 3) -> list[Any]:
@@ -97,7 +113,9 @@ class SlackPublisher:
         self._attempts = attempts
         self._backoff = backoff
         api = urlsplit(client.base_url)
-        self._allowed = {(api.scheme, api.netloc), ("https", SLACK_FILE_HOST)}
+        self._allowed = {("https", SLACK_FILE_HOST)}
+        if api.hostname != SLACK_API_HOST:  # a Slack of its own (tests): its file paths, on its host
+            self._allowed.add((api.scheme, api.netloc))
 
     @property
     def client(self) -> AsyncWebClient:
@@ -122,7 +140,7 @@ class SlackPublisher:
         try:
             return await getattr(self.client, method)(**kwargs)
         except SlackApiError as e:
-            error = e.response.get("error") if e.response is not None else None
+            error = slack_error(e)
             if error in _CANNOT_POST:
                 raise CannotPost(error) from e
             raise
@@ -132,29 +150,29 @@ class SlackPublisher:
         try:
             await self.client.reactions_add(channel=channel, timestamp=ts, name=name)
         except SlackApiError as e:
-            if e.response.get("error") != "already_reacted":
-                log.warning("reactions.add failed: %s", e.response.get("error"))
+            if slack_error(e) != "already_reacted":
+                log.warning("reactions.add failed: %s", slack_error(e))
 
     async def unreact(self, channel: str, ts: str, name: str = messages.WORKING_REACTION) -> None:
         try:
             await self.client.reactions_remove(channel=channel, timestamp=ts, name=name)
         except SlackApiError as e:
-            if e.response.get("error") != "no_reaction":
-                log.warning("reactions.remove failed: %s", e.response.get("error"))
+            if slack_error(e) != "no_reaction":
+                log.warning("reactions.remove failed: %s", slack_error(e))
 
     async def update(self, channel: str, ts: str, text: str) -> None:
         """Best effort: rewrite one of Easel's messages."""
         try:
             await self.client.chat_update(channel=channel, ts=ts, text=text)
         except SlackApiError as e:
-            log.warning("chat.update failed: %s", e.response.get("error"))
+            log.warning("chat.update failed: %s", slack_error(e))
 
     async def delete(self, channel: str, ts: str) -> None:
         """Best effort: remove one of Easel's messages."""
         try:
             await self.client.chat_delete(channel=channel, ts=ts)
         except SlackApiError as e:
-            log.warning("chat.delete failed: %s", e.response.get("error"))
+            log.warning("chat.delete failed: %s", slack_error(e))
 
     async def post(self, channel: str, thread_ts: str | None, text: str) -> list[str]:
         """Post `text` (split where Slack needs it) into the thread; returns the message timestamps."""
@@ -216,23 +234,29 @@ class SlackPublisher:
                     file_id = await step
                 else:
                     file_id = await self.prepare(data=data, filename=filename, on_stage=on_stage)
-                await self._call(
-                    "files_completeUploadExternal",
-                    files=[{"id": file_id, "title": filename}],
-                    channel_id=channel,
-                    thread_ts=thread_ts,
-                    initial_comment=comment,
-                )
+                await self._complete(file_id=file_id, title=filename, channel=channel, thread_ts=thread_ts,
+                                     comment=comment)
                 return file_id
             except CannotPost:
                 raise
             except (SlackApiError, _Transient, aiohttp.ClientError, TimeoutError) as e:
-                reason = e.response.get("error") if isinstance(e, SlackApiError) else str(e) or type(e).__name__
+                reason = slack_error(e) if isinstance(e, SlackApiError) else str(e) or type(e).__name__
                 log.warning("upload attempt %d/%d failed: %s", attempt, self._attempts, reason)
                 if attempt == self._attempts:
                     raise SlackUnavailable(str(reason)) from e
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
+
+    async def _complete(self, *, file_id: str, title: str, channel: str, thread_ts: str, comment: str) -> None:
+        """Step 3: share the file in the thread, with its message. The arguments go in the form body: slack_sdk's
+        `files_completeUploadExternal` puts them in the URL, where a long or non-ASCII message (percent-encoded,
+        up to nine characters for one) passes the 8 KB Slack accepts in a request line."""
+        await self._call("api_call", api_method="files.completeUploadExternal", data={
+            "files": json.dumps([{"id": file_id, "title": title}]),
+            "channel_id": channel,
+            "thread_ts": thread_ts,
+            "initial_comment": comment,
+        })
 
     async def _is_complete(self, file_id: str) -> bool:
         try:
@@ -259,57 +283,67 @@ class SlackPublisher:
     # -- downloads ---------------------------------------------------------------------------------------
 
     def token_may_go_to(self, url: str) -> bool:
+        """Only a file's path on Slack's file host: not the Web API's methods (`/api/auth.revoke`), not a path
+        that climbs out of the file paths, not a URL with credentials of its own."""
         parts = urlsplit(url)
-        return (parts.scheme, parts.netloc) in self._allowed
+        if (parts.scheme, parts.netloc) not in self._allowed or parts.username or parts.password:
+            return False
+        path = unquote(parts.path)
+        return path.startswith(FILE_PATHS) and "\\" not in path and \
+            not any(segment in (".", "..") for segment in path.split("/"))
 
     async def file_url(self, file_id: str) -> str:
         """The download URL of a Slack file, from files.info."""
         try:
             info = (await self._call("files_info", file=file_id))["file"]
         except SlackApiError as e:
-            raise DownloadError(f"Slack could not find it ({e.response.get('error')}).") from None
+            raise DownloadError(f"Slack could not find it ({slack_error(e)}).") from None
         url = info.get("url_private_download") or info.get("url_private")
         if not isinstance(url, str):
             raise DownloadError("Slack gave no address to download it from.")
         return url
 
-    async def download(self, url: str) -> tuple[str, bytes]:
-        """Fetch an attachment with the bot token. Returns (mimetype from the bytes, bytes)."""
+    async def download(self, url: str, dest: Path, *, limit: int, pace: limits.Pace = limits.PACE) -> int:
+        """Fetch an attachment with the bot token into the file `dest`, streamed (never held in memory whole),
+        at most `limit` bytes, at `pace`. Returns its size. Raises DownloadError, saying why for the user."""
         for attempt in range(1, self._attempts + 1):
             try:
-                return await self._download_once(url)
+                return await self._download_once(url, dest, limit=limit, pace=pace)
             except _Transient as e:
                 if attempt == self._attempts:
                     raise DownloadError(f"Slack did not deliver the file ({e}).") from None
                 await asyncio.sleep(e.retry_after if e.retry_after is not None else self._backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
-    async def _download_once(self, url: str) -> tuple[str, bytes]:
+    async def _download_once(self, url: str, dest: Path, *, limit: int, pace: limits.Pace) -> int:
+        try:
+            async with asyncio.timeout(pace.deadline):
+                return await self._fetch(url, dest, limit=limit, pace=pace)
+        except aiohttp.ServerTimeoutError as e:  # `read_gap` seconds without a byte (a TimeoutError too)
+            raise _Transient("Slack stopped sending it", None) from e
+        except TimeoutError:
+            raise DownloadError(messages.download_too_long(pace.deadline)) from None
+        except aiohttp.ClientError as e:
+            raise _Transient(type(e).__name__, None) from e
+
+    async def _fetch(self, url: str, dest: Path, *, limit: int, pace: limits.Pace) -> int:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=pace.read_gap)
         for _ in range(4):
             if not self.token_may_go_to(url):
                 raise DownloadError("its address is not on Slack's file host, so Easel will not send its token there.")
             headers = {"Authorization": f"Bearer {self.client.token}"}
-            try:
-                async with self._session.get(url, headers=headers, allow_redirects=False) as r:
-                    if r.status in (301, 302, 303, 307, 308) and "Location" in r.headers:
-                        url = urljoin(url, r.headers["Location"])
-                        continue
-                    if r.status == 429 or r.status >= 500:
-                        retry = r.headers.get("Retry-After")
-                        raise _Transient(f"HTTP {r.status}", float(retry) if retry and retry.isdigit() else None)
-                    if r.status != 200:
-                        raise DownloadError(f"Slack answered HTTP {r.status}.")
-                    if r.content_type == "text/html":
-                        raise DownloadError(messages.HTML_INSTEAD)
-                    data = await _read_capped(r, MAX_DOWNLOAD_BYTES)
-            except (aiohttp.ClientError, TimeoutError) as e:
-                raise _Transient(type(e).__name__, None) from e
-            mimetype = sniff(data)
-            if mimetype is None:
-                if data.lstrip()[:1] == b"<":
+            async with self._session.get(url, headers=headers, allow_redirects=False, timeout=timeout) as r:
+                if r.status in (301, 302, 303, 307, 308) and "Location" in r.headers:
+                    url = urljoin(url, r.headers["Location"])
+                    continue
+                if r.status == 429 or r.status >= 500:
+                    retry = r.headers.get("Retry-After")
+                    raise _Transient(f"HTTP {r.status}", float(retry) if retry and retry.isdigit() else None)
+                if r.status != 200:
+                    raise DownloadError(f"Slack answered HTTP {r.status}.")
+                if r.content_type == "text/html":
                     raise DownloadError(messages.HTML_INSTEAD)
-                raise DownloadError(messages.NOT_AN_IMAGE)
-            return mimetype, data
+                return await _save(r, dest, limit=limit, pace=pace)
         raise DownloadError("Slack redirected the download too many times.")
 
 
@@ -319,13 +353,19 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def _save(response: aiohttp.ClientResponse, dest: Path, *, limit: int, pace: limits.Pace) -> int:
+    """Stream the body into `dest`, refusing it as soon as it is larger than `limit` or slower than `pace`."""
     if response.content_length is not None and response.content_length > limit:
-        raise DownloadError(messages.too_large(limit // (1024 * 1024)))
-    chunks, size = [], 0
-    async for chunk in response.content.iter_chunked(256 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise DownloadError(messages.too_large(limit // (1024 * 1024)))
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raise DownloadError(messages.too_large(limit))
+    started = time.monotonic()
+    size = 0
+    with dest.open("wb") as out:
+        async for chunk in response.content.iter_chunked(256 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise DownloadError(messages.too_large(limit))
+            out.write(chunk)
+            elapsed = time.monotonic() - started
+            if elapsed > pace.grace and size < pace.min_rate * (elapsed - pace.grace):
+                raise DownloadError(messages.download_too_slow(pace.min_rate))
+    return size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -87,11 +88,23 @@ class Intake:
                 if job.source == "command":
                     return Submitted.TOO_MANY
                 outcome = Submitted.TOO_MANY
-                job = dataclasses.replace(job, kind=JobKind.NOTICE, text=messages.too_many_pending(self.cap))
-                job_id = await self._store.enqueue(job)
+                job_id = await self._refuse(job)
         except DuplicateJob:
             log.info("duplicate delivery ignored: %s", job.dedupe_key)
             return Submitted.DUPLICATE
         log.info("job %s accepted: %s %s from %s", job_id, job.kind.value, job.source, job.user_id)
         self._wake()
         return outcome
+
+    async def _refuse(self, job: NewJob) -> int:
+        """A message over the person's cap: a reaction on it (its own key, so Slack's retries stay one), and,
+        for the first of a burst only, one message saying why. A burst is everything refused while the cap
+        stays reached: the person's newest accepted request names it."""
+        job_id = await self._store.enqueue(dataclasses.replace(job, kind=JobKind.REACTION,
+                                                               text=messages.REFUSED_REACTION))
+        burst = await self._store.newest_request(team_id=job.team_id, user_id=job.user_id)
+        with contextlib.suppress(DuplicateJob):  # raised when this burst was told already
+            await self._store.enqueue(dataclasses.replace(
+                job, kind=JobKind.NOTICE, text=messages.too_many_pending_burst(self.cap),
+                dedupe_key=f"cap:{job.team_id}:{job.user_id}:{burst}"))
+        return job_id

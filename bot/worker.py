@@ -42,8 +42,8 @@ class Worker:
         self._poll = poll
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._capacity = {"notice": notice_concurrency, "run": max_generations}
-        self._busy = {"notice": 0, "run": 0}
-        self._freed = {"notice": asyncio.Event(), "run": asyncio.Event()}
+        self._busy = {"notice": 0, "run": 0, "fetch": 0}  # fetch: a message's attachments, after its notice
+        self._freed = {"notice": asyncio.Event(), "run": asyncio.Event(), "fetch": asyncio.Event()}
         self._notices_idle = asyncio.Event()
         self._new_work = asyncio.Event()
         self._queued_work = asyncio.Event()
@@ -205,7 +205,9 @@ class Worker:
     async def _notice(self, job: Job) -> None:
         self.counts["noticed"] += 1
         try:
-            await self._runner.notice(job)
+            rest = await self._runner.notice(job)
+            if rest is not None:  # its attachments: fetched in a task of its own, holding up no slot
+                self._launch("fetch", job, rest)
         except Exception:
             log.exception("job %s: showing a sign of work failed", job.id)
             await self._runner.notice_failed(job)

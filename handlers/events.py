@@ -37,8 +37,8 @@ async def handle_event(
         event, bot_user_id=context.bot_user_id, bot_id=context.bot_id
     ):
         return
-    team_id = context.team_id or body.get("team_id")
-    if not isinstance(team_id, str) or not team_id:
+    team_id = payloads.slack_id(context.team_id or body.get("team_id"))
+    if team_id is None:
         return
     await intake.models()
     thread = None

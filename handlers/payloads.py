@@ -14,14 +14,17 @@ import html
 import re
 from typing import Any
 
-from bot import messages, models, options
+from bot import limits, messages, models, options
 from storage.models import JobKind, NewJob, Thread
 
 HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
 IMAGE_MIMETYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
-MAX_ATTACHMENT_MB = 20
 MAX_PROMPT_CHARS = 32_000
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
+_SLACK_ID = re.compile(r"[A-Z0-9]{1,32}")  # team, channel, user and file ids: what fits Easel's columns
+_SLACK_TS = re.compile(r"[0-9]{1,20}\.[0-9]{1,8}")
+_TRIGGER = re.compile(r"[0-9A-Za-z._-]{1,120}")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +45,12 @@ class Routed:
 
 
 def _without_nul(value: Any) -> Any:
-    """Slack text can carry NUL characters; PostgreSQL text cannot store them, so they never get that far."""
+    """Slack text can carry NUL characters, and JSON lone surrogates (half of a UTF-16 pair); no database can
+    store either, so they never get that far (a surrogate becomes U+FFFD, the replacement character)."""
     if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        return _SURROGATE.sub("\ufffd", value) if not value.isascii() else value
     if isinstance(value, dict):
         return {k: _without_nul(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -54,6 +60,16 @@ def _without_nul(value: Any) -> Any:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def slack_id(value: Any) -> str | None:
+    """A team, channel, user or file id as Slack writes them; anything else (too long, a NUL, another type) is
+    not one, and the request carrying it is ignored."""
+    return value if isinstance(value, str) and _SLACK_ID.fullmatch(value) else None
+
+
+def _ts(value: Any) -> str | None:
+    return value if isinstance(value, str) and _SLACK_TS.fullmatch(value) else None
 
 
 def clean_text(text: Any, bot_user_id: str | None) -> str:
@@ -69,7 +85,7 @@ def clean_text(text: Any, bot_user_id: str | None) -> str:
 
 def thread_of(event: dict[str, Any]) -> str | None:
     """The thread a message was posted in, if it is a reply (not a thread root)."""
-    thread_ts, ts = _str(event.get("thread_ts")), _str(event.get("ts"))
+    thread_ts, ts = _ts(event.get("thread_ts")), _ts(event.get("ts"))
     return thread_ts if thread_ts and thread_ts != ts else None
 
 
@@ -79,10 +95,12 @@ def is_ignored(event: dict[str, Any], *, bot_user_id: str | None, bot_id: str | 
         return True
     if event.get("bot_id") or event.get("bot_profile"):
         return True
-    user = _str(event.get("user"))
+    user = slack_id(event.get("user"))
     if user is None or user == bot_user_id:
         return True
-    return not (_str(event.get("channel")) and _str(event.get("ts")))
+    if event.get("thread_ts") not in (None, "") and _ts(event["thread_ts"]) is None:
+        return True
+    return not (slack_id(event.get("channel")) and _ts(event.get("ts")))
 
 
 def _is_dm(event: dict[str, Any]) -> bool:
@@ -99,21 +117,25 @@ def _mentions(event: dict[str, Any], bot_user_id: str | None) -> bool:
 
 
 def attachments(event: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-    """The attached files Easel will download, or the message explaining why one cannot be used."""
+    """The attached files Easel will download, or the message explaining why they cannot be used: one is not
+    an image, or is larger than one may be; there are more than OpenAI takes, or more bytes together (by the
+    sizes Slack reports; the download holds each to its limit again, whatever was reported)."""
     files = event.get("files")
     if not isinstance(files, list):
         return [], None
     kept: list[dict[str, Any]] = []
+    total = 0
     for f in files:
-        if not isinstance(f, dict) or not _str(f.get("id")):
+        if not isinstance(f, dict) or not slack_id(f.get("id")):
             continue
         name = _str(f.get("name")) or _str(f.get("title")) or str(f["id"])
         mimetype = _str(f.get("mimetype")) or ""
         if mimetype not in IMAGE_MIMETYPES:
             return [], messages.attachment_problem(name, messages.NOT_AN_IMAGE)
         size = f.get("size")
-        if isinstance(size, int) and size > MAX_ATTACHMENT_MB * 1024 * 1024:
-            return [], messages.attachment_problem(name, messages.too_large(MAX_ATTACHMENT_MB))
+        if isinstance(size, int) and size > limits.MAX_IMAGE_BYTES:
+            return [], messages.attachment_problem(name, messages.too_large(limits.MAX_IMAGE_BYTES))
+        total += size if isinstance(size, int) and size > 0 else 0
         kept.append({
             "id": f["id"],
             "name": name,
@@ -121,6 +143,10 @@ def attachments(event: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
             "size": size if isinstance(size, int) else None,
             "url": _str(f.get("url_private_download")) or _str(f.get("url_private")),
         })
+    if len(kept) > limits.MAX_IMAGES:
+        return [], messages.attachment_failed(messages.too_many_attachments(len(kept)), whole=True)
+    if total > limits.MAX_TOTAL_BYTES:
+        return [], messages.attachment_failed(messages.attachments_too_large(total), whole=True)
     return kept, None
 
 
@@ -220,8 +246,8 @@ def route_command(command: dict[str, Any], *, ctx: Context) -> Routed | str:
     except options.OptionError as e:
         return messages.bad_option(e)
     team, channel, user = command.get("team_id"), command.get("channel_id"), command.get("user_id")
-    trigger = _str(command.get("trigger_id"))
-    if not (_str(team) and _str(channel) and _str(user) and trigger):
+    trigger = command.get("trigger_id") if isinstance(command.get("trigger_id"), str) else ""
+    if not (slack_id(team) and slack_id(channel) and slack_id(user) and _TRIGGER.fullmatch(trigger)):
         return ":warning: Slack sent this command without its team, channel, user or trigger; try again."
     job = NewJob(
         dedupe_key=f"cmd:{team}:{trigger}",

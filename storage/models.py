@@ -19,6 +19,7 @@ class JobStatus(enum.StrEnum):
 class JobKind(enum.StrEnum):
     GENERATE = "generate"  # ask OpenAI, post what comes back
     NOTICE = "notice"  # post a fixed text in the thread (help, a bad flag): no OpenAI call
+    REACTION = "reaction"  # only react to the message with the emoji named by `text` (a request not taken)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ jobs = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("dedupe_key", sa.String(200), nullable=False, unique=True),  # one Slack message, one job
-    sa.Column("kind", sa.String(16), nullable=False),  # generate | notice
+    sa.Column("kind", sa.String(16), nullable=False),  # generate | notice | reaction
     sa.Column("source", sa.String(16), nullable=False),  # mention | reply | dm | command
     sa.Column("team_id", sa.String(32), nullable=False),
     sa.Column("channel_id", sa.String(32), nullable=False),

@@ -516,6 +516,7 @@ class Store:
         fast = sa.and_(
             sa.bindparam("start", type_=sa.Boolean), jobs.c.kind == models.JobKind.GENERATE.value,
             jobs.c.source != "command", jobs.c.thread_ts.is_not(None), ~_EARLIER_UNFINISHED,
+            sa.cast(jobs.c.files, sa.Text) == "[]",  # attachments are fetched first, outside any slot
         )
         claim_new = claim(new, (), {
             "status": sa.case((fast, "running"), else_="noticing"),
@@ -780,6 +781,13 @@ class Store:
             return None
         values = {k: row._mapping[k] for k in models.Thread.__dataclass_fields__}
         return models.Thread(**{**values, "options": dict(values["options"] or {})})
+
+    async def newest_request(self, *, team_id: str, user_id: str) -> int | None:
+        """The id of the person's newest generate job. It stays the same for as long as they are at the
+        per-person cap (nothing new is accepted meanwhile), so it names one burst of refused requests."""
+        stmt = sa.select(sa.func.max(jobs.c.id)).where(
+            jobs.c.team_id == team_id, jobs.c.user_id == user_id, jobs.c.kind == models.JobKind.GENERATE.value)
+        return await self._read(lambda conn: conn.execute(stmt).scalar())
 
     # -- generations and usage -----------------------------------------------------------------------------
 

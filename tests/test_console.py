@@ -29,11 +29,11 @@ def _images(folder: Path) -> list[Path]:
 
 
 async def test_piped_lines_draw_then_edit_the_same_chain(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
-    code, out, err = await _console(fake_openai, tmp_path, stdin="a red kite\nmake it blue --size 1536x1024\n")
+    code, out, err = await _console(fake_openai, tmp_path, stdin="a red kite\nmake it blue --format webp\n")
     assert code == 0, err
     folder = tmp_path / "easel-out"
     images = _images(folder)
-    assert [p.name for p in images] == ["easel-1-1.png", "easel-2-1.png"], out
+    assert [p.name for p in images] == ["easel-1-1.png", "easel-2-1.webp"], out
     creates = fake_openai.create_requests()
     assert len(creates) == 2
     first_id = next(iter(fake_openai.responses))

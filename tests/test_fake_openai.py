@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from PIL import Image
 
 from tests.fakes.openai_api import PNG_SIGNATURE, FakeOpenAI, Fault, default_image_factory, noise_png
 
@@ -75,17 +77,17 @@ def png_size(data: bytes) -> tuple[int, int]:
 # --------------------------------------------------------------------------- images
 
 
-def test_default_factory_formats_and_prompt_dependence() -> None:
-    png = default_image_factory(1024, 1536, "png", "a fox")
-    assert png_size(png) == (43, 64)
-    assert png != default_image_factory(1024, 1536, "png", "a cat")
-    jpeg = default_image_factory(1024, 1024, "jpeg", "a fox")
-    assert jpeg.startswith(b"\xff\xd8\xff\xe0") and jpeg.endswith(b"\xff\xd9")
-    assert jpeg != default_image_factory(1024, 1024, "jpeg", "a cat")
-    webp = default_image_factory(1024, 1024, "webp", "a fox")
-    assert webp[:4] == b"RIFF" and webp[8:16] == b"WEBPVP8 "
-    assert struct.unpack("<I", webp[4:8])[0] == len(webp) - 8
-    assert webp != default_image_factory(1024, 1024, "webp", "a cat")
+@pytest.mark.parametrize(("fmt", "pillow"), [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP"), ("gif", "GIF")])
+@pytest.mark.parametrize("size", [(1024, 1024), (1024, 1536), (3840, 2160), (16, 48)])
+def test_default_factory_makes_real_images_of_the_size_and_format(
+    fmt: str, pillow: str, size: tuple[int, int]
+) -> None:
+    data = default_image_factory(*size, fmt, "a fox")
+    with Image.open(io.BytesIO(data)) as image:
+        assert (image.format, image.size) == (pillow, size)
+        image.load()
+    assert data != default_image_factory(*size, fmt, "a cat")
+    assert data == default_image_factory(*size, fmt, "a fox")
 
 
 def test_noise_png_is_large_real_and_cached() -> None:

@@ -220,7 +220,7 @@ async def test_oversized_attachment_is_explained(easel: Running) -> None:
     f["size"] = 21 * 1024 * 1024
     await easel.sender.mention("edit this", files=[f])
     [call] = await easel.slack.wait_for("chat.postMessage")
-    assert "huge.png" in call.args["text"] and "20 MB" in call.args["text"]
+    assert "huge.png" in call.args["text"] and "15 MB" in call.args["text"]
     await easel.jobs_settled(1)
     assert easel.openai.requests == []
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot import models, options
+from bot import limits, models, options
 from handlers import payloads
 from handlers.payloads import Context, Routed, clean_text, is_ignored, route_command, route_event, thread_of
 from storage.models import JobKind, Thread
@@ -347,15 +347,33 @@ def test_non_image_attachment_is_a_notice() -> None:
 
 
 def test_oversized_attachment_is_a_notice() -> None:
-    big = 20 * 1024 * 1024 + 1
+    big = limits.MAX_IMAGE_BYTES + 1
     routed = _route(_mention("<@UBOT> edit", files=[_file(name="huge.png", size=big)]))
     assert routed is not None
     assert routed.job.kind is JobKind.NOTICE
-    assert "huge.png" in routed.job.text and "20 MB" in routed.job.text
+    assert "huge.png" in routed.job.text and "15 MB" in routed.job.text
 
 
 def test_attachment_at_the_limit_is_kept() -> None:
-    routed = _route(_mention("<@UBOT> edit", files=[_file(size=20 * 1024 * 1024)]))
+    routed = _route(_mention("<@UBOT> edit", files=[_file(size=limits.MAX_IMAGE_BYTES)]))
+    assert routed is not None and routed.job.kind is JobKind.GENERATE
+
+
+def test_more_attachments_than_openai_takes_is_a_notice() -> None:
+    files = [_file(id=f"F{i}", size=1000) for i in range(limits.MAX_IMAGES + 1)]
+    routed = _route(_mention("<@UBOT> combine", files=files))
+    assert routed is not None and routed.job.kind is JobKind.NOTICE
+    assert f"there are {limits.MAX_IMAGES + 1}" in routed.job.text and f"at most {limits.MAX_IMAGES}" in routed.job.text
+    routed = _route(_mention("<@UBOT> combine", files=files[:-1]))
+    assert routed is not None and routed.job.kind is JobKind.GENERATE and len(routed.job.files) == limits.MAX_IMAGES
+
+
+def test_attachments_larger_together_than_openai_takes_is_a_notice() -> None:
+    each = limits.MAX_TOTAL_BYTES // 3 + 1
+    routed = _route(_mention("<@UBOT> combine", files=[_file(id=f"F{i}", size=each) for i in range(3)]))
+    assert routed is not None and routed.job.kind is JobKind.NOTICE
+    assert "36 MB per message" in routed.job.text
+    routed = _route(_mention("<@UBOT> combine", files=[_file(id=f"F{i}", size=each - 1) for i in range(3)]))
     assert routed is not None and routed.job.kind is JobKind.GENERATE
 
 

@@ -13,6 +13,7 @@ import copy
 import datetime
 import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
+from PIL import Image
 
-from tests.fakes import openai_models
+from tests.fakes import openai_models, openai_spec
 
 Json = dict[str, Any]
 ImageFactory = Callable[[int, int, str, str], bytes]
@@ -36,7 +38,6 @@ DEFAULT_IMAGE_MODELS = frozenset(openai_models.IMAGE_MODELS)
 IMAGE_FORMATS = frozenset({"png", "jpeg", "webp", "gif", "svg"})
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
 IMAGE_OUTPUT_TOKENS = 1056
-MAX_PREVIEW_SIDE = 64
 TEXT_CHUNK = 500
 ASK_STYLE = "What style would you like?"
 HERE_IS_IMAGE = "Here is your image."
@@ -82,28 +83,46 @@ def noise_png(width: int, height: int) -> bytes:
 
 
 def default_image_factory(width: int, height: int, fmt: str, prompt: str) -> bytes:
-    """Small deterministic bytes: a real PNG (at most 64x64), or magic-prefixed stand-ins otherwise."""
+    """A real image of the requested size and format, one colour (from the prompt): a PNG (paletted, so it costs
+    nothing to make at any size), JPEG, WebP or GIF that Pillow opens at `width` x `height`; or an SVG."""
     digest = hashlib.sha256(prompt.encode()).digest()
-    tag = f"easel-fake {width}x{height} ".encode() + digest.hex().encode()
-    if fmt == "jpeg":
-        app0 = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-        comment = b"\xff\xfe" + struct.pack(">H", len(tag) + 2) + tag
-        return b"\xff\xd8\xff\xe0" + struct.pack(">H", len(app0) + 2) + app0 + comment + b"\xff\xd9"
-    if fmt == "webp":
-        payload = b"VP8 " + struct.pack("<I", len(tag)) + tag
-        return b"RIFF" + struct.pack("<I", 4 + len(payload)) + b"WEBP" + payload
-    if fmt == "gif":
-        return b"GIF89a" + struct.pack("<HH", min(width, 0xFFFF), min(height, 0xFFFF)) + tag + b";"
+    rgb = (digest[0], digest[1], digest[2])
     if fmt == "svg":
-        colour = digest[:3].hex()
         return (
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
-            f'<rect width="100%" height="100%" fill="#{colour}"/><!-- {digest.hex()} --></svg>'
+            f'<rect width="100%" height="100%" fill="#{digest[:3].hex()}"/><!-- {digest.hex()} --></svg>'
         ).encode()
-    scale = min(1.0, MAX_PREVIEW_SIDE / max(width, height))
-    return solid_png(
-        max(1, round(width * scale)), max(1, round(height * scale)), (digest[0], digest[1], digest[2])
-    )
+    if fmt == "png":
+        return palette_png(width, height, rgb)
+    return _pillow_image(width, height, fmt, rgb)
+
+
+def palette_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A one-colour PNG: 1-bit paletted, its pixel data (all zero) compressed once per size."""
+    header = struct.pack(">IIBBBBB", width, height, 1, 3, 0, 0, 0)
+    return (PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"PLTE", bytes(rgb)) + _zero_rows(width, height)
+            + _png_chunk(b"IEND", b""))
+
+
+@functools.lru_cache(maxsize=32)
+def _zero_rows(width: int, height: int) -> bytes:
+    return _png_chunk(b"IDAT", zlib.compress((b"\x00" + bytes((width + 7) // 8)) * height, 9))
+
+
+@functools.lru_cache(maxsize=256)
+def _pillow_image(width: int, height: int, fmt: str, rgb: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    if fmt == "gif":
+        image = Image.new("P", (width, height), 0)
+        image.putpalette(list(rgb))
+        image.save(out, "GIF")
+    elif fmt == "webp":
+        Image.new("RGB", (width, height), rgb).save(out, "WEBP", lossless=True, method=0)
+    elif fmt == "jpeg":
+        Image.new("RGB", (width, height), rgb).save(out, "JPEG", quality=85)
+    else:
+        raise ValueError(f"no image format {fmt!r}")
+    return out.getvalue()
 
 
 # --------------------------------------------------------------------------- public records
@@ -538,6 +557,9 @@ class FakeOpenAI:
     async def _create(self, request: web.Request, body: Any, fault: Fault | None) -> web.StreamResponse:
         if not isinstance(body, dict):
             raise _Reject(400, "We could not parse the JSON body of your request.")
+        refused = openai_spec.check_create(body)  # what the published spec (and its prose) refuses
+        if refused is not None:
+            raise _Reject(400, refused.message, type=refused.type, param=refused.param, code=refused.code)
         resp = self._plan(body)
         resp.fault = fault
         if resp.stored:
@@ -728,6 +750,10 @@ class FakeOpenAI:
             "store": req.get("store", True) is not False,
             "tool_choice": req.get("tool_choice", "auto"),
             "tools": req.get("tools") or [],
+            "temperature": req.get("temperature", 1.0),
+            "top_p": req.get("top_p", 1.0),
+            "truncation": "disabled",
+            "user": None,
             "usage": None,
             "tool_usage": None,
         }

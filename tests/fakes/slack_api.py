@@ -22,28 +22,34 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import yaml
 from aiohttp import WSCloseCode, WSMsgType, web
 
 __all__ = ["Call", "FakeSlack", "DEFAULT_SCOPES", "next_ts"]
 
-DEFAULT_SCOPES: tuple[str, ...] = (
-    "app_mentions:read",
-    "chat:write",
-    "channels:history",
-    "groups:history",
-    "im:history",
-    "mpim:history",
-    "commands",
-    "files:read",
-    "files:write",
-    "reactions:write",
-    "assistant:write",
-)
+_MANIFEST = Path(__file__).resolve().parents[2] / "slack-manifest.yml"
+# The bot scopes Easel's manifest asks for: what an installed Easel's token carries.
+DEFAULT_SCOPES: tuple[str, ...] = tuple(yaml.safe_load(_MANIFEST.read_text())["oauth_config"]["scopes"]["bot"])
+
+# Per method, from Slack's published Web API spec (specs/slack-web-methods.json): its scopes (any one will do),
+# the content types whose body it reads, its parameters. The 2021 spec uses legacy scope names for some.
+_SPEC = json.loads((Path(__file__).with_name("specs") / "slack-web-methods.json").read_text())["methods"]
+LEGACY_SCOPES = {"chat:write:bot": "chat:write", "chat:write:user": "chat:write", "files:write:user": "files:write"}
+_LATER_METHODS: dict[str, dict[str, Any]] = {  # methods newer than the spec, from their docs.slack.dev pages
+    "apps.connections.open": {"scopes": ["none"], "consumes": ["application/x-www-form-urlencoded"], "params": []},
+    "assistant.threads.setStatus": {"scopes": ["chat:write", "assistant:write"],
+                                    "consumes": ["application/json", "application/x-www-form-urlencoded"],
+                                    "params": [{"name": "channel_id"}, {"name": "thread_ts"}, {"name": "status"},
+                                               {"name": "loading_messages"}]},
+}
+_HISTORY_SCOPES = {"C": "channels:history", "G": "groups:history", "D": "im:history"}  # by channel id prefix
 
 MAX_TEXT_LEN = 40_000
+MAX_REQUEST_LINE = 8192  # bytes Slack's front end accepts in a request line ("POST /api/...?args HTTP/1.1")
 _LOGIN_PAGE = (
     "<!DOCTYPE html><html><head><title>Slack</title></head>"
     '<body><h1>Sign in to your workspace</h1><form action="/signin"></form></body></html>'
@@ -101,6 +107,7 @@ class _Fault:
     status: int
     retry_after: int | None
     error: str
+    plain: bool = False  # a text/plain body instead of Slack's JSON (a proxy's or load balancer's answer)
 
 
 @dataclass
@@ -113,6 +120,7 @@ class _StoredFile:
     user: str
     created: int
     serve_html: bool = False
+    rate: float | None = None  # bytes per second the download trickles at (None: all at once)
     shares: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # channel -> [{ts, thread_ts}]
 
 
@@ -145,6 +153,8 @@ class FakeSlack:
         self._token = ""  # the token of the request being answered
 
         self.calls: list[Call] = []
+        self.refused: list[Call] = []  # requests turned away before reaching a method (URL too long)
+        self.unknown_arguments: list[tuple[str, str]] = []  # (method, argument) Slack would silently ignore
         self.messages: list[dict[str, Any]] = []
         self.deleted_messages: list[dict[str, Any]] = []
         self.ephemerals: list[dict[str, Any]] = []
@@ -178,7 +188,8 @@ class FakeSlack:
         app.router.add_get("/files-pri/{team_file}/{name}", self._handle_download)
         app.router.add_post("/response/{key}", self._handle_response_url)
         app.router.add_get("/socket", self._handle_socket)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        # aiohttp's own line limit is lower than Slack's: the fake answers long lines itself, as Slack does.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, max_line_size=4 * MAX_REQUEST_LINE)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
@@ -351,8 +362,10 @@ class FakeSlack:
         serve_html: bool = False,
         title: str | None = None,
         user: str = "U0001",
+        rate: float | None = None,
     ) -> dict[str, Any]:
-        """Register a downloadable file and return its Slack file object as it appears in events."""
+        """Register a downloadable file and return its Slack file object as it appears in events. With
+        ``rate``, its download trickles at that many bytes a second."""
         self._require_started()
         f = _StoredFile(
             id=self._new_id("F"),
@@ -363,6 +376,7 @@ class FakeSlack:
             user=user,
             created=int(time.time()),
             serve_html=serve_html,
+            rate=rate,
         )
         self._files[f.id] = f
         return self._file_object(f)
@@ -397,10 +411,12 @@ class FakeSlack:
         retry_after: int | None = 1,
         error: str = "ratelimited",
         times: int = 1,
+        plain: bool = False,
     ) -> None:
-        """Make the next ``times`` calls to ``method`` (or "upload"/"download") fail."""
+        """Make the next ``times`` calls to ``method`` (or "upload"/"download") fail; ``plain`` answers with a
+        text/plain body rather than Slack's JSON."""
         for _ in range(times):
-            self._faults[method].append(_Fault(status=status, retry_after=retry_after, error=error))
+            self._faults[method].append(_Fault(status=status, retry_after=retry_after, error=error, plain=plain))
 
     def add_workspace(self, *, team_id: str, team: str, bot_token: str, bot_user_id: str = "UBOT2",
                       bot_id: str = "BBOT2", code: str | None = None) -> str:
@@ -460,7 +476,7 @@ class FakeSlack:
         headers: dict[str, str] = {}
         if fault.status == 429 and fault.retry_after is not None:
             headers["Retry-After"] = str(fault.retry_after)
-        if plain:
+        if plain or fault.plain:
             return web.Response(status=fault.status, text=f"error: {fault.error}", headers=headers)
         return self._json({"ok": False, "error": fault.error}, status=fault.status, headers=headers)
 
@@ -557,6 +573,28 @@ class FakeSlack:
             args.update(dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)))
         return args, raw
 
+    def _as_slack_reads(
+        self, spec: Mapping[str, Any], method: str, request: web.Request, args: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The arguments as Slack reads them: a JSON body only if the method takes JSON (else its values are
+        not seen at all); arguments the method does not have are noted (Slack ignores them silently)."""
+        if request.content_type == "application/json" and "application/json" not in spec.get("consumes", []):
+            args = dict(request.query)
+        known = {p["name"] for p in spec.get("params", [])} | {"token", "team_id"}
+        for name in args:
+            if name not in known:
+                self.unknown_arguments.append((method, name))
+        return args
+
+    @staticmethod
+    def _needed_scopes(spec: Mapping[str, Any], method: str, args: Mapping[str, Any]) -> list[str]:
+        """The scopes of which the token needs one (none for `auth.test` and the like)."""
+        if method.startswith("conversations.") and method.endswith(("history", "replies")):
+            needed = _HISTORY_SCOPES.get(str(args.get("channel") or "C")[:1])
+            return [needed, "mpim:history"] if needed == "groups:history" else [needed] if needed else []
+        scopes = [LEGACY_SCOPES.get(s, s) for s in spec.get("scopes", []) if s != "none"]
+        return list(dict.fromkeys(scopes))
+
     def _authorized(self, method: str, request: web.Request, args: Mapping[str, Any]) -> bool:
         header = request.headers.get("Authorization", "")
         token = header[len("Bearer ") :] if header.startswith("Bearer ") else str(args.get("token") or "")
@@ -571,12 +609,24 @@ class FakeSlack:
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args, raw = await self._read_args(request)
+        line = len(request.method) + len(request.raw_path.encode()) + len(" HTTP/1.1") + 1
+        if line > MAX_REQUEST_LINE:  # Slack's front end refuses it, with a page of its own (not JSON)
+            self.refused.append(Call(method, args, _CIDict(request.headers.items()), raw, request.path))
+            await self._notify()
+            return web.Response(status=414, text="414 Request-URI Too Large", content_type="text/plain")
         await self._record(Call(method, args, _CIDict(request.headers.items()), raw, request.path))
         fault = self._take_fault(method)
         if fault is not None:
             return self._fault_response(fault)
         if not self._authorized(method, request, args):
             return self._error("invalid_auth")
+        spec = _SPEC.get(method) or _LATER_METHODS.get(method)
+        if spec is None:
+            return self._error("unknown_method")
+        args = self._as_slack_reads(spec, method, request, args)
+        needed = self._needed_scopes(spec, method, args)
+        if needed and not set(needed) & set(self.scopes):
+            return self._error("missing_scope", needed=",".join(needed), provided=",".join(self.scopes))
         handler = self._handlers().get(method)
         if handler is None:
             return self._json({"ok": True})
@@ -965,13 +1015,29 @@ class FakeSlack:
         f = self._files.get(file_id)
         if f is None or f.name != name:
             return web.Response(status=404, text="not found")
-        if f.serve_html or request.headers.get("Authorization") != f"Bearer {self.bot_token}":
+        if f.serve_html or request.headers.get("Authorization") != f"Bearer {self.bot_token}" or \
+                "files:read" not in self.scopes:
             return web.Response(status=200, text=_LOGIN_PAGE, content_type="text/html")
+        if f.rate is not None:
+            return await self._trickle(request, f)
         return web.Response(
             status=200,
             body=f.content,
             headers={"Content-Type": f.mimetype, "Content-Disposition": f'attachment; filename="{f.name}"'},
         )
+
+    async def _trickle(self, request: web.Request, f: _StoredFile) -> web.StreamResponse:
+        """A slow sender: the file a byte at a time, ``f.rate`` bytes a second."""
+        assert f.rate is not None
+        response = web.StreamResponse(headers={"Content-Type": f.mimetype})
+        response.content_length = len(f.content)
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for i in range(len(f.content)):
+                await response.write(f.content[i : i + 1])
+                await asyncio.sleep(1 / f.rate)
+            await response.write_eof()
+        return response
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
         raw = await request.read()
