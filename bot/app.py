@@ -168,7 +168,7 @@ async def build(settings: Settings) -> Easel:
                           deadline=max(settings.openai_timeout * 2, 30.0))
     images.warm_up()
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
-                       capacity=settings.max_concurrent_generations)
+                       capacity=settings.max_concurrent_generations, lease=settings.job_lease_seconds)
     worker = Worker(
         store=easel.store, runner=runner, max_generations=settings.max_concurrent_generations,
         lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds,
@@ -249,15 +249,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event, host: str = "0.0.0.0
 async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool = False) -> None:
     """`python -m bot worker`: run jobs until `stop` is set, then stop gracefully. With `wakeups`, standard
     input is the parent's pipe: each byte says "new job", and its end means the parent is gone."""
+    from bot.lifecycle import free_jobs_of_dead_workers
+
     easel = await build(settings)
     assert easel.worker is not None
     await easel.store.warm_up()
     follower = asyncio.create_task(_follow_wakeups(easel.worker.wake, stop)) if wakeups else None
     try:
-        if easel.store.dialect == "sqlite":
-            released = await easel.store.release_all()  # one worker per SQLite file: leftovers are ours
-            if released:
-                log.info("picked up %d unfinished job(s) from the last run", released)
+        # The jobs of a worker whose process is known to be dead (the last run of this one, say) are taken at
+        # once; those of any other wait for their leases, renewed while their holder lives.
+        await free_jobs_of_dead_workers(easel.store)
         easel.worker.start()
         log.info("worker %s is running", easel.worker.worker_id)
         if wakeups:  # tell the parent, whose readiness check waits for this line

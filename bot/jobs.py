@@ -5,7 +5,9 @@ not posted twice.
 
 Database writes are few on purpose (a burst of images is mostly bookkeeping otherwise): the response id as
 soon as it exists, each upload's file id before sharing, and one final transaction with the status, the
-generations and the thread's next chain step.
+generations and the thread's next chain step. Each is fenced on the job's lease (`bot.holding.Hold`), and the
+lease is checked again right before anything Slack shows: a run whose job another worker took over stops
+without a word.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import messages
+from bot.holding import Hold
 from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
 from bot.publishing import EXTENSIONS, CannotPost, DownloadError, SlackPublisher, SlackUnavailable, sniff
-from storage import Store
+from storage import LeaseLost, Store
 from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, Thread
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ class _Run:
     """One run of a job: its progress (owned by this run), and what the final transaction will record."""
 
     job: Job
+    hold: Hold
     progress: dict[str, Any]
     response_id: str | None = None
     generations: list[Generation] = dataclasses.field(default_factory=list)
@@ -54,40 +58,53 @@ class JobRunner:
         images: OpenAIImages,
         slack: SlackPublisher,
         capacity: int,
+        lease: float = 60.0,
     ):
         self._store = store
         self._images = images
         self._slack = slack
         self._capacity = capacity
+        self._lease = lease  # how long a check of a job's lease before a post extends it
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
         self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
+    def _hold(self, job: Job) -> Hold:
+        return Hold(self._store, job, lease=self._lease)
+
     async def notice(self, job: Job) -> None:
+        try:
+            await self._notice(job, self._hold(job))
+        except LeaseLost:
+            log.info("job %s: another worker holds it now; stopping here", job.id)
+
+    async def _notice(self, job: Job, hold: Hold) -> None:
         if job.kind is JobKind.NOTICE:
+            await hold.confirm()
             await self._slack.post(job.channel_id, job.thread_ts, job.text)
-            await self._store.finish(job.id, status=JobStatus.DONE)
+            await hold.finish(status=JobStatus.DONE)
             return
         if job.source != "command":
             await self._slack.react(job.channel_id, job.message_ts or "")
-            await self._say_queued(job, job.thread_ts)
-            await self._store.noticed(job.id)
+            await self._say_queued(job, hold, job.thread_ts)
+            await hold.noticed()
             return
         root_ts = job.progress.get("root_ts")
         if not root_ts:
             text = messages.command_root(user_id=job.user_id, prompt=job.text, resolved=job.options.get("shown", {}))
+            await hold.confirm()
             try:
                 [root_ts, *_] = await self._slack.post(job.channel_id, None, text)
             except CannotPost:
                 if job.response_url:
                     await self._slack.respond(job.response_url, messages.CANNOT_POST)
-                await self._store.finish(job.id, status=JobStatus.FAILED, error="cannot post in channel")
+                await hold.finish(status=JobStatus.FAILED, error="cannot post in channel")
                 return
-            await self._store.update_job(job.id, progress={**job.progress, "root_ts": root_ts})
+            await hold.update(progress={**job.progress, "root_ts": root_ts})
         await self._slack.react(job.channel_id, root_ts)
-        await self._say_queued(job, root_ts)
-        await self._store.noticed(job.id, thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
+        await self._say_queued(job, hold, root_ts)
+        await hold.noticed(thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
 
     async def sign(self, job: Job) -> None:
         """Only the sign of work, for a message job that starts generating at once (best effort)."""
@@ -100,23 +117,29 @@ class JobRunner:
         """Slack failed us while showing the sign of work (after its retries). A generate job in an existing
         thread still runs (the sign is only a courtesy); a text-only notice, or a command whose thread could
         not be started, ends here, with a private word to the user where that is possible."""
-        if job.kind is JobKind.GENERATE and job.source != "command":
-            await self._store.noticed(job.id)
-            return
-        if job.response_url:
-            await self._slack.respond(job.response_url, messages.SLACK_POST_FAILED)
-        await self._store.finish(job.id, status=JobStatus.FAILED, error="slack: the first message failed")
+        hold = self._hold(job)
+        try:
+            if job.kind is JobKind.GENERATE and job.source != "command":
+                await hold.noticed()
+                return
+            if job.response_url:
+                await hold.confirm()
+                await self._slack.respond(job.response_url, messages.SLACK_POST_FAILED)
+            await hold.finish(status=JobStatus.FAILED, error="slack: the first message failed")
+        except LeaseLost:
+            log.info("job %s: another worker holds it now; stopping here", job.id)
 
-    async def _say_queued(self, job: Job, thread_ts: str | None) -> None:
+    async def _say_queued(self, job: Job, hold: Hold, thread_ts: str | None) -> None:
         """When every generation slot is taken, say so, with the request's place in the queue."""
         if job.queue_ts or self.free_slots() > max(1, self._capacity // 10):
             return  # far from full here: it starts at once (near capacity, the database says exactly)
-        running, ahead = await self._store.queue_place(job.id)
+        running, ahead = await hold.persist(lambda: self._store.queue_place(job.id))
         position = ahead + 1 - max(0, self._capacity - running)
         if position > 0:
+            await hold.confirm()
             [ts, *_] = await self._slack.post(job.channel_id, thread_ts, messages.queued(position))
             self.queue_shown = True
-            await self._store.update_job(job.id, queue_ts=ts, queue_pos=position)
+            await hold.update(queue_ts=ts, queue_pos=position)
 
     async def refresh_queue(self) -> None:
         """Move the queue messages along: each waiting request shows its current place."""
@@ -133,31 +156,46 @@ class JobRunner:
     async def run(self, job: Job, *, sign: Awaitable[None] | None = None) -> bool:
         """Generate and publish. `sign`, when given, is the sign of work going up meanwhile: it is awaited
         before the sign is taken down. Returns whether the thread's next job is queued (it can run now)."""
-        run = _Run(job=job, progress=dict(job.progress), response_id=job.response_id)
+        run = _Run(job=job, hold=self._hold(job), progress=dict(job.progress), response_id=job.response_id)
+        try:
+            return await self._run(run, sign)
+        except LeaseLost:
+            log.info("job %s: another worker holds it now; stopping here", job.id)
+            return False
+        finally:
+            for leftover in run.prepared.values():  # uploads begun for images the answer did not keep
+                leftover.cancel()
+            await asyncio.gather(*run.prepared.values(), return_exceptions=True)
+
+    async def _run(self, run: _Run, sign: Awaitable[None] | None) -> bool:
+        job = run.job
         sign_ts = job.message_ts or job.thread_ts or ""
         status, error = JobStatus.DONE, None
         if job.queue_ts:
             await self._slack.update(job.channel_id, job.queue_ts, messages.QUEUE_DONE_WAITING)
         try:
             await self._generate(run)
+        except LeaseLost:
+            raise
         except GenerationError as e:
             status, error = JobStatus.FAILED, f"{e.kind}: {e.detail}"
             run.generations.append(dataclasses.replace(self._generation(run, None), status="failed", error=error))
-            await self._tell(job, e.user_message)
+            await self._tell(run, e.user_message)
         except DownloadError as e:
             status, error = JobStatus.FAILED, f"download: {e}"
-            await self._tell(job, messages.attachment_failed(str(e)))
+            await self._tell(run, messages.attachment_failed(str(e)))
         except SlackUnavailable as e:
             status, error = JobStatus.FAILED, f"slack: {e}"
-            await self._tell(job, messages.SLACK_FAILED.format(reason=e))
+            await self._tell(run, messages.SLACK_FAILED.format(reason=e))
         except CannotPost as e:
             status, error = JobStatus.FAILED, f"cannot post: {e}"
             if job.response_url:
+                await run.hold.confirm()
                 await self._slack.respond(job.response_url, messages.CANNOT_POST)
         except Exception as e:  # a bug or an unexpected answer: the user hears, the job ends, the worker lives
             log.exception("job %s failed unexpectedly", job.id)
             status, error = JobStatus.FAILED, f"internal: {type(e).__name__}: {e}"
-            await self._tell(job, messages.INTERNAL)
+            await self._tell(run, messages.INTERNAL)
         for leftover in run.prepared.values():  # uploads begun for images the answer did not keep
             leftover.cancel()
         await asyncio.gather(*run.prepared.values(), return_exceptions=True)
@@ -167,14 +205,18 @@ class JobRunner:
         if job.queue_ts:
             await self._slack.delete(job.channel_id, job.queue_ts)
         if status is JobStatus.FAILED:
+            await run.hold.confirm()
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
-        later = await self._store.finish(job.id, status=status, error=error, generations=run.generations,
-                                         chain=run.chain if status is JobStatus.DONE else None)
+        later = await run.hold.finish(status=status, error=error, generations=run.generations,
+                                      chain=run.chain if status is JobStatus.DONE else None)
         log.info("job %s %s%s", job.id, status.value, f" ({error})" if error else "")
         return later
 
-    async def _tell(self, job: Job, text: str) -> None:
-        """Say what happened in the thread; never raises (the job is failing already)."""
+    async def _tell(self, run: _Run, text: str) -> None:
+        """Say what happened in the thread, if the job is still this worker's (LeaseLost otherwise); never
+        raises for Slack's sake (the job is failing already)."""
+        job = run.job
+        await run.hold.confirm()
         try:
             await self._slack.post(job.channel_id, job.thread_ts, text)
         except Exception as e:  # noqa: BLE001 - nothing more can be done for this job
@@ -182,7 +224,7 @@ class JobRunner:
 
     async def _save(self, run: _Run, **changes: Any) -> None:
         run.progress.update(changes)
-        await self._store.update_job(run.job.id, progress=dict(run.progress))
+        await run.hold.update(progress=dict(run.progress))
 
     def _stager(self, run: _Run, key: str) -> Callable[[dict[str, str]], Awaitable[None]]:
         """Records an upload's file id in the job's progress (before the upload is completed)."""
@@ -234,8 +276,8 @@ class JobRunner:
         job = run.job
         assert job.thread_ts is not None
         starts_thread = job.source != "command" and job.message_ts == job.thread_ts
-        thread = None if starts_thread else await self._store.thread(
-            team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts)
+        thread = None if starts_thread else await run.hold.persist(lambda: self._store.thread(
+            team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts))
         turn = Turn(
             prompt=job.text,
             tool=job.options["tool"],
@@ -248,7 +290,7 @@ class JobRunner:
 
         async def started(response_id: str) -> None:
             run.response_id = response_id
-            await self._store.update_job(job.id, response_id=response_id, progress=dict(run.progress))
+            await run.hold.update(response_id=response_id, progress=dict(run.progress))
 
         try:
             return await self._images.run(turn, resume_id=job.response_id, on_started=started,
@@ -282,6 +324,7 @@ class JobRunner:
             files[key] = await self._slack.upload(
                 reserved=run.job.progress.get("uploads", {}).get(key),  # from a run before a restart
                 on_stage=self._stager(run, key),
+                before_sharing=run.hold.confirm,
                 prepared=run.prepared.pop(image.call_id, None),
                 channel=job.channel_id,
                 thread_ts=job.thread_ts,
@@ -294,12 +337,14 @@ class JobRunner:
             )
             upload_ms[key] = _ms(time.time() - t0)
         if outcome.blocked and outcome.images and not run.progress.get("blocked_posted"):
+            await run.hold.confirm()
             await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
             await self._save(run, blocked_posted=True)
         if text and not caption and not run.progress.get("text_posted"):
             text = outcome.text
             if notices and not outcome.images:
                 text = "\n".join([*(f":information_source: {n}" for n in notices), text])
+            await run.hold.confirm()
             await self._slack.post(job.channel_id, job.thread_ts, text)
             await self._save(run, text_posted=True)
         base = self._generation(run, outcome, queued_ms=queued_ms, generation_ms=generation_ms)

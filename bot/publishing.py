@@ -168,6 +168,7 @@ class SlackPublisher:
         reserved: dict[str, str] | None = None,
         on_stage: Callable[[dict[str, str]], Awaitable[None]] | None = None,
         prepared: Awaitable[str] | None = None,
+        before_sharing: Callable[[], Awaitable[None]] | None = None,
     ) -> str:
         """Upload one image into the thread with its comment; returns the Slack file id.
 
@@ -175,6 +176,7 @@ class SlackPublisher:
         recorded before sharing (`on_stage`). Given that record again after a restart (`reserved`), an upload
         that was already completed is recognised instead of posted twice. `prepared` is `prepare()` of these
         bytes already under way (started before the comment was known). Retried as a whole when a step fails.
+        `before_sharing` runs right before the step that makes the file visible (and may raise to stop it).
         """
         if reserved and reserved.get("stage") == "completing" and await self._is_complete(reserved["file_id"]):
             return reserved["file_id"]
@@ -185,6 +187,8 @@ class SlackPublisher:
                     file_id = await step
                 else:
                     file_id = await self.prepare(data=data, filename=filename, on_stage=on_stage)
+                if before_sharing is not None:
+                    await before_sharing()
                 await self._call(
                     "files_completeUploadExternal",
                     files=[{"id": file_id, "title": filename}],

@@ -11,9 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from storage.store import DuplicateJob, Store, TooManyPending
+from storage.store import DuplicateJob, LeaseLost, Store, TooManyPending
 
-__all__ = ["DuplicateJob", "Store", "TooManyPending", "driver_url", "open_store"]
+__all__ = ["DuplicateJob", "LeaseLost", "Store", "TooManyPending", "driver_url", "open_store"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
