@@ -11,9 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from storage.errors import unavailable
 from storage.store import DuplicateJob, LeaseLost, Store, TooManyPending
 
-__all__ = ["DuplicateJob", "LeaseLost", "Store", "TooManyPending", "driver_url", "open_store"]
+__all__ = ["DuplicateJob", "LeaseLost", "Store", "TooManyPending", "driver_url", "open_store", "unavailable"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

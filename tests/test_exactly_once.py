@@ -1,22 +1,25 @@
 """Chaos with real `python -m bot` processes: a replica paused past its lease and resumed, a second instance on
-the same SQLite file, an instance killed and started again. Every image is posted exactly once, and no one is told
+the same SQLite file, a database outage at a job's end. Every image is posted exactly once, and no one is told
 that a request failed when it completes."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import dataclasses
 import os
 import re
 import signal
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from storage import Store, open_store
-from tests.conftest import SIGNING_SECRET, wait_until
+from tests.conftest import POSTGRES_URL, SIGNING_SECRET, wait_until
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_requests import SlackSender
@@ -195,6 +198,84 @@ async def test_a_second_instance_on_the_same_sqlite_file_takes_no_live_job(
     assert await a.bot.terminate() == 0 and await b.bot.terminate() == 0
     assert_exactly_once(figures(slack, threads), "second instance on one SQLite file")
     assert left == 0 and b.dealt_with() == set()
+
+
+class Outage:
+    """Takes the database away from Easel, and gives it back: on PostgreSQL no connection is allowed and
+    those open are ended; on SQLite another connection holds the file's write lock."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._lock: sqlite3.Connection | None = None
+
+    async def begin(self) -> None:
+        if self.url.startswith("sqlite"):
+            self._lock = sqlite3.connect(self.url.removeprefix("sqlite:///"), timeout=30, isolation_level=None)
+            self._lock.execute("BEGIN EXCLUSIVE")
+            return
+        await self._admin(f'ALTER DATABASE "{self._name}" ALLOW_CONNECTIONS false',
+                          f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self._name}'")
+
+    async def end(self) -> None:
+        if self._lock is not None:
+            self._lock.rollback()
+            self._lock.close()
+            self._lock = None
+        elif not self.url.startswith("sqlite"):
+            await self._admin(f'ALTER DATABASE "{self._name}" ALLOW_CONNECTIONS true')
+
+    @property
+    def _name(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+    async def _admin(self, *statements: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_URL.replace("postgresql://", "postgres://"), timeout=5)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+
+# What each database says when it is away (the worker logs it, before and after the fix).
+_AWAY = re.compile(r"database is locked|not currently accepting connections|terminating connection")
+
+
+@pytest.mark.parametrize("moment", ["uploading", "ending"])
+async def test_a_database_outage_loses_and_repeats_nothing(
+    fakes: tuple[FakeSlack, FakeOpenAI], instances: Callable[..., Instance], database_url: str, moment: str,
+) -> None:
+    """The database goes away while the images are being uploaded (their file ids are being recorded), or as
+    they are shared (the jobs' ends are recorded next). Nothing is lost, nothing is posted twice, no one is told
+    of a failure, and the jobs end once the database is back."""
+    slack, openai = fakes
+    easel = instances(database_url, JOB_LEASE_SECONDS="60")
+    n = 4
+    await easel.bot.start()
+    outage = Outage(database_url)
+    try:
+        gate = slack.gate("files.getUploadURLExternal" if moment == "uploading" else "files.completeUploadExternal")
+        threads = await mentions(easel.sender, n, "D")
+        await slack.wait_for("files.getUploadURLExternal" if moment == "uploading"
+                             else "files.completeUploadExternal", count=n, timeout=60)
+        await outage.begin()
+        try:
+            gate.set()
+            await wait_until(lambda: _AWAY.search(easel.bot.log.read_text()), timeout=60,
+                             what="the worker to find the database away")
+        finally:
+            await outage.end()
+    finally:
+        await outage.end()
+    store = await open_store(database_url)  # (opened before, its connections would have been ended too)
+    try:
+        left = await unfinished(store, n, timeout=20)  # as soon as the database is back, not a lease later
+    finally:
+        await store.close()
+    await asyncio.wait_for(easel.bot.terminate(), 60)
+    print(f"\nunfinished 20 s after the database came back: {left}")
+    assert_exactly_once(figures(slack, threads), f"database outage while {moment}")
+    assert left == 0, "a job was left unfinished"
 
 
 async def test_the_jobs_of_a_killed_instance_are_taken_at_once_when_it_starts_again(
