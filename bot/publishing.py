@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 SLACK_FILE_HOST = "files.slack.com"
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+# After a completion whose answer was lost: how long to wait before each look at the file (Slack shares a
+# completed file asynchronously, so a share can show a few seconds after the completion went through).
+SHARE_LOOKS = (0.0, 1.0, 2.0, 4.0)
 _CANNOT_POST = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -81,6 +84,11 @@ class SlackPublisher:
         self._session = session  # shared with `client`; closed here
         self._attempts = attempts
         self._backoff = backoff
+        # For the one call that shares an image: only 429s are retried (Slack did nothing then). A 5xx or a
+        # lost connection may come after Slack committed the share; sent again, it would share it twice.
+        self._once = AsyncWebClient(token=client.token, base_url=client.base_url, timeout=client.timeout,
+                                    session=session,
+                                    retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3)])
         api = urlsplit(client.base_url)
         self._allowed = {(api.scheme, api.netloc), ("https", SLACK_FILE_HOST)}
 
@@ -175,12 +183,16 @@ class SlackPublisher:
         The three steps of Slack's upload are done here (not by `files_upload_v2`) so that the file id can be
         recorded before sharing (`on_stage`). Given that record again after a restart (`reserved`), an upload
         that was already completed is recognised instead of posted twice. `prepared` is `prepare()` of these
-        bytes already under way (started before the comment was known). Retried as a whole when a step fails.
-        `before_sharing` runs right before the step that makes the file visible (and may raise to stop it).
+        bytes already under way (started before the comment was known). Retried as a whole when a step fails;
+        when the step that shares the file fails, Slack is asked whether the share went through all the same
+        (its answer lost) before anything is done again. `before_sharing` runs right before the step that
+        makes the file visible (and may raise to stop it). Raises SlackUnavailable when Slack keeps failing,
+        or cannot say whether the image is shared already.
         """
-        if reserved and reserved.get("stage") == "completing" and await self._is_complete(reserved["file_id"]):
+        if reserved and reserved.get("stage") == "completing" and await self._shared(reserved["file_id"], channel):
             return reserved["file_id"]
         for attempt in range(1, self._attempts + 1):
+            sharing: str | None = None
             try:
                 if prepared is not None:
                     step, prepared = prepared, None
@@ -189,8 +201,8 @@ class SlackPublisher:
                     file_id = await self.prepare(data=data, filename=filename, on_stage=on_stage)
                 if before_sharing is not None:
                     await before_sharing()
-                await self._call(
-                    "files_completeUploadExternal",
+                sharing = file_id
+                await self._share_once(
                     files=[{"id": file_id, "title": filename}],
                     channel_id=channel,
                     thread_ts=thread_ts,
@@ -202,17 +214,46 @@ class SlackPublisher:
             except (SlackApiError, _Transient, aiohttp.ClientError, TimeoutError) as e:
                 reason = e.response.get("error") if isinstance(e, SlackApiError) else str(e) or type(e).__name__
                 log.warning("upload attempt %d/%d failed: %s", attempt, self._attempts, reason)
+                if sharing is not None and await self._shared(sharing, channel):
+                    log.info("file %s was shared all the same (the answer to its completion was lost)", sharing)
+                    return sharing
                 if attempt == self._attempts:
                     raise SlackUnavailable(str(reason)) from e
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
-    async def _is_complete(self, file_id: str) -> bool:
+    async def _share_once(self, **kwargs: Any) -> None:
+        """Step 3 of an upload, which shares the file in the thread: sent once (see `_once`)."""
         try:
-            await self.client.files_info(file=file_id)
-        except SlackApiError:
-            return False
-        return True
+            await self._once.files_completeUploadExternal(**kwargs)
+        except SlackApiError as e:
+            if (e.response.get("error") if e.response is not None else None) in _CANNOT_POST:
+                raise CannotPost(e.response.get("error")) from e
+            raise
+
+    async def _shared(self, file_id: str, channel: str) -> bool:
+        """Whether Slack shows this file shared in `channel` (files.info: its shares and channels). A file that
+        Slack knows but shows nowhere yet is looked at again for a few seconds (SHARE_LOOKS): Slack shares a
+        completed file asynchronously. Raises SlackUnavailable when Slack cannot say."""
+        for wait in SHARE_LOOKS:
+            await asyncio.sleep(wait)
+            try:
+                info = (await self.client.files_info(file=file_id))["file"]
+            except SlackApiError as e:
+                error = e.response.get("error") if e.response is not None else None
+                if error in ("file_not_found", "file_deleted"):
+                    return False
+                raise SlackUnavailable(f"files.info answered {error}") from e
+            except (aiohttp.ClientError, TimeoutError) as e:
+                raise SlackUnavailable(f"files.info failed: {type(e).__name__}") from e
+            shares = info.get("shares") or {}
+            if any(channel in (shares.get(kind) or {}) for kind in ("public", "private")) or any(
+                channel in (info.get(kind) or []) for kind in ("channels", "groups", "ims")
+            ):
+                return True
+        log.warning("file %s is known to Slack but shows no share in %s after %.0f s", file_id, channel,
+                    sum(SHARE_LOOKS))
+        return False
 
     async def _put_bytes(self, url: str, data: bytes) -> None:
         """Step 2 of an upload: the raw bytes, with no token (the URL itself is the credential)."""
