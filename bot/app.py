@@ -168,7 +168,8 @@ async def build(settings: Settings) -> Easel:
                           deadline=max(settings.openai_timeout * 2, 30.0))
     images.warm_up()
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
-                       capacity=settings.max_concurrent_generations, lease=settings.job_lease_seconds)
+                       capacity=settings.max_concurrent_generations, lease=settings.job_lease_seconds,
+                       publish_retry=settings.publish_retry_seconds)
     worker = Worker(
         store=easel.store, runner=runner, max_generations=settings.max_concurrent_generations,
         lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds,

@@ -48,6 +48,9 @@ class _Run:
     chain: ChainStep | None = None
     arrived: list[str] = dataclasses.field(default_factory=list)  # image call ids, as their events came
     prepared: dict[str, asyncio.Task[str]] = dataclasses.field(default_factory=dict)  # call id -> file id
+    shared: dict[str, str] = dataclasses.field(default_factory=dict)  # image index -> file id, once in Slack
+    upload_ms: dict[str, int] = dataclasses.field(default_factory=dict)
+    publications: int = 0  # tries at publishing the answer so far (Slack may be down for a while)
 
 
 class JobRunner:
@@ -59,12 +62,14 @@ class JobRunner:
         slack: SlackPublisher,
         capacity: int,
         lease: float = 60.0,
+        publish_retry: float = 300.0,
     ):
         self._store = store
         self._images = images
         self._slack = slack
         self._capacity = capacity
         self._lease = lease  # how long a check of a job's lease before a post extends it
+        self._publish_retry = publish_retry  # how long Slack may fail an answer's publication before it is told
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
         self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 
@@ -156,7 +161,8 @@ class JobRunner:
     async def run(self, job: Job, *, sign: Awaitable[None] | None = None) -> bool:
         """Generate and publish. `sign`, when given, is the sign of work going up meanwhile: it is awaited
         before the sign is taken down. Returns whether the thread's next job is queued (it can run now)."""
-        run = _Run(job=job, hold=self._hold(job), progress=dict(job.progress), response_id=job.response_id)
+        run = _Run(job=job, hold=self._hold(job), progress=dict(job.progress), response_id=job.response_id,
+                   shared=dict(job.progress.get("files", {})))
         try:
             return await self._run(run, sign)
         except LeaseLost:
@@ -266,10 +272,28 @@ class JobRunner:
         began = time.time()
         outcome = await self._ask(run)
         try:
-            await self._publish(run, outcome, queued_ms=_ms(began - job.created_at),
-                                generation_ms=_ms(time.time() - began))
+            await self._publish_patiently(run, outcome, queued_ms=_ms(began - job.created_at),
+                                          generation_ms=_ms(time.time() - began))
         finally:
             outcome.release()
+
+    async def _publish_patiently(self, run: _Run, outcome: Outcome, **timings: int) -> None:
+        """Publish the answer; while Slack fails (SlackUnavailable), keep the answer and try again with
+        back-off, for up to `publish_retry` seconds from the first failure, before giving up. An image that
+        was paid for is not thrown away for a few seconds (or minutes) of Slack errors."""
+        give_up, delay = None, 1.0
+        while True:
+            try:
+                await self._publish(run, outcome, **timings)
+                return
+            except SlackUnavailable as e:
+                now = time.monotonic()
+                give_up = now + self._publish_retry if give_up is None else give_up
+                if now + delay > give_up:
+                    raise
+                log.warning("job %s: Slack is failing (%s); publishing again in %.0f s", run.job.id, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def _ask(self, run: _Run) -> Outcome:
         """One turn with OpenAI, or the pick-up of the one started before a restart."""
@@ -314,15 +338,18 @@ class JobRunner:
         # step, instead of a second message and a record that it was posted); long ones get their own.
         text = outcome.text.strip()
         caption = text if outcome.images and len(text) <= messages.CAPTION_LIMIT else ""
-        files: dict[str, str] = dict(run.progress.get("files", {}))
-        upload_ms: dict[str, int] = {}
+        files, upload_ms = run.shared, run.upload_ms
+        # Uploads recorded before: by a run before a restart, or by this run's earlier tries (Slack failed them,
+        # perhaps after it had shared an image: it is asked).
+        records = (run.progress if run.publications else run.job.progress).get("uploads", {})
+        run.publications += 1
         for i, image in enumerate(outcome.images):
             key = str(i)
-            if key in files:  # posted before a restart
+            if key in files:  # posted already
                 continue
             t0 = time.time()
             files[key] = await self._slack.upload(
-                reserved=run.job.progress.get("uploads", {}).get(key),  # from a run before a restart
+                reserved=records.get(key),
                 on_stage=self._stager(run, key),
                 before_sharing=run.hold.confirm,
                 prepared=run.prepared.pop(image.call_id, None),
