@@ -1,6 +1,6 @@
 """Chaos with real `python -m bot` processes: a replica paused past its lease and resumed, a second instance on
-the same SQLite file, a database outage at a job's end. Every image is posted exactly once, and no one is told
-that a request failed when it completes."""
+the same SQLite file, the database taken away while jobs upload and end, an instance killed and started again.
+Every image is posted exactly once, and no one is told that a request failed when it completes."""
 
 from __future__ import annotations
 
