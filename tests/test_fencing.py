@@ -1,14 +1,18 @@
 """Writes fenced on a job's lease, on SQLite and PostgreSQL: once another claim has taken a job, whatever its
-former holder writes about it lands nowhere, and the holder hears LeaseLost."""
+former holder writes about it lands nowhere, the holder hears LeaseLost, and its run posts nothing."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from storage import LeaseLost, Store
 from storage.models import ChainStep, Generation, Job, JobKind, JobStatus
+from storage.schema import jobs as jobs_table
+from tests.conftest import Running, wait_until
 from tests.test_store import CHANNEL, TEAM, USER, enqueue, new_job, own_thread, queued
 
 
@@ -122,3 +126,36 @@ async def test_hold_extends_the_lease(store: Store) -> None:
     job = await store.claim(worker_id="w", lease=-1)  # its lease has run out, but no one took it yet
     await store.hold(job.id, lease_no=job.lease_no, lease=60)
     assert await store.claim(worker_id="other", lease=60) is None
+
+
+async def _steal(store: Store) -> Job:
+    """Another worker takes the running job over, as if its holder had been paused past its lease."""
+    def expire(conn: sa.Connection) -> None:
+        conn.execute(sa.update(jobs_table).where(jobs_table.c.status == "running").values(lease_until=0.0))
+
+    await store._txn(expire)
+    stolen = await store.claim(worker_id="thief", lease=600)
+    assert stolen is not None
+    return stolen
+
+
+@pytest.mark.parametrize("lease", ["60", "0.6"], ids=["checked before sharing", "stopped by the heartbeat"])
+async def test_a_run_whose_job_was_taken_over_posts_nothing(easel_factory: Any, lease: str) -> None:
+    """While the generation runs, another worker takes the job over. The run finds out (its next write, the
+    check before the share, or, with a short lease, its heartbeat) and stops: no image, no word to the user,
+    nothing recorded over the new holder's work."""
+    easel: Running = await easel_factory(JOB_LEASE_SECONDS=lease)
+    easel.openai.gate.clear()
+    ts, _ = await easel.sender.mention("a contested picture")
+    await easel.openai.wait_for_creates(1)
+    stolen = await _steal(easel.store)
+    if lease == "60":  # the heartbeat is 20 s away: the answer comes, and the run finds out as it publishes
+        easel.openai.gate.set()
+    await wait_until(lambda: easel.easel.worker.busy == 0, timeout=30, what="the run to stop")
+    easel.openai.gate.set()
+    assert easel.slack.shared_files == []
+    assert easel.slack.calls_to("files.completeUploadExternal") == []
+    assert not any(":warning:" in (m.get("text") or "") for m in easel.slack.messages)
+    after = await easel.store.job(stolen.id)
+    assert (after.status, after.lease_no, after.error) == ("running", stolen.lease_no, None)
+    assert await easel.store.generations(job_id=stolen.id) == []
