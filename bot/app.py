@@ -250,7 +250,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event, host: str = "0.0.0.0
 async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool = False) -> None:
     """`python -m bot worker`: run jobs until `stop` is set, then stop gracefully. With `wakeups`, standard
     input is the parent's pipe: each byte says "new job", and its end means the parent is gone."""
-    from bot.lifecycle import free_jobs_of_dead_workers
+    from bot.owners import free_jobs_of_dead_workers
 
     easel = await build(settings)
     assert easel.worker is not None

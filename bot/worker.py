@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.jobs import JobRunner
-from bot.lifecycle import new_worker_id
+from bot.owners import new_worker_id
 from storage import Store
 from storage.models import Job
 
