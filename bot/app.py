@@ -250,6 +250,7 @@ async def build(
     attachments = Inputs(easel.slack)
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
                        capacity=settings.max_concurrent_generations, metrics=easel.metrics,
+                       lease=settings.job_lease_seconds, publish_retry=settings.publish_retry_seconds,
                        lineup=LineUp(lifecycle=easel.lifecycle, chat_model=settings.openai_model),
                        safety_key=settings.safety_secret(), attachments=attachments)
     timing = {k: v for k, v in (("every", refresh_every), ("retry", retry_every)) if v is not None}
@@ -413,6 +414,8 @@ async def _connect_socket(handler: Any, settings: Settings, stop: asyncio.Event)
 async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool = False) -> None:
     """`python -m bot worker`: run jobs until `stop` is set, then stop gracefully. With `wakeups`, standard
     input is the parent's pipe: each byte says "new job", and its end means the parent is gone."""
+    from bot.owners import free_jobs_of_dead_workers
+
     easel = await build(settings)
     assert easel.worker is not None
     await easel.store.warm_up()
@@ -422,10 +425,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
                                   name="easel-retention") if settings.retention_days else None
     try:
         listing, key_check = await _check_openai_key(easel, stop)
-        if easel.store.dialect == "sqlite":
-            released = await easel.store.release_all()  # one worker per SQLite file: leftovers are ours
-            if released:
-                log.info("picked up %d unfinished job(s) from the last run", released)
+        # The jobs of a worker whose process is known to be dead (the last run of this one, say) are taken at
+        # once; those of any other wait for their leases, renewed while their holder lives.
+        await free_jobs_of_dead_workers(easel.store)
         easel.worker.start()
         assert easel.refresher is not None
         if listing is not None:

@@ -146,6 +146,7 @@ class Settings(pydantic.BaseModel):
     shutdown_grace_seconds: float = Field(30.0, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
     job_lease_seconds: float = Field(60.0, alias="JOB_LEASE_SECONDS", gt=0)
     worker_poll_seconds: float = Field(10.0, alias="WORKER_POLL_SECONDS", gt=0)
+    publish_retry_seconds: float = Field(300.0, alias="PUBLISH_RETRY_SECONDS", ge=0)
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: str = Field("text", alias="LOG_FORMAT")
     metrics_token: str | None = Field(None, alias="METRICS_TOKEN", repr=False)

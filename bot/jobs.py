@@ -5,7 +5,9 @@ not posted twice.
 
 Database writes are few on purpose (a burst of images is mostly bookkeeping otherwise): the response id as
 soon as it exists, each upload's file id before sharing, and one final transaction with the status, the
-generations and the thread's next chain step.
+generations and the thread's next chain step. Each is fenced on the job's lease (`bot.holding.Hold`), and the
+lease is checked again right before anything Slack shows: a run whose job another worker took over stops
+without a word.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import messages
+from bot.holding import Hold
 from bot.identity import safety_identifier
 from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
 from bot.inputs import InputRefused, Inputs
@@ -32,7 +35,7 @@ from bot.publishing import (
     SlackUnavailable,
     sniff,
 )
-from storage import Store
+from storage import LeaseLost, Store
 from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, Thread
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class _Run:
     """One run of a job: its progress (owned by this run), and what the final transaction will record."""
 
     job: Job
+    hold: Hold
     progress: dict[str, Any]
     response_id: str | None = None
     generations: list[Generation] = dataclasses.field(default_factory=list)
@@ -58,6 +62,9 @@ class _Run:
     prepared: dict[str, asyncio.Task[str]] = dataclasses.field(default_factory=dict)  # call id -> file id
     tool: dict[str, Any] | None = None  # the image tool as sent (the request's, or what it became)
     chat_model: str | None = None  # the conversational model, when not the configured one
+    shared: dict[str, str] = dataclasses.field(default_factory=dict)  # image index -> file id, once in Slack
+    upload_ms: dict[str, int] = dataclasses.field(default_factory=dict)
+    publications: int = 0  # tries at publishing the answer so far (Slack may be down for a while)
 
 
 class JobRunner:
@@ -72,6 +79,8 @@ class JobRunner:
         attachments: Inputs,
         lineup: LineUp | None = None,
         safety_key: bytes | None = None,
+        lease: float = 60.0,
+        publish_retry: float = 300.0,
     ):
         self._store = store
         self._images = images
@@ -81,57 +90,79 @@ class JobRunner:
         self._attachments = attachments
         self._lineup = lineup  # the models as OpenAI says they are today (None: requests go as stored)
         self._safety_key = safety_key  # for each request's safety_identifier
+        self._lease = lease  # how long a check of a job's lease before a post extends it
+        self._publish_retry = publish_retry  # how long Slack may fail an answer's publication before it is told
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
         self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
+    def _hold(self, job: Job) -> Hold:
+        return Hold(self._store, job, lease=self._lease)
+
     async def notice(self, job: Job) -> Awaitable[None] | None:
         """The sign of work. For a message with attachments, returns the rest (downloading and checking them,
         then the place in the queue): the worker runs it beside its noticer, in no slot of its own."""
+        hold = self._hold(job)
         try:
-            await self._slack.use_team(job.team_id)
-        except NotInstalled:
-            await self._store.finish(job.id, status=JobStatus.FAILED, error="the workspace uninstalled Easel")
+            try:
+                await self._slack.use_team(job.team_id)
+            except NotInstalled:
+                await hold.finish(status=JobStatus.FAILED, error="the workspace uninstalled Easel")
+                return None
+            return await self._notice(job, hold)
+        except LeaseLost:
+            log.info("job %s: another worker holds it now; stopping here", job.id)
             return None
+
+    async def _notice(self, job: Job, hold: Hold) -> Awaitable[None] | None:
         if job.kind is JobKind.NOTICE:
+            await hold.confirm()
             await self._slack.post(job.channel_id, job.thread_ts, job.text)
-            await self._store.finish(job.id, status=JobStatus.DONE)
+            await hold.finish(status=JobStatus.DONE)
             return None
         if job.kind is JobKind.REACTION:
+            await hold.confirm()
             await self._slack.react(job.channel_id, job.message_ts or "", job.text)
-            await self._store.finish(job.id, status=JobStatus.DONE)
+            await hold.finish(status=JobStatus.DONE)
             return None
         if job.source != "command":
             await self._slack.react(job.channel_id, job.message_ts or "")
             if job.files:
-                return self._fetch_inputs(job)
-            await self._say_queued(job, job.thread_ts)
-            await self._store.noticed(job.id)
+                return self._fetch_inputs(job, hold)
+            await self._say_queued(job, hold, job.thread_ts)
+            await hold.noticed()
             return None
         root_ts = job.progress.get("root_ts")
         if not root_ts:
             text = messages.command_root(user_id=job.user_id, prompt=job.text, resolved=job.options.get("shown", {}))
+            await hold.confirm()
             try:
                 [root_ts, *_] = await self._slack.post(job.channel_id, None, text)
             except CannotPost:
                 if job.response_url:
                     await self._slack.respond(job.response_url, messages.CANNOT_POST)
-                await self._store.finish(job.id, status=JobStatus.FAILED, error="cannot post in channel")
+                await hold.finish(status=JobStatus.FAILED, error="cannot post in channel")
                 return None
-            await self._store.update_job(job.id, progress={**job.progress, "root_ts": root_ts})
+            await hold.update(progress={**job.progress, "root_ts": root_ts})
         await self._slack.react(job.channel_id, root_ts)
-        await self._say_queued(job, root_ts)
-        await self._store.noticed(job.id, thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
+        await self._say_queued(job, hold, root_ts)
+        await hold.noticed(thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
         return None
 
-    async def _fetch_inputs(self, job: Job) -> None:
+    async def _fetch_inputs(self, job: Job, hold: Hold) -> None:
         """A message's attachments, downloaded and checked before the job may run, so that a slow or refused
         one never holds a generation slot. A refusal ends the job here, said in the thread."""
         try:
+            await self._fetch_and_queue(job, hold)
+        except LeaseLost:
+            log.info("job %s: another worker holds it now; stopping here", job.id)
+
+    async def _fetch_and_queue(self, job: Job, hold: Hold) -> None:
+        try:
             await self._slack.use_team(job.team_id)  # a task of its own: its calls need the workspace's token too
         except NotInstalled:
-            await self._store.finish(job.id, status=JobStatus.FAILED, error="the workspace uninstalled Easel")
+            await hold.finish(status=JobStatus.FAILED, error="the workspace uninstalled Easel")
             return
         try:
             await self._attachments.fetch(job)
@@ -141,13 +172,17 @@ class JobRunner:
             else:
                 log.exception("job %s: fetching its attachments failed unexpectedly", job.id)
                 text, error = messages.INTERNAL, f"internal: {type(e).__name__}: {e}"
-            await self._tell(job, text)
+            await hold.confirm()
+            try:
+                await self._slack.post(job.channel_id, job.thread_ts, text)
+            except Exception as told:  # noqa: BLE001 - the job ends all the same
+                log.warning("could not tell job %s's thread why: %s", job.id, type(told).__name__)
             await self._slack.unreact(job.channel_id, job.message_ts or "")
             await self._slack.react(job.channel_id, job.message_ts or "", messages.FAILED_REACTION)
-            await self._store.finish(job.id, status=JobStatus.FAILED, error=error)
+            await hold.finish(status=JobStatus.FAILED, error=error)
             return
-        await self._say_queued(job, job.thread_ts)
-        await self._store.noticed(job.id)
+        await self._say_queued(job, hold, job.thread_ts)
+        await hold.noticed()
 
     async def sign(self, job: Job) -> None:
         """Only the sign of work, for a message job that starts generating at once (best effort)."""
@@ -161,23 +196,29 @@ class JobRunner:
         """Slack failed us while showing the sign of work (after its retries). A generate job in an existing
         thread still runs (the sign is only a courtesy); a text-only notice, or a command whose thread could
         not be started, ends here, with a private word to the user where that is possible."""
-        if job.kind is JobKind.GENERATE and job.source != "command":
-            await self._store.noticed(job.id)
-            return
-        if job.response_url:
-            await self._slack.respond(job.response_url, messages.SLACK_POST_FAILED)
-        await self._store.finish(job.id, status=JobStatus.FAILED, error="slack: the first message failed")
+        hold = self._hold(job)
+        try:
+            if job.kind is JobKind.GENERATE and job.source != "command":
+                await hold.noticed()
+                return
+            if job.response_url:
+                await hold.confirm()
+                await self._slack.respond(job.response_url, messages.SLACK_POST_FAILED)
+            await hold.finish(status=JobStatus.FAILED, error="slack: the first message failed")
+        except LeaseLost:
+            log.info("job %s: another worker holds it now; stopping here", job.id)
 
-    async def _say_queued(self, job: Job, thread_ts: str | None) -> None:
+    async def _say_queued(self, job: Job, hold: Hold, thread_ts: str | None) -> None:
         """When every generation slot is taken, say so, with the request's place in the queue."""
         if job.queue_ts or self.free_slots() > max(1, self._capacity // 10):
             return  # far from full here: it starts at once (near capacity, the database says exactly)
-        running, ahead = await self._store.queue_place(job.id)
+        running, ahead = await hold.persist(lambda: self._store.queue_place(job.id))
         position = ahead + 1 - max(0, self._capacity - running)
         if position > 0:
+            await hold.confirm()
             [ts, *_] = await self._slack.post(job.channel_id, thread_ts, messages.queued(position))
             self.queue_shown = True
-            await self._store.update_job(job.id, queue_ts=ts, queue_pos=position)
+            await hold.update(queue_ts=ts, queue_pos=position)
 
     async def refresh_queue(self) -> None:
         """Move the queue messages along: each waiting request shows its current place."""
@@ -194,7 +235,20 @@ class JobRunner:
     async def run(self, job: Job, *, sign: Awaitable[None] | None = None) -> bool:
         """Generate and publish. `sign`, when given, is the sign of work going up meanwhile: it is awaited
         before the sign is taken down. Returns whether the thread's next job is queued (it can run now)."""
-        run = _Run(job=job, progress=dict(job.progress), response_id=job.response_id)
+        run = _Run(job=job, hold=self._hold(job), progress=dict(job.progress), response_id=job.response_id,
+                   shared=dict(job.progress.get("files", {})))
+        try:
+            return await self._run(run, sign)
+        except LeaseLost:
+            log.info("job %s: another worker holds it now; stopping here", job.id)
+            return False
+        finally:
+            for leftover in run.prepared.values():  # uploads begun for images the answer did not keep
+                leftover.cancel()
+            await asyncio.gather(*run.prepared.values(), return_exceptions=True)
+
+    async def _run(self, run: _Run, sign: Awaitable[None] | None) -> bool:
+        job = run.job
         sign_ts = job.message_ts or job.thread_ts or ""
         status, error = JobStatus.DONE, None
         try:
@@ -202,27 +256,30 @@ class JobRunner:
             if job.queue_ts:
                 await self._slack.update(job.channel_id, job.queue_ts, messages.QUEUE_DONE_WAITING)
             await self._generate(run)
+        except LeaseLost:
+            raise
         except NotInstalled:
             status, error = JobStatus.FAILED, "the workspace uninstalled Easel"
         except GenerationError as e:
             status, error = JobStatus.FAILED, f"{e.kind}: {e.detail}"
             self._metrics.openai_errors.labels(e.kind).inc()
             run.generations.append(dataclasses.replace(self._generation(run, None), status="failed", error=error))
-            await self._tell(job, e.user_message)
+            await self._tell(run, e.user_message)
         except DownloadError as e:
             status, error = JobStatus.FAILED, f"download: {e}"
-            await self._tell(job, messages.attachment_failed(str(e)))
+            await self._tell(run, messages.attachment_failed(str(e)))
         except SlackUnavailable as e:
             status, error = JobStatus.FAILED, f"slack: {e}"
-            await self._tell(job, messages.SLACK_FAILED.format(reason=e))
+            await self._tell(run, messages.SLACK_FAILED.format(reason=e))
         except CannotPost as e:
             status, error = JobStatus.FAILED, f"cannot post: {e}"
             if job.response_url:
+                await run.hold.confirm()
                 await self._slack.respond(job.response_url, messages.CANNOT_POST)
         except Exception as e:  # a bug or an unexpected answer: the user hears, the job ends, the worker lives
             log.exception("job %s failed unexpectedly", job.id)
             status, error = JobStatus.FAILED, f"internal: {type(e).__name__}: {e}"
-            await self._tell(job, messages.INTERNAL)
+            await self._tell(run, messages.INTERNAL)
         for leftover in run.prepared.values():  # uploads begun for images the answer did not keep
             leftover.cancel()
         await asyncio.gather(*run.prepared.values(), return_exceptions=True)
@@ -232,15 +289,19 @@ class JobRunner:
         if job.queue_ts:
             await self._slack.delete(job.channel_id, job.queue_ts)
         if status is JobStatus.FAILED:
+            await run.hold.confirm()
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
-        later = await self._store.finish(job.id, status=status, error=error, generations=run.generations,
-                                         chain=run.chain if status is JobStatus.DONE else None)
+        later = await run.hold.finish(status=status, error=error, generations=run.generations,
+                                      chain=run.chain if status is JobStatus.DONE else None)
         self._metrics.jobs_finished.labels(job.kind.value, status.value).inc()
         log.info("job %s %s%s", job.id, status.value, f" ({error})" if error else "")
         return later
 
-    async def _tell(self, job: Job, text: str) -> None:
-        """Say what happened in the thread; never raises (the job is failing already)."""
+    async def _tell(self, run: _Run, text: str) -> None:
+        """Say what happened in the thread, if the job is still this worker's (LeaseLost otherwise); never
+        raises for Slack's sake (the job is failing already)."""
+        job = run.job
+        await run.hold.confirm()
         try:
             await self._slack.post(job.channel_id, job.thread_ts, text)
         except Exception as e:  # noqa: BLE001 - nothing more can be done for this job
@@ -248,7 +309,7 @@ class JobRunner:
 
     async def _save(self, run: _Run, **changes: Any) -> None:
         run.progress.update(changes)
-        await self._store.update_job(run.job.id, progress=dict(run.progress))
+        await run.hold.update(progress=dict(run.progress))
 
     def _stager(self, run: _Run, key: str) -> Callable[[dict[str, str]], Awaitable[None]]:
         """Records an upload's file id in the job's progress (before the upload is completed)."""
@@ -287,10 +348,28 @@ class JobRunner:
         began = time.time()
         outcome = await self._ask(run)
         try:
-            await self._publish(run, outcome, queued_ms=_ms(began - job.created_at),
-                                generation_ms=_ms(time.time() - began))
+            await self._publish_patiently(run, outcome, queued_ms=_ms(began - job.created_at),
+                                          generation_ms=_ms(time.time() - began))
         finally:
             outcome.release()
+
+    async def _publish_patiently(self, run: _Run, outcome: Outcome, **timings: int) -> None:
+        """Publish the answer; while Slack fails (SlackUnavailable), keep the answer and try again with
+        back-off, for up to `publish_retry` seconds from the first failure, before giving up. An image that
+        was paid for is not thrown away for a few seconds (or minutes) of Slack errors."""
+        give_up, delay = None, 1.0
+        while True:
+            try:
+                await self._publish(run, outcome, **timings)
+                return
+            except SlackUnavailable as e:
+                now = time.monotonic()
+                give_up = now + self._publish_retry if give_up is None else give_up
+                if now + delay > give_up:
+                    raise
+                log.warning("job %s: Slack is failing (%s); publishing again in %.0f s", run.job.id, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def _ask(self, run: _Run) -> Outcome:
         """One turn with OpenAI, or the pick-up of the one started before a restart. Before a turn is sent,
@@ -299,8 +378,8 @@ class JobRunner:
         job = run.job
         assert job.thread_ts is not None
         starts_thread = job.source == "command" or job.message_ts == job.thread_ts
-        thread = None if starts_thread and job.source != "command" else await self._store.thread(
-            team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts)
+        thread = None if starts_thread and job.source != "command" else await run.hold.persist(
+            lambda: self._store.thread(team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts))
         notices = run.progress.setdefault("notices", list(job.options.get("notices", [])))
         tool, chat = dict(job.options["tool"]), None
         if job.response_id is None and self._lineup is not None:  # (a started response is collected as it is)
@@ -321,7 +400,7 @@ class JobRunner:
 
         async def started(response_id: str) -> None:
             run.response_id = response_id
-            await self._store.update_job(job.id, response_id=response_id, progress=dict(run.progress))
+            await run.hold.update(response_id=response_id, progress=dict(run.progress))
 
         resume_id, adapted = job.response_id, False
         while True:
@@ -355,16 +434,20 @@ class JobRunner:
         text = outcome.text.strip()
         links = messages.sources(outcome.sources) if outcome.sources else ""
         caption = text if outcome.images and len(messages.escape(text)) <= messages.CAPTION_LIMIT else ""
-        files: dict[str, str] = dict(run.progress.get("files", {}))
-        upload_ms: dict[str, int] = {}
+        files, upload_ms = run.shared, run.upload_ms
+        # Uploads recorded before: by a run before a restart, or by this run's earlier tries (Slack failed them,
+        # perhaps after it had shared an image: it is asked).
+        records = (run.progress if run.publications else run.job.progress).get("uploads", {})
+        run.publications += 1
         for i, image in enumerate(outcome.images):
             key = str(i)
-            if key in files:  # posted before a restart
+            if key in files:  # posted already
                 continue
             t0 = time.time()
             files[key] = await self._slack.upload(
-                reserved=run.job.progress.get("uploads", {}).get(key),  # from a run before a restart
+                reserved=records.get(key),
                 on_stage=self._stager(run, key),
+                before_sharing=run.hold.confirm,
                 prepared=run.prepared.pop(image.call_id, None),
                 channel=job.channel_id,
                 thread_ts=job.thread_ts,
@@ -377,12 +460,14 @@ class JobRunner:
             )
             upload_ms[key] = _ms(time.time() - t0)
         if outcome.blocked and outcome.images and not run.progress.get("blocked_posted"):
+            await run.hold.confirm()
             await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
             await self._save(run, blocked_posted=True)
         if text and not caption and not run.progress.get("text_posted"):
             text = "\n".join(part for part in (messages.escape(outcome.text).rstrip(), links) if part)
             if notices and not outcome.images:
                 text = "\n".join([*(f":information_source: {n}" for n in notices), text])
+            await run.hold.confirm()
             await self._slack.post(job.channel_id, job.thread_ts, text)
             await self._save(run, text_posted=True)
         base = self._generation(run, outcome, queued_ms=queued_ms, generation_ms=generation_ms)

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 SLACK_FILE_HOST = "files.slack.com"
 SLACK_API_HOST = "slack.com"
 FILE_PATHS = ("/files-pri/", "/files-tmb/")  # a file's own bytes and its thumbnails; nothing else gets the token
+# After a completion whose answer was lost: how long to wait before each look at the file (Slack shares a
+# completed file asynchronously, so a share can show a few seconds after the completion went through).
+SHARE_LOOKS = (0.0, 1.0, 2.0, 4.0)
 _CANNOT_POST = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -108,18 +111,33 @@ class SlackPublisher:
         self._client = client
         self._session = session  # shared with `client`; closed here
         self._tokens = tokens
-        self._team_client: contextvars.ContextVar[AsyncWebClient | None] = contextvars.ContextVar(
-            f"easel-slack-client-{id(self)}", default=None)
+        # this task's (one job's) clients with its workspace's token: (client, once)
+        self._team: contextvars.ContextVar[tuple[AsyncWebClient, AsyncWebClient] | None] = contextvars.ContextVar(
+            f"easel-slack-clients-{id(self)}", default=None)
         self._attempts = attempts
         self._backoff = backoff
+        self._once = self._sends_once(client.token)
         api = urlsplit(client.base_url)
         self._allowed = {("https", SLACK_FILE_HOST)}
         if api.hostname != SLACK_API_HOST:  # a Slack of its own (tests): its file paths, on its host
             self._allowed.add((api.scheme, api.netloc))
 
+    def _sends_once(self, token: str | None) -> AsyncWebClient:
+        """For the one call that shares an image: only 429s are retried (Slack did nothing then). A 5xx or a
+        lost connection may come after Slack committed the share; sent again, it would share it twice."""
+        base = self._client
+        return AsyncWebClient(token=token, base_url=base.base_url, timeout=base.timeout, session=self._session,
+                              retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3)])
+
     @property
     def client(self) -> AsyncWebClient:
-        return self._team_client.get() or self._client
+        team = self._team.get()
+        return team[0] if team is not None else self._client
+
+    @property
+    def once(self) -> AsyncWebClient:
+        team = self._team.get()
+        return team[1] if team is not None else self._once
 
     async def use_team(self, team_id: str) -> None:
         """Make the calls of this task (one job's) with `team_id`'s token. Raises NotInstalled if Easel has no
@@ -130,8 +148,8 @@ class SlackPublisher:
         if token is None:
             raise NotInstalled(team_id)
         base = self._client
-        self._team_client.set(AsyncWebClient(token=token, base_url=base.base_url, retry_handlers=base.retry_handlers,
-                                             session=self._session, timeout=base.timeout))
+        self._team.set((AsyncWebClient(token=token, base_url=base.base_url, retry_handlers=base.retry_handlers,
+                                       session=self._session, timeout=base.timeout), self._sends_once(token)))
 
     async def close(self) -> None:
         await self._session.close()
@@ -217,53 +235,88 @@ class SlackPublisher:
         reserved: dict[str, str] | None = None,
         on_stage: Callable[[dict[str, str]], Awaitable[None]] | None = None,
         prepared: Awaitable[str] | None = None,
+        before_sharing: Callable[[], Awaitable[None]] | None = None,
     ) -> str:
         """Upload one image into the thread with its comment; returns the Slack file id.
 
         The three steps of Slack's upload are done here (not by `files_upload_v2`) so that the file id can be
         recorded before sharing (`on_stage`). Given that record again after a restart (`reserved`), an upload
         that was already completed is recognised instead of posted twice. `prepared` is `prepare()` of these
-        bytes already under way (started before the comment was known). Retried as a whole when a step fails.
+        bytes already under way (started before the comment was known). Retried as a whole when a step fails;
+        when the step that shares the file fails, Slack is asked whether the share went through all the same
+        (its answer lost) before anything is done again. `before_sharing` runs right before the step that
+        makes the file visible (and may raise to stop it). Raises SlackUnavailable when Slack keeps failing,
+        or cannot say whether the image is shared already.
         """
-        if reserved and reserved.get("stage") == "completing" and await self._is_complete(reserved["file_id"]):
+        if reserved and reserved.get("stage") == "completing" and await self._shared(reserved["file_id"], channel):
             return reserved["file_id"]
         for attempt in range(1, self._attempts + 1):
+            sharing: str | None = None
             try:
                 if prepared is not None:
                     step, prepared = prepared, None
                     file_id = await step
                 else:
                     file_id = await self.prepare(data=data, filename=filename, on_stage=on_stage)
-                await self._complete(file_id=file_id, title=filename, channel=channel, thread_ts=thread_ts,
-                                     comment=comment)
+                if before_sharing is not None:
+                    await before_sharing()
+                sharing = file_id
+                await self._share_once(file_id=file_id, title=filename, channel=channel, thread_ts=thread_ts,
+                                       comment=comment)
                 return file_id
             except CannotPost:
                 raise
             except (SlackApiError, _Transient, aiohttp.ClientError, TimeoutError) as e:
                 reason = slack_error(e) if isinstance(e, SlackApiError) else str(e) or type(e).__name__
                 log.warning("upload attempt %d/%d failed: %s", attempt, self._attempts, reason)
+                if sharing is not None and await self._shared(sharing, channel):
+                    log.info("file %s was shared all the same (the answer to its completion was lost)", sharing)
+                    return sharing
                 if attempt == self._attempts:
                     raise SlackUnavailable(str(reason)) from e
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
-    async def _complete(self, *, file_id: str, title: str, channel: str, thread_ts: str, comment: str) -> None:
-        """Step 3: share the file in the thread, with its message. The arguments go in the form body: slack_sdk's
-        `files_completeUploadExternal` puts them in the URL, where a long or non-ASCII message (percent-encoded,
-        up to nine characters for one) passes the 8 KB Slack accepts in a request line."""
-        await self._call("api_call", api_method="files.completeUploadExternal", data={
-            "files": json.dumps([{"id": file_id, "title": title}]),
-            "channel_id": channel,
-            "thread_ts": thread_ts,
-            "initial_comment": comment,
-        })
-
-    async def _is_complete(self, file_id: str) -> bool:
+    async def _share_once(self, *, file_id: str, title: str, channel: str, thread_ts: str, comment: str) -> None:
+        """Step 3 of an upload, which shares the file in the thread with its message: sent once (see `_once`).
+        The arguments go in the form body: slack_sdk's `files_completeUploadExternal` puts them in the URL,
+        where a long or non-ASCII message (percent-encoded, up to nine characters for one) passes the 8 KB
+        Slack accepts in a request line."""
         try:
-            await self.client.files_info(file=file_id)
-        except SlackApiError:
-            return False
-        return True
+            await self.once.api_call("files.completeUploadExternal", data={
+                "files": json.dumps([{"id": file_id, "title": title}]),
+                "channel_id": channel,
+                "thread_ts": thread_ts,
+                "initial_comment": comment,
+            })
+        except SlackApiError as e:
+            if slack_error(e) in _CANNOT_POST:
+                raise CannotPost(slack_error(e)) from e
+            raise
+
+    async def _shared(self, file_id: str, channel: str) -> bool:
+        """Whether Slack shows this file shared in `channel` (files.info: its shares and channels). A file that
+        Slack knows but shows nowhere yet is looked at again for a few seconds (SHARE_LOOKS): Slack shares a
+        completed file asynchronously. Raises SlackUnavailable when Slack cannot say."""
+        for wait in SHARE_LOOKS:
+            await asyncio.sleep(wait)
+            try:
+                info = (await self.client.files_info(file=file_id))["file"]
+            except SlackApiError as e:
+                error = e.response.get("error") if e.response is not None else None
+                if error in ("file_not_found", "file_deleted"):
+                    return False
+                raise SlackUnavailable(f"files.info answered {error}") from e
+            except (aiohttp.ClientError, TimeoutError) as e:
+                raise SlackUnavailable(f"files.info failed: {type(e).__name__}") from e
+            shares = info.get("shares") or {}
+            if any(channel in (shares.get(kind) or {}) for kind in ("public", "private")) or any(
+                channel in (info.get(kind) or []) for kind in ("channels", "groups", "ims")
+            ):
+                return True
+        log.warning("file %s is known to Slack but shows no share in %s after %.0f s", file_id, channel,
+                    sum(SHARE_LOOKS))
+        return False
 
     async def _put_bytes(self, url: str, data: bytes) -> None:
         """Step 2 of an upload: the raw bytes, with no token (the URL itself is the credential)."""

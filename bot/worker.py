@@ -4,7 +4,8 @@ Two loops claim work: the noticer shows a sign of work on every new job at once 
 never held up by generations), and the runner starts generations while a slot is free (at most
 `max_generations` at a time). When a slot is free already, the noticer starts a new job's generation itself,
 at the same time as its sign of work, instead of handing it on. A heartbeat renews the leases of the jobs
-this worker holds, so another process can take over only the jobs of a worker that died.
+this worker is working on, so another process can take over only the jobs of a worker that died (or was
+paused past its lease: a run whose job was taken over meanwhile is stopped when the heartbeat finds it).
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
 
 from bot.jobs import JobRunner
+from bot.owners import new_worker_id
 from storage import Store
 from storage.models import Job
 
@@ -40,7 +39,7 @@ class Worker:
         self._runner = runner
         self._lease = lease
         self._poll = poll
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = worker_id or new_worker_id()
         self._capacity = {"notice": notice_concurrency, "run": max_generations}
         self._busy = {"notice": 0, "run": 0, "fetch": 0}  # fetch: a message's attachments, after its notice
         self._freed = {"notice": asyncio.Event(), "run": asyncio.Event(), "fetch": asyncio.Event()}
@@ -94,7 +93,7 @@ class Worker:
             await asyncio.gather(*pending, return_exceptions=True)
             for job in unfinished:
                 with contextlib.suppress(Exception):
-                    await self._store.release(job.id, worker_id=self.worker_id)
+                    await self._store.release(job.id, worker_id=self.worker_id, lease_no=job.lease_no)
                 log.info("job %s handed back unfinished", job.id)
 
     async def _claim_loop(
@@ -243,10 +242,22 @@ class Worker:
             await wait_at_most(self._stopping, self._lease / 3)
             if not self._tasks:
                 continue  # nothing held here (a claim sets its own lease): an idle worker writes nothing
+            working = dict(self._tasks)
             try:
-                await self._store.renew(worker_id=self.worker_id, lease=self._lease)
+                numbers = await self._store.renew(worker_id=self.worker_id, job_ids={j.id for j in working.values()},
+                                                  lease=self._lease)
             except Exception:
                 log.exception("renewing job leases failed")
+                continue
+            for task, job in working.items():
+                now = numbers.get(job.id, job.lease_no)
+                # A generation whose job was claimed again since (this worker was paused past its lease, or cut
+                # off from the database) is another run's now: this one stops without a word. (A notice task
+                # outlives its lease for a moment as its job goes on to be run: it ends on its own.)
+                if now != job.lease_no and task in self._notices_at_start and not task.done():
+                    log.info("job %s: another worker holds it now (lease %d, not %d); stopping here", job.id, now,
+                             job.lease_no)
+                    task.cancel()
 
 
 async def wait_at_most(event: asyncio.Event, seconds: float) -> None:

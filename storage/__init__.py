@@ -11,9 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from storage.store import DuplicateJob, Store, TooManyPending
+from storage.errors import unavailable
+from storage.store import DuplicateJob, LeaseLost, Store, TooManyPending
 
-__all__ = ["DuplicateJob", "Store", "TooManyPending", "driver_url", "open_store"]
+__all__ = ["DuplicateJob", "LeaseLost", "Store", "TooManyPending", "driver_url", "open_store", "unavailable"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -72,7 +73,12 @@ def make_writer(url: str) -> sa.Engine | None:
 
 
 async def open_store(url: str) -> Store:
-    """Connect, bring the schema to the newest migration, and return the store."""
+    """Connect, bring the schema to the newest migration, and return the store. Raises FileNotFoundError for
+    a SQLite file whose folder does not exist (before a driver thread is started for it)."""
+    if url.startswith("sqlite:///"):
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise FileNotFoundError(f"the folder {folder} does not exist")
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:

@@ -74,6 +74,7 @@ class Job:
     error: str | None
     created_at: float
     started_at: float | None
+    lease_no: int = 0  # the lease this copy was claimed under: every write about the job is fenced on it
 
 
 @dataclasses.dataclass(frozen=True)

@@ -103,7 +103,8 @@ class Retention:
             cancelled = conn.execute(
                 sa.update(jobs).where(jobs.c.team_id == team_id, jobs.c.status.in_(waiting))
                 .values(status=models.JobStatus.FAILED.value, error="workspace uninstalled Easel", worker_id=None,
-                        lease_until=None, finished_at=now)).rowcount
+                        lease_until=None, finished_at=now,
+                        lease_no=jobs.c.lease_no + 1)).rowcount  # a worker noticing one loses it
             if purge:
                 self._team(conn, team_id)
             else:

@@ -52,6 +52,7 @@ jobs = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("worker_id", sa.String(64)),
     sa.Column("lease_until", sa.Float),
+    sa.Column("lease_no", sa.Integer, nullable=False, server_default="0"),  # each claim takes the next
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),

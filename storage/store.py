@@ -5,8 +5,11 @@ A job moves through these states:
     new --(noticer: shows a sign of work)--> noticing --> queued --(runner)--> running --> done | failed
 
 `noticing` and `running` carry a lease (`worker_id`, `lease_until`) that the owner renews; a job whose lease ran
-out (its process died) is taken again by the next claim. Jobs with the same `thread_key` run one after another,
-in id order; different threads run in parallel.
+out (its process died) is taken again by the next claim. Each claim takes the job's next `lease_no`, and every
+write about a job names the lease it was claimed under, checked in the same statement: a worker that lost its
+job (paused past its lease, or cut off from the database meanwhile) changes nothing of it and hears
+`LeaseLost`. Jobs with the same `thread_key` run one after another, in id order; different threads run in
+parallel.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -40,6 +43,7 @@ def _one_of(column: Any, values: Sequence[str]) -> Any:
 
 
 _WAITING = ("new", "noticing", "queued")
+_HELD = ("noticing", "running")  # the states in which a job has a lease
 _NEW_JOB_COLUMNS = ("dedupe_key", "kind", "source", "team_id", "channel_id", "user_id", "message_ts", "thread_ts",
                     "thread_key", "text", "response_url", "options", "files", "force_image", "created_at")
 _ACTIVE = (*_WAITING, "running")
@@ -82,6 +86,11 @@ class _RolledBack(Exception):
     """Ends a transaction whose writes must not be kept."""
 
 
+class LeaseLost(Exception):
+    """The job is no longer held under the caller's lease: another claim took it (the lease ran out), or it
+    was given back. Nothing was written."""
+
+
 class DuplicateJob(Exception):
     """This Slack message or command was accepted before."""
 
@@ -118,6 +127,7 @@ def _job(row: Any) -> models.Job:
         error=m["error"],
         created_at=m["created_at"],
         started_at=m["started_at"],
+        lease_no=m["lease_no"],
     )
 
 
@@ -128,8 +138,12 @@ class _Grouped:
     few transactions; on SQLite each transaction takes the one write lock, which the process that answers
     Slack needs too."""
 
-    def __init__(self, store: Store, stmt: Any):
-        self._store, self._stmt = store, stmt
+    def __init__(self, store: Store, stmt: Any, *, landed: Any = None):
+        """`landed`, for a write fenced on a job's lease (its parameters name `job_id` and `held_lease`): a
+        select of (id, lease_no) of the given `ids` whose write took effect. A caller whose write did not
+        (its lease was lost) hears LeaseLost. It runs only when the row count does not already say that every
+        write landed (on PostgreSQL, for every batch of more than one)."""
+        self._store, self._stmt, self._landed = store, stmt, landed
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
 
@@ -150,17 +164,41 @@ class _Grouped:
                 if len(batch) == 1:
                     rows = rows[0]
                 try:
-                    await self._store._txn(lambda conn, rows=rows: conn.execute(self._stmt, rows), one_statement=True)
+                    landed = await self._store._txn(lambda conn, rows=rows: self._write(conn, rows),
+                                                    one_statement=True)
                 except Exception as e:  # noqa: BLE001 - every caller of this batch hears of it
                     for _, done in batch:
                         if not done.done():
                             done.set_exception(e)
                 else:
-                    for _, done in batch:
-                        if not done.done():
+                    for params, done in batch:
+                        if done.done():
+                            continue
+                        if landed is None or (params["job_id"], params["held_lease"]) in landed:
                             done.set_result(None)
+                        else:
+                            done.set_exception(LeaseLost(params["job_id"]))
         finally:
             self._flushing = None
+
+    def _write(self, conn: sa.Connection, rows: list[dict[str, Any]] | dict[str, Any]) -> set[tuple[int, int]] | None:
+        """Run the batch; for a fenced write, the (job, lease) pairs whose write landed, or None if all did."""
+        count = conn.execute(self._stmt, rows).rowcount
+        batch = rows if isinstance(rows, list) else [rows]
+        if self._landed is None or count == len(batch):
+            return None
+        ids = sorted({params["job_id"] for params in batch})
+        return {(r[0], r[1]) for r in conn.execute(self._landed, {"ids": ids})}
+
+
+def _fence() -> tuple[Any, ...]:
+    """The job named `job_id` is held (noticing or running) under the lease named `held_lease`."""
+    return (jobs.c.id == sa.bindparam("job_id"), jobs.c.lease_no == sa.bindparam("held_lease", type_=sa.Integer),
+            _one_of(jobs.c.status, _HELD))
+
+
+def _landed(*where: Any) -> Any:
+    return sa.select(jobs.c.id, jobs.c.lease_no).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), *where)
 
 
 class Store:
@@ -393,7 +431,7 @@ class Store:
             sa.exists(_QUEUE_SHOWN),
         )
         self._finish_stmt = (
-            sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"))
+            sa.update(jobs).where(*_fence())
             .values(status=sa.bindparam("status"), error=sa.bindparam("error"), finished_at=sa.bindparam("now"),
                     worker_id=sa.null(), lease_until=sa.null(), queue_ts=sa.null())
         )
@@ -418,12 +456,17 @@ class Store:
             threads.c.team_id == sa.bindparam("t_team"), threads.c.channel_id == sa.bindparam("t_channel"),
             threads.c.thread_ts == sa.bindparam("t_ts"))
         self._noticed_stmt = (
-            sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"), jobs.c.status == "noticing")
+            sa.update(jobs).where(*_fence(), jobs.c.status == "noticing")
             .values(status="queued", noticed=True, worker_id=None, lease_until=None)
         )
         self._updates: dict[frozenset[str], Any] = {}  # update_job statements, by the columns they set
         self._update_groups: dict[frozenset[str], _Grouped] = {}
-        self._noticed = _Grouped(self, self._noticed_stmt)
+        self._still_held = _landed(_one_of(jobs.c.status, _HELD))
+        self._noticed = _Grouped(self, self._noticed_stmt, landed=_landed(jobs.c.noticed, jobs.c.status != "noticing"))
+        self._holds = _Grouped(self, sa.update(jobs).where(*_fence()).values(
+            lease_until=sa.bindparam("h_until", type_=sa.Float)), landed=self._still_held)
+        self._ended = sa.select(jobs.c.status).where(jobs.c.id == sa.bindparam("job_id"),
+                                                      jobs.c.lease_no == sa.bindparam("held_lease"))
         self._pending_stmt = sa.select(sa.func.count()).where(
             jobs.c.team_id == sa.bindparam("team"),
             jobs.c.user_id == sa.bindparam("user"),
@@ -435,7 +478,7 @@ class Store:
         stmt = self._updates.get(columns)
         if stmt is None:
             stmt = self._updates[columns] = (
-                sa.update(jobs).where(jobs.c.id == sa.bindparam("job_id"))
+                sa.update(jobs).where(*_fence())
                 .values({c: sa.bindparam(f"v_{c}", type_=jobs.c[c].type) for c in columns})
             )
         return stmt
@@ -456,13 +499,14 @@ class Store:
             }).scalar_one()
             conn.execute(self._thread_stmt, {"team_id": "", "channel_id": "", "thread_ts": "", "started_by": "",
                                              "options": {}, "now": now, "replace": False})
-            conn.execute(self._noticed_stmt, [{"job_id": -1}])
+            conn.execute(self._noticed_stmt, [{"job_id": -1, "held_lease": 0}])
+            conn.execute(self._holds._stmt, [{"job_id": -1, "held_lease": 0, "h_until": now}])
             for columns in (("response_id", "progress"), ("progress",), ("queue_ts", "queue_pos")):
                 conn.execute(self._update_stmt(frozenset(columns)),
-                             [{"job_id": -1, **{f"v_{c}": None for c in columns}}])
+                             [{"job_id": -1, "held_lease": 0, **{f"v_{c}": None for c in columns}}])
             generation = models.Generation(job_id=job_id, team_id="", channel_id="", thread_ts=None, user_id="",
                                            request_text="", options={}, model="", status="posted")
-            params, rows = self._finish_params(job_id, models.JobStatus.DONE, None, [generation],
+            params, rows = self._finish_params(job_id, 0, models.JobStatus.DONE, None, [generation],
                                                models.ChainStep("", "", "", "", None))
             if self.dialect == "postgresql":  # the usual shapes: a mention, a reply; an image posted, a notice done
                 for shape in ((True, "start"), (True, None)):
@@ -519,6 +563,7 @@ class Store:
             sa.cast(jobs.c.files, sa.Text) == "[]",  # attachments are fetched first, outside any slot
         )
         claim_new = claim(new, (), {
+            "lease_no": jobs.c.lease_no + 1,
             "status": sa.case((fast, "running"), else_="noticing"),
             "noticed": sa.case((fast, True), else_=jobs.c.noticed),
             "attempts": sa.case((fast, jobs.c.attempts + 1), else_=jobs.c.attempts),
@@ -527,6 +572,7 @@ class Store:
         runnable = self._takeable_run = sa.or_(
             jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.lease_until < now))
         claim_run = claim(runnable, (jobs.c.kind == models.JobKind.GENERATE.value, ~_EARLIER_UNFINISHED), {
+            "lease_no": jobs.c.lease_no + 1,
             "status": "running",
             "attempts": jobs.c.attempts + 1,
             "started_at": sa.func.coalesce(jobs.c.started_at, now),
@@ -590,40 +636,64 @@ class Store:
         return bool(row[0]), bool(row[1]), bool(row[2])
 
     @_uncancellable
-    async def renew(self, *, worker_id: str, lease: float) -> int:
-        """Extend the lease of every job this worker holds. Returns how many."""
-        stmt = (
-            sa.update(jobs)
-            .where(jobs.c.worker_id == worker_id, _one_of(jobs.c.status, ("noticing", "running")))
-            .values(lease_until=time.time() + lease)
-        )
+    async def renew(self, *, worker_id: str, job_ids: Collection[int], lease: float) -> dict[int, int]:
+        """Extend this worker's leases on the given jobs (those it is working on: no others, so a job whose run
+        ended here without its end being recorded is not kept from other workers). Returns each job's lease
+        number now: a job whose number is not the one its run claimed it under was taken over meanwhile."""
+        if not job_ids:
+            return {}
+        params = {"w": worker_id, "ids": sorted(job_ids), "until": time.time() + lease}
+        ids = jobs.c.id.in_(sa.bindparam("ids", expanding=True))
+        renew = (sa.update(jobs).where(jobs.c.worker_id == sa.bindparam("w"), _one_of(jobs.c.status, _HELD), ids)
+                 .values(lease_until=sa.bindparam("until", type_=sa.Float)))
+        numbers = sa.select(jobs.c.id, jobs.c.lease_no).where(ids)
+        if self.dialect == "postgresql":  # one statement: the renewal as a data-modifying CTE
+            stmt = numbers.add_cte(renew.returning(jobs.c.id).cte("renewed"))
+            rows = await self._txn(lambda conn: conn.execute(stmt, params).all(), one_statement=True)
+        else:
+            def work(conn: sa.Connection) -> Sequence[Any]:
+                conn.execute(renew, params)
+                return conn.execute(numbers, params).all()
+
+            rows = await self._txn(work)
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    @_uncancellable
+    async def hold(self, job_id: int, *, lease_no: int, lease: float) -> None:
+        """Confirm that the job is still held under `lease_no` and extend its lease by `lease` seconds from
+        now, before doing something that cannot be undone (posting in Slack). Raises LeaseLost if another
+        claim took it. Calls from many jobs at once share transactions."""
+        await self._holds.write({"job_id": job_id, "held_lease": lease_no, "h_until": time.time() + lease})
+
+    @_uncancellable
+    async def lease_holders(self) -> list[str]:
+        """The workers that hold live leases now."""
+        stmt = (sa.select(jobs.c.worker_id).distinct()
+                .where(_one_of(jobs.c.status, _HELD), jobs.c.lease_until >= time.time(), jobs.c.worker_id.is_not(None)))
+        return [str(w) for w in await self._read(lambda conn: conn.execute(stmt).scalars().all())]
+
+    @_uncancellable
+    async def expire_leases(self, worker_ids: Collection[str]) -> int:
+        """End the leases of workers known to be gone (their process is dead): their jobs can be claimed at
+        once (each under a new lease number) instead of when the leases run out. Returns how many."""
+        if not worker_ids:
+            return 0
+        stmt = (sa.update(jobs).where(jobs.c.worker_id.in_(sorted(worker_ids)), _one_of(jobs.c.status, _HELD))
+                .values(lease_until=0.0))
         return await self._txn(lambda conn: conn.execute(stmt).rowcount, one_statement=True)
 
     @_uncancellable
-    async def release_all(self) -> int:
-        """At start-up of a single-process deployment: every leased job belongs to a dead process."""
-        def work(conn: sa.Connection) -> int:
-            n = conn.execute(
-                sa.update(jobs).where(jobs.c.status == "noticing").values(status="new", worker_id=None)
-            ).rowcount
-            return n + conn.execute(
-                sa.update(jobs).where(jobs.c.status == "running").values(status="queued", worker_id=None)
-            ).rowcount
-
-        return await self._txn(work)
-
-    @_uncancellable
-    async def release(self, job_id: int, *, worker_id: str) -> None:
+    async def release(self, job_id: int, *, worker_id: str, lease_no: int) -> None:
         """Give a job back (graceful stop): it runs again on the next start, resuming from its progress."""
+        held = (jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.lease_no == lease_no)
+
         def work(conn: sa.Connection) -> None:
             conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == "running")
+                sa.update(jobs).where(*held, jobs.c.status == "running")
                 .values(status="queued", worker_id=None, lease_until=None)
             )
             conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == "noticing")
+                sa.update(jobs).where(*held, jobs.c.status == "noticing")
                 .values(status="new", worker_id=None, lease_until=None)
             )
 
@@ -633,11 +703,12 @@ class Store:
 
     @_uncancellable
     async def noticed(
-        self, job_id: int, *, thread_ts: str | None = None, thread_options: dict[str, Any] | None = None
+        self, job_id: int, *, lease_no: int, thread_ts: str | None = None, thread_options: dict[str, Any] | None = None
     ) -> None:
-        """The sign of work is up: the job may run. A slash command's job gets its thread here."""
+        """The sign of work is up: the job may run. A slash command's job gets its thread here. Raises
+        LeaseLost if the job is no longer being noticed under `lease_no`."""
         if thread_ts is None:
-            await self._noticed.write({"job_id": job_id})
+            await self._noticed.write({"job_id": job_id, "held_lease": lease_no})
             return
         values: dict[str, Any] = {"status": "queued", "noticed": True, "worker_id": None, "lease_until": None}
 
@@ -647,40 +718,50 @@ class Store:
             values["thread_key"] = f"{job.team_id}:{job.channel_id}:{thread_ts}"
             self._ensure_thread(conn, job.team_id, job.channel_id, thread_ts, job.user_id, time.time(),
                                 thread_options)
-            conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == "noticing").values(**values))
+            update = sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_no == lease_no,
+                                           jobs.c.status == "noticing")
+            if conn.execute(update.values(**values)).rowcount == 0:
+                raise LeaseLost(job_id)  # and the thread's row goes with the transaction
 
         await self._txn(work)
 
     @_uncancellable
-    async def update_job(self, job_id: int, **values: Any) -> None:
+    async def update_job(self, job_id: int, *, lease_no: int, **values: Any) -> None:
         """Record progress: `response_id`, `progress` (the whole dict: only the job's runner writes it),
-        `queue_ts`, `queue_pos`."""
+        `queue_ts`, `queue_pos`. Raises LeaseLost if the job is no longer held under `lease_no`."""
         columns = frozenset(values)
         group = self._update_groups.get(columns)
         if group is None:
-            group = self._update_groups[columns] = _Grouped(self, self._update_stmt(columns))
-        await group.write({"job_id": job_id, **{f"v_{c}": v for c, v in values.items()}})
+            group = self._update_groups[columns] = _Grouped(self, self._update_stmt(columns), landed=self._still_held)
+        await group.write({"job_id": job_id, "held_lease": lease_no, **{f"v_{c}": v for c, v in values.items()}})
 
     @_uncancellable
     async def finish(
         self,
         job_id: int,
         *,
+        lease_no: int,
         status: models.JobStatus,
         error: str | None = None,
         generations: Sequence[models.Generation] = (),
         chain: models.ChainStep | None = None,
     ) -> bool:
-        """End a job, in one transaction: its status, the generations it produced, and (when it succeeded)
-        the thread's chain moved on. Returns whether a later job of the same thread is queued (it can run
-        now). On PostgreSQL all of it is one statement."""
-        params, rows = self._finish_params(job_id, status, error, generations, chain)
+        """End a job held under `lease_no`, in one transaction: its status, the generations it produced, and
+        (when it succeeded) the thread's chain moved on. Returns whether a later job of the same thread is
+        queued (it can run now). On PostgreSQL all of it is one statement. Raises LeaseLost (writing nothing)
+        if another claim took the job. Safe to call again when it is not known whether a call went through
+        (the database went away meanwhile): a job already ended under this lease is left as it is."""
+        params, rows = self._finish_params(job_id, lease_no, status, error, generations, chain)
         if self.dialect == "postgresql":
             stmt = self._finish_in_one(len(rows), chain is not None)
-            return bool(await self._txn(lambda conn: conn.execute(stmt, params).scalar(), one_statement=True))
+            later, ended = await self._txn(lambda conn: conn.execute(stmt, params).one(), one_statement=True)
+            if ended:
+                return bool(later)
+            return await self._txn(lambda conn: self._ended_before(conn, params), one_statement=True)
 
         def work(conn: sa.Connection) -> bool:
-            conn.execute(self._finish_stmt, params)
+            if conn.execute(self._finish_stmt, params).rowcount == 0:
+                return self._ended_before(conn, params)
             if rows:
                 conn.execute(self._generation_stmt, rows)
             if chain is not None:
@@ -689,17 +770,26 @@ class Store:
 
         return await self._txn(work)
 
+    def _ended_before(self, conn: sa.Connection, params: dict[str, Any]) -> bool:
+        """`finish` found the job not held under its lease: if it ended under that lease (an earlier call
+        went through), what that call would have returned; otherwise LeaseLost."""
+        status = conn.execute(self._ended, params).scalar()
+        if status not in (models.JobStatus.DONE.value, models.JobStatus.FAILED.value):
+            raise LeaseLost(params["job_id"])
+        return bool(conn.execute(self._later_queued, params).scalar())
+
     @staticmethod
     def _finish_params(
-        job_id: int, status: models.JobStatus, error: str | None, generations: Sequence[models.Generation],
-        chain: models.ChainStep | None,
+        job_id: int, lease_no: int, status: models.JobStatus, error: str | None,
+        generations: Sequence[models.Generation], chain: models.ChainStep | None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The parameters of `finish`'s statements, and its generation rows (also as g<i>_<column>)."""
         now = time.time()
         rows = [{**{f: getattr(g, f) for f in models.Generation.__dataclass_fields__}, "created_at": now}
                 for g in generations]
         # (No key may be named like a column of `jobs` it does not set: an UPDATE would set that column too.)
-        params: dict[str, Any] = {"job_id": job_id, "status": status.value, "error": error, "now": now}
+        params: dict[str, Any] = {"job_id": job_id, "held_lease": lease_no, "status": status.value, "error": error,
+                                  "now": now}
         if chain is not None:
             params.update(t_team=chain.team_id, t_channel=chain.channel_id, t_ts=chain.thread_ts,
                           chain_response_id=chain.response_id, chain_image_file_id=chain.image_file_id)
@@ -714,19 +804,20 @@ class Store:
         if stmt is not None:
             return stmt
         finished = self._finish_stmt.returning(jobs.c.thread_key).cte("finished")
+        went = sa.exists(sa.select(finished.c.thread_key))  # the job was held under the lease: it ended now
         stmt = sa.select(sa.exists().where(
-            jobs.c.thread_key == sa.select(finished.c.thread_key).scalar_subquery(), *self._later_than_job))
+            jobs.c.thread_key == sa.select(finished.c.thread_key).scalar_subquery(), *self._later_than_job), went)
         if generations:
             # INSERT ... SELECT, one SELECT of parameters per row: a multi-row VALUES has no cache key, and was
             # compiled again on every call (some 1.5 ms of CPU).
             columns = [c.name for c in generations_table.c if c.name != "id"]
             rows = [sa.select(*(sa.bindparam(f"g{i}_{c}", type_=generations_table.c[c].type) for c in columns))
-                    for i in range(generations)]
+                    .where(went) for i in range(generations)]
             recorded = sa.insert(generations_table).from_select(columns, sa.union_all(*rows) if generations > 1
                                                                  else rows[0])
             stmt = stmt.add_cte(recorded.cte("recorded"))
         if chain:
-            stmt = stmt.add_cte(self._chain_stmt.cte("chained"))
+            stmt = stmt.add_cte(self._chain_stmt.where(went).cte("chained"))
         self._finish_shapes[(generations, chain)] = stmt
         return stmt
 

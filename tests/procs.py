@@ -56,6 +56,15 @@ class BotProcess:
         self.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.proc.wait(), 60)
 
+    def worker_pid(self) -> int:
+        """The pid of this process's worker (`python -m bot worker`, its child)."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        [worker] = [int(c) for c in children
+                    if Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")[-3:-1] == [b"bot", b"worker"]]
+        return worker
+
     async def ensure_stopped(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()

@@ -133,8 +133,9 @@ async def test_expired_chain_continues_on_a_new_chain_with_the_last_image(easel:
     assert thread.last_response_id == list(easel.openai.responses)[-1]
 
 
-async def test_slack_upload_failure_after_retries_is_explained(easel: Running) -> None:
-    easel.slack.add_fault("upload", status=500, times=20)
+async def test_slack_upload_failure_after_retries_is_explained(easel_factory) -> None:
+    easel = await easel_factory(PUBLISH_RETRY_SECONDS="1")
+    easel.slack.add_outage("upload", seconds=600, status=500)  # longer than Easel keeps trying
     ts, _ = await easel.sender.mention("a vase")
     [job] = await easel.jobs_settled(1, timeout=30)
     assert job.status == "failed" and job.error.startswith("slack")

@@ -22,12 +22,14 @@ DAY = 86400.0
 
 
 async def _finished_job(store: Store, *, thread_ts: str, age_days: float, prompt: str = "a secret plan") -> int:
-    job = await enqueue(store, new_job(thread_ts=thread_ts), start_thread=True)
+    await enqueue(store, new_job(thread_ts=thread_ts), start_thread=True)
+    job = await store.claim_new(worker_id="w", lease=60)  # taken, as a worker would (its end is fenced on it)
+    assert job is not None
     generation = Generation(job_id=job.id, team_id=TEAM, channel_id=CHANNEL, thread_ts=thread_ts, user_id=USER,
                             request_text=prompt, options={}, model="gpt-5.4", status="posted",
                             image_model="gpt-image-2", revised_prompt=f"{prompt}, detailed",
                             usage={"input_tokens": 10}, generation_ms=1234)
-    await store.finish(job.id, status=JobStatus.DONE, generations=[generation],
+    await store.finish(job.id, lease_no=job.lease_no, status=JobStatus.DONE, generations=[generation],
                        chain=ChainStep(team_id=TEAM, channel_id=CHANNEL, thread_ts=thread_ts, response_id="resp_1",
                                        image_file_id="F1"))
     then = time.time() - age_days * DAY

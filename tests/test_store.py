@@ -57,7 +57,7 @@ async def queued(store: Store, new: NewJob) -> Job:
     job = await enqueue(store, new)
     taken = await store.claim_new(worker_id="noticer", lease=60)
     assert taken is not None and taken.id == job.id
-    await store.noticed(job.id)
+    await store.noticed(job.id, lease_no=taken.lease_no)
     return await store.job(job.id)
 
 
@@ -142,7 +142,7 @@ async def test_claim_new_marks_noticing_and_claim_skips_new_and_noticing(store: 
     assert taken.status == "noticing"
     assert await store.claim_new(worker_id="n2", lease=60) is None  # leased to n1
     assert await store.claim(worker_id="w", lease=60) is None  # noticing
-    await store.noticed(job.id)
+    await store.noticed(job.id, lease_no=taken.lease_no)
     after = await store.job(job.id)
     assert after.status == "queued" and after.noticed is True
     claimed = await store.claim(worker_id="w", lease=60)
@@ -197,14 +197,16 @@ async def test_claim_takes_jobs_in_id_order(store: Store) -> None:
 @pytest.mark.parametrize("first_state", ["new", "noticing", "running"])
 async def test_second_job_in_a_thread_waits_for_the_first(store: Store, first_state: str) -> None:
     first = await enqueue(store, new_job(thread_ts="8.0"))
-    assert (await store.claim_new(worker_id="n1", lease=60)).id == first.id
+    noticing = await store.claim_new(worker_id="n1", lease=60)
+    assert noticing.id == first.id
     second = await enqueue(store, new_job(thread_ts="8.0"))
-    assert (await store.claim_new(worker_id="n2", lease=60)).id == second.id
-    await store.noticed(second.id)
+    taken = await store.claim_new(worker_id="n2", lease=60)
+    assert taken.id == second.id
+    await store.noticed(second.id, lease_no=taken.lease_no)
     if first_state == "new":
-        await store.release(first.id, worker_id="n1")  # its noticer stopped before showing anything
+        await store.release(first.id, worker_id="n1", lease_no=noticing.lease_no)  # it stopped before noticing
     if first_state == "running":
-        await store.noticed(first.id)
+        await store.noticed(first.id, lease_no=noticing.lease_no)
         assert (await store.claim(worker_id="w", lease=60)).id == first.id
     assert (await store.job(first.id)).status == first_state
     assert (await store.job(second.id)).status == "queued"
@@ -225,10 +227,12 @@ async def test_second_job_in_a_thread_is_claimable_once_the_first_finishes(
 ) -> None:
     first = await queued(store, new_job(thread_ts="9.0"))
     second = await queued(store, new_job(thread_ts="9.0"))
-    assert (await store.claim(worker_id="w", lease=60)).id == first.id
+    claimed = await store.claim(worker_id="w", lease=60)
+    assert claimed.id == first.id
     assert await store.claim(worker_id="w", lease=60) is None
     # finish says the thread's next job is waiting: the worker looks for runnable jobs only then
-    assert await store.finish(first.id, status=outcome, error="boom" if outcome is JobStatus.FAILED else None)
+    assert await store.finish(first.id, lease_no=claimed.lease_no, status=outcome,
+                              error="boom" if outcome is JobStatus.FAILED else None)
     finished = await store.job(first.id)
     assert finished.status == outcome.value
     assert finished.error == ("boom" if outcome is JobStatus.FAILED else None)
@@ -241,11 +245,12 @@ async def test_finish_says_whether_a_later_job_of_the_thread_is_queued(store: St
                      request_text="x", options={}, model="m", status="posted")
     first = await queued(store, new_job(thread_ts="9.5"))
     elsewhere = await queued(store, new_job(thread_ts="9.6"))  # queued too, but in another thread
-    assert (await store.claim(worker_id="w", lease=60)).id == first.id
+    claimed = await store.claim(worker_id="w", lease=60)
+    assert claimed.id == first.id
     later_new = await enqueue(store, new_job(thread_ts="9.5"))  # not noticed yet: the noticer will say
     step = ChainStep(team_id=TEAM, channel_id=CHANNEL, thread_ts="9.5", response_id="resp_1", image_file_id="F1")
-    for shape in ({}, {"generations": [dataclasses.replace(gen, job_id=first.id)] * 2, "chain": step}):
-        assert await store.finish(first.id, status=JobStatus.DONE, **shape) is False
+    for shape in ({"generations": [dataclasses.replace(gen, job_id=first.id)] * 2, "chain": step}, {}):
+        assert await store.finish(first.id, lease_no=claimed.lease_no, status=JobStatus.DONE, **shape) is False
     assert (await store.job(first.id)).response_id is None  # the chain's response id went to the thread only
     assert (await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="9.5")) is None  # not started here
     assert [g["job_id"] for g in await store.generations(job_id=first.id)] == [first.id, first.id]
@@ -284,8 +289,9 @@ async def test_noticed_gives_a_command_job_its_thread(store: Store) -> None:
     job = await enqueue(store, new_job(thread_ts=None, key="cmd:T0001:trigger-1"))
     assert job.thread_ts is None
     assert job.thread_key == "new:cmd:T0001:trigger-1"
-    assert (await store.claim_new(worker_id="n", lease=60)).id == job.id
-    await store.noticed(job.id, thread_ts="20.0", thread_options={"size": "1024x1536"})
+    taken = await store.claim_new(worker_id="n", lease=60)
+    assert taken.id == job.id
+    await store.noticed(job.id, lease_no=taken.lease_no, thread_ts="20.0", thread_options={"size": "1024x1536"})
     after = await store.job(job.id)
     assert after.thread_ts == "20.0"
     assert after.thread_key == f"{TEAM}:{CHANNEL}:20.0"
@@ -296,9 +302,10 @@ async def test_noticed_gives_a_command_job_its_thread(store: Store) -> None:
     assert thread.options == {"size": "1024x1536"}
     # a reply in that thread now waits behind the command's job
     reply = await queued(store, new_job(thread_ts="20.0"))
-    assert (await store.claim(worker_id="w", lease=60)).id == job.id
+    claimed = await store.claim(worker_id="w", lease=60)
+    assert claimed.id == job.id
     assert await store.claim(worker_id="w", lease=60) is None
-    await store.finish(job.id, status=JobStatus.DONE)
+    await store.finish(job.id, lease_no=claimed.lease_no, status=JobStatus.DONE)
     assert (await store.claim(worker_id="w", lease=60)).id == reply.id
 
 
@@ -345,62 +352,90 @@ async def test_renew_extends_only_the_callers_leases(store: Store) -> None:
     mine = await queued(store, new_job(thread_ts="30.0"))
     theirs = await queued(store, new_job(thread_ts="31.0"))
     noticing = await enqueue(store, new_job(thread_ts="32.0"))
-    assert (await store.claim(worker_id="me", lease=60)).id == mine.id
-    assert (await store.claim(worker_id="them", lease=60)).id == theirs.id
-    assert (await store.claim_new(worker_id="me", lease=60)).id == noticing.id
+    claimed = await store.claim(worker_id="me", lease=60)
+    assert claimed.id == mine.id
+    held_by_them = await store.claim(worker_id="them", lease=60)
+    assert held_by_them.id == theirs.id
+    taken = await store.claim_new(worker_id="me", lease=60)
+    assert taken.id == noticing.id
     theirs_before = await lease_until(store, theirs.id)
     # a renewal in the past expires exactly the caller's leases: others may then take them, not theirs
-    assert await store.renew(worker_id="me", lease=-10) == 2
+    everything = {mine.id, theirs.id, noticing.id}
+    numbers = await store.renew(worker_id="me", job_ids=everything, lease=-10)
+    assert numbers == {mine.id: claimed.lease_no, theirs.id: held_by_them.lease_no, noticing.id: taken.lease_no}
     assert await lease_until(store, theirs.id) == theirs_before
     retaken = await store.claim(worker_id="other", lease=60)
     assert retaken is not None and retaken.id == mine.id and retaken.attempts == 2
+    assert retaken.lease_no == claimed.lease_no + 1  # a new lease: the first claim's writes no longer land
     assert await store.claim(worker_id="other", lease=60) is None
     renoticed = await store.claim_new(worker_id="other", lease=60)
-    assert renoticed is not None and renoticed.id == noticing.id
+    assert renoticed is not None and renoticed.id == noticing.id and renoticed.lease_no == taken.lease_no + 1
     # and a renewal into the future extends only the caller's
-    assert await store.renew(worker_id="them", lease=3600) == 1
+    assert (await store.renew(worker_id="them", job_ids=everything, lease=3600))[mine.id] == retaken.lease_no
     assert await lease_until(store, theirs.id) > time.time() + 3000
     assert await lease_until(store, mine.id) < time.time() + 120
-    assert await store.renew(worker_id="me", lease=60) == 0  # it holds nothing any more
-    assert await store.renew(worker_id="nobody", lease=60) == 0
+    before = await lease_until(store, mine.id)
+    await store.renew(worker_id="me", job_ids=everything, lease=3600)  # it holds nothing any more
+    assert await lease_until(store, mine.id) == before
+    assert await store.renew(worker_id="nobody", job_ids=set(), lease=60) == {}
+
+
+async def test_renew_extends_only_the_jobs_it_is_given(store: Store) -> None:
+    """A job whose run here has ended without its end being recorded is not renewed: once its lease runs out,
+    another worker takes it (the heartbeat does not keep it from them)."""
+    given = await queued(store, new_job(thread_ts="33.0"))
+    left = await queued(store, new_job(thread_ts="34.0"))
+    taken = await store.claim_batch(worker_id="me", lease=-1, limit=2)  # both leases have run out
+    assert [j.id for j in taken] == [given.id, left.id]
+    await store.renew(worker_id="me", job_ids={given.id}, lease=60)
+    retaken = await store.claim(worker_id="other", lease=60)
+    assert retaken is not None and retaken.id == left.id
+    assert await store.claim(worker_id="other", lease=60) is None
 
 
 async def test_renew_does_not_touch_finished_jobs(store: Store) -> None:
     job = await queued(store, new_job())
-    await store.claim(worker_id="me", lease=60)
-    await store.finish(job.id, status=JobStatus.DONE)
-    assert await store.renew(worker_id="me", lease=60) == 0
+    claimed = await store.claim(worker_id="me", lease=60)
+    await store.finish(job.id, lease_no=claimed.lease_no, status=JobStatus.DONE)
+    assert await store.renew(worker_id="me", job_ids={job.id}, lease=60) == {job.id: claimed.lease_no}
+    assert await lease_until(store, job.id) is None
 
 
-async def test_release_all_returns_leased_jobs(store: Store) -> None:
+async def test_expire_leases_frees_the_jobs_of_gone_workers_at_once(store: Store) -> None:
     running = await queued(store, new_job(thread_ts="40.0"))
-    assert (await store.claim(worker_id="w", lease=60)).id == running.id
+    assert (await store.claim(worker_id="gone", lease=60)).id == running.id
     noticing = await enqueue(store, new_job(thread_ts="41.0"))
-    assert (await store.claim_new(worker_id="n", lease=60)).id == noticing.id
-    done = await queued(store, new_job(thread_ts="42.0"))
-    assert (await store.claim(worker_id="w", lease=60)).id == done.id
-    await store.finish(done.id, status=JobStatus.DONE)
-    untouched = await enqueue(store, new_job(thread_ts="43.0"))
-    assert await store.release_all() == 2
-    assert (await store.job(running.id)).status == "queued"
-    assert (await store.job(noticing.id)).status == "new"
-    assert (await store.job(done.id)).status == "done"
-    assert (await store.job(untouched.id)).status == "new"
-    again = await store.claim(worker_id="w2", lease=60)
+    assert (await store.claim_new(worker_id="gone", lease=60)).id == noticing.id
+    alive = await queued(store, new_job(thread_ts="42.0"))
+    assert (await store.claim(worker_id="alive", lease=60)).id == alive.id
+    untouched = await enqueue(store, new_job(thread_ts="43.0", kind=JobKind.NOTICE))
+    assert sorted(await store.lease_holders()) == ["alive", "gone"]
+    assert await store.expire_leases({"gone"}) == 2
+    assert await store.lease_holders() == ["alive"]
+    again = await store.claim(worker_id="new", lease=60)
     assert again is not None and again.id == running.id and again.attempts == 2
+    assert await store.claim(worker_id="new", lease=60) is None  # the live worker's job stays with it
+    renoticed = await store.claim_new(worker_id="new", lease=60)
+    assert renoticed is not None and renoticed.id == noticing.id
+    assert (await store.job(untouched.id)).status == "new"
+    assert await store.expire_leases(set()) == 0
 
 
 async def test_release_gives_back_only_the_workers_job(store: Store) -> None:
     job = await queued(store, new_job(thread_ts="50.0"))
-    assert (await store.claim(worker_id="w", lease=60)).id == job.id
-    await store.release(job.id, worker_id="someone-else")
+    claimed = await store.claim(worker_id="w", lease=60)
+    assert claimed.id == job.id
+    await store.release(job.id, worker_id="someone-else", lease_no=claimed.lease_no)
     assert (await store.job(job.id)).status == "running"
-    await store.release(job.id, worker_id="w")
+    await store.release(job.id, worker_id="w", lease_no=claimed.lease_no - 1)  # an older lease of its own
+    assert (await store.job(job.id)).status == "running"
+    await store.release(job.id, worker_id="w", lease_no=claimed.lease_no)
     assert (await store.job(job.id)).status == "queued"
     assert await lease_until(store, job.id) is None
     noticing = await enqueue(store, new_job(thread_ts="51.0"))
-    assert (await store.claim_new(worker_id="n", lease=60)).id == noticing.id
-    await store.release(noticing.id, worker_id="n")
+    taken = await store.claim_new(worker_id="n", lease=60)
+    assert taken.id == noticing.id
+    await store.release(noticing.id, worker_id="n", lease_no=taken.lease_no)
     assert (await store.job(noticing.id)).status == "new"
     assert (await store.claim(worker_id="w", lease=60)).id == job.id
 
@@ -411,13 +446,14 @@ async def test_release_gives_back_only_the_workers_job(store: Store) -> None:
 async def test_update_job_writes_progress_whole_and_leaves_other_columns(store: Store) -> None:
     """Only the job's runner writes progress, from its own copy: the store writes what it is given."""
     job = await queued(store, new_job())
-    await store.update_job(job.id, progress={"posted": ["F1"], "stage": "generating"})
-    await store.update_job(job.id, progress={"posted": ["F1"], "stage": "uploading", "seq": 7},
+    held = (await store.claim(worker_id="w", lease=60)).lease_no
+    await store.update_job(job.id, lease_no=held, progress={"posted": ["F1"], "stage": "generating"})
+    await store.update_job(job.id, lease_no=held, progress={"posted": ["F1"], "stage": "uploading", "seq": 7},
                            response_id="resp_1")
     after = await store.job(job.id)
     assert after.progress == {"posted": ["F1"], "stage": "uploading", "seq": 7}
     assert after.response_id == "resp_1"
-    await store.update_job(job.id, response_id="resp_2", queue_ts="9.9", queue_pos=2)
+    await store.update_job(job.id, lease_no=held, response_id="resp_2", queue_ts="9.9", queue_pos=2)
     after = await store.job(job.id)
     assert after.response_id == "resp_2" and after.progress["seq"] == 7
     assert (after.queue_ts, after.queue_pos) == ("9.9", 2)
@@ -425,8 +461,8 @@ async def test_update_job_writes_progress_whole_and_leaves_other_columns(store: 
 
 async def test_finish_records_status_and_error(store: Store) -> None:
     job = await queued(store, new_job())
-    await store.claim(worker_id="w", lease=60)
-    await store.finish(job.id, status=JobStatus.FAILED, error="moderation")
+    held = (await store.claim(worker_id="w", lease=60)).lease_no
+    await store.finish(job.id, lease_no=held, status=JobStatus.FAILED, error="moderation")
     after = await store.job(job.id)
     assert after.status == JobStatus.FAILED
     assert after.error == "moderation"
@@ -439,7 +475,7 @@ async def own_thread(store: Store, thread_ts: str) -> None:
     job_id = await store.enqueue(new_job(thread_ts=thread_ts, kind=JobKind.NOTICE), start_thread=True)
     taken = await store.claim_new(worker_id="n", lease=60)
     assert taken is not None and taken.id == job_id
-    await store.finish(job_id, status=JobStatus.DONE)
+    await store.finish(job_id, lease_no=taken.lease_no, status=JobStatus.DONE)
 
 
 async def test_finish_moves_the_threads_chain(store: Store) -> None:
@@ -449,7 +485,7 @@ async def test_finish_moves_the_threads_chain(store: Store) -> None:
         job = await queued(store, new_job(thread_ts="60.0", key=f"msg:T:C:60.{n}"))
         taken = await store.claim(worker_id="w", lease=60)
         assert taken is not None and taken.id == job.id
-        await store.finish(job.id, status=JobStatus.DONE,
+        await store.finish(job.id, lease_no=taken.lease_no, status=JobStatus.DONE,
                            chain=ChainStep(**key, response_id=response, image_file_id=image))
         thread = await store.thread(**key)
         expected_image = image or "F1"  # a text answer keeps the thread's last image
@@ -459,7 +495,8 @@ async def test_finish_moves_the_threads_chain(store: Store) -> None:
 async def test_a_failed_job_does_not_move_the_chain(store: Store) -> None:
     await own_thread(store, "61.0")
     job = await queued(store, new_job(thread_ts="61.0", key="msg:T:C:61.1"))
-    await store.finish(job.id, status=JobStatus.FAILED, error="moderation")
+    held = (await store.claim(worker_id="w", lease=60)).lease_no
+    await store.finish(job.id, lease_no=held, status=JobStatus.FAILED, error="moderation")
     thread = await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="61.0")
     assert thread.last_response_id is None
 
@@ -467,6 +504,7 @@ async def test_a_failed_job_does_not_move_the_chain(store: Store) -> None:
 async def test_finish_records_generations(store: Store) -> None:
     a = await queued(store, new_job(thread_ts="70.0"))
     b = await queued(store, new_job(thread_ts="71.0"))
+    held = {j.id: j.lease_no for j in await store.claim_batch(worker_id="w", lease=60, limit=2)}
     gen = Generation(
         job_id=a.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="70.0", user_id=USER, request_text="a cat",
         options={"tool": {"model": "gpt-image-2"}}, model="gpt-5.4", status="posted",
@@ -477,8 +515,8 @@ async def test_finish_records_generations(store: Store) -> None:
     )
     text = Generation(job_id=a.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="70.0", user_id=USER,
                       request_text="a cat", options={}, model="gpt-5.4", status="text")
-    await store.finish(a.id, status=JobStatus.DONE, generations=[gen, text])
-    await store.finish(b.id, status=JobStatus.FAILED, generations=[
+    await store.finish(a.id, lease_no=held[a.id], status=JobStatus.DONE, generations=[gen, text])
+    await store.finish(b.id, lease_no=held[b.id], status=JobStatus.FAILED, generations=[
         Generation(job_id=b.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="71.0", user_id=USER,
                    request_text="a dog", options={}, model="gpt-5.4", status="failed", error="timed out")])
     everything = await store.generations()
@@ -498,11 +536,11 @@ async def test_the_per_user_cap_counts_only_active_generate_jobs(store: Store) -
     r = await queued(store, new_job(thread_ts="83.0"))
     d = await queued(store, new_job(thread_ts="84.0"))
     f = await queued(store, new_job(thread_ts="85.0"))
-    running = {(await store.claim(worker_id="w", lease=60)).id for _ in range(4)}
-    assert running == {q.id, r.id, d.id, f.id}
-    await store.release(q.id, worker_id="w")  # back to queued
-    await store.finish(d.id, status=JobStatus.DONE)
-    await store.finish(f.id, status=JobStatus.FAILED)
+    running = {j.id: j.lease_no for j in [await store.claim(worker_id="w", lease=60) for _ in range(4)]}
+    assert set(running) == {q.id, r.id, d.id, f.id}
+    await store.release(q.id, worker_id="w", lease_no=running[q.id])  # back to queued
+    await store.finish(d.id, lease_no=running[d.id], status=JobStatus.DONE)
+    await store.finish(f.id, lease_no=running[f.id], status=JobStatus.FAILED)
     await enqueue(store, new_job(thread_ts="80.0"))
     await enqueue(store, new_job(thread_ts="81.0"))
     assert await store.claim_new(worker_id="n", lease=60) is not None  # one new, one noticing
@@ -537,16 +575,18 @@ async def test_work_waiting_is_what_a_claim_would_find(store: Store) -> None:
     assert await store.work_waiting() == (False, False, False)
     job = await enqueue(store, new_job(thread_ts="97.0"))
     assert await store.work_waiting() == (True, False, False)
-    await store.claim_new(worker_id="w", lease=60)
+    taken = await store.claim_new(worker_id="w", lease=60)
     assert await store.work_waiting() == (False, False, False)  # being noticed, by a live worker
-    await store.noticed(job.id)
+    await store.noticed(job.id, lease_no=taken.lease_no)
     assert await store.work_waiting() == (False, True, False)
     await store.claim(worker_id="w", lease=-1)  # running, but its worker's lease has run out
     assert await store.work_waiting() == (False, True, False)
-    await store.renew(worker_id="w", lease=60)
+    await store.renew(worker_id="w", job_ids={job.id}, lease=60)
     assert await store.work_waiting() == (False, False, False)
     waiting = await enqueue(store, new_job(thread_ts="98.0"))
-    await store.update_job(waiting.id, queue_ts="98.5", queue_pos=1)
+    taken = await store.claim_new(worker_id="w", lease=60)
+    await store.update_job(waiting.id, lease_no=taken.lease_no, queue_ts="98.5", queue_pos=1)
+    await store.release(waiting.id, worker_id="w", lease_no=taken.lease_no)
     assert await store.work_waiting() == (True, False, True)
     await enqueue(store, new_job(thread_ts="99.0", kind=JobKind.NOTICE))
     await store.claim_new(worker_id="w", lease=-1)  # a noticer that died
@@ -563,9 +603,10 @@ async def test_queue_place(store: Store) -> None:
     assert await store.queue_place(b.id) == (0, 1)
     assert await store.queue_place(c.id) == (0, 2)  # the notice does not count
     assert await store.queue_place(d.id) == (0, 3)
-    assert (await store.claim(worker_id="w", lease=60)).id == a.id  # running: no longer waiting
+    claimed = await store.claim(worker_id="w", lease=60)
+    assert claimed.id == a.id  # running: no longer waiting
     assert await store.queue_place(d.id) == (1, 2)
-    await store.finish(a.id, status=JobStatus.DONE)
+    await store.finish(a.id, lease_no=claimed.lease_no, status=JobStatus.DONE)
     assert (await store.claim(worker_id="w", lease=60)).id == b.id
     assert await store.queue_place(d.id) == (1, 1)
     assert await store.queue_place(c.id) == (1, 0)
@@ -655,7 +696,7 @@ async def test_postgres_concurrent_claimers_run_one_thread_one_at_a_time(
                 running = [j.id for j in await store.jobs() if j.status == "running"]
                 assert running == [job.id]
                 holding.discard(job.id)
-                await store.finish(job.id, status=JobStatus.DONE)
+                await store.finish(job.id, lease_no=job.lease_no, status=JobStatus.DONE)
 
         await asyncio.gather(*(worker(s, f"{n}-{i}") for n, s in (("a", one), ("b", two)) for i in range(2)))
         assert order == ids  # in id order, each once
@@ -672,9 +713,9 @@ async def test_batch_claims_take_at_most_their_limit(store: Store) -> None:
     assert len(noticing) == 4
     assert sum(j.status == "noticing" for j in await store.jobs()) == 4
     for job in await store.claim_new_batch(worker_id="n", lease=60, limit=100):
-        await store.noticed(job.id)
+        await store.noticed(job.id, lease_no=job.lease_no)
     for job in noticing:
-        await store.noticed(job.id)
+        await store.noticed(job.id, lease_no=job.lease_no)
     taken = await store.claim_batch(worker_id="w", lease=60, limit=3)
     assert [j.id for j in taken] == sorted(j.id for j in taken) and len(taken) == 3
     assert sum(j.status == "running" for j in await store.jobs()) == 3
@@ -692,12 +733,12 @@ async def test_concurrent_small_writes_are_made_together_and_each_lands(store: S
     """noticed() and update_job() from many tasks at once share transactions; every write still lands, and
     every caller returns only once its own write is committed."""
     made = [await enqueue(store, new_job(thread_ts=f"{i}.0")) for i in range(40)]
-    await store.claim_new_batch(worker_id="n", lease=60, limit=40)
+    held = {j.id: j.lease_no for j in await store.claim_new_batch(worker_id="n", lease=60, limit=40)}
 
     async def both(job: Job, i: int) -> None:
-        await store.noticed(job.id)
+        await store.update_job(job.id, lease_no=held[job.id], response_id=f"resp_{i}", progress={"n": i})
+        await store.noticed(job.id, lease_no=held[job.id])
         assert (await store.job(job.id)).status == "queued"  # committed by the time noticed() returned
-        await store.update_job(job.id, response_id=f"resp_{i}", progress={"n": i})
 
     await asyncio.gather(*(both(job, i) for i, job in enumerate(made)))
     after = {j.id: j for j in await store.jobs()}
@@ -717,7 +758,7 @@ async def test_postgres_writes_survive_their_connections_being_cut(
     store = await open_store(url)
     try:
         job = await enqueue(store, new_job(thread_ts="9.0"))
-        await store.claim_new_batch(worker_id="n", lease=60, limit=5)
+        [taken] = await store.claim_new_batch(worker_id="n", lease=60, limit=5)
         admin = await asyncpg.connect(url.rsplit("/", 1)[0].replace("postgresql://", "postgres://") + "/test")
         try:
             cut = await admin.fetchval(
@@ -726,8 +767,9 @@ async def test_postgres_writes_survive_their_connections_being_cut(
         finally:
             await admin.close()
         assert cut >= 1
-        await store.noticed(job.id)  # a grouped, single-statement write
-        await store.finish(job.id, status=JobStatus.DONE)  # a multi-statement transaction
+        await store.noticed(job.id, lease_no=taken.lease_no)  # a grouped, single-statement write
+        claimed = await store.claim(worker_id="w", lease=60)
+        await store.finish(job.id, lease_no=claimed.lease_no, status=JobStatus.DONE)  # a multi-statement one
         assert (await store.job(job.id)).status == "done"
     finally:
         await store.close()

@@ -361,6 +361,8 @@ class FakeOpenAI:
         self.requests: list[Recorded] = []
         self.responses: dict[str, FakeResponse] = {}
         self.in_flight = 0
+        self.gate = asyncio.Event()  # generations finish only while it is set (clear it to hold them all)
+        self.gate.set()
         self.final_written_at: dict[str, float] = {}  # response id -> time.monotonic() its last event was sent
         self._encodings: dict[int, tuple[bytes, str, bytes]] = {}  # id(image) -> (image, base64, its bytes)
         self._base64_texts: dict[int, tuple[bytes, str, bytes]] = {}  # id(base64 text) -> the same
@@ -818,6 +820,7 @@ class FakeOpenAI:
                     resp, "response.image_generation_call.generating", output_index=index, item_id=final["id"]
                 )
                 await asyncio.sleep(self.latency)
+                await self.gate.wait()
                 if self._fail_if_faulted(resp):
                     return
                 if final["status"] == "completed":

@@ -108,6 +108,15 @@ class _Fault:
     retry_after: int | None
     error: str
     plain: bool = False  # a text/plain body instead of Slack's JSON (a proxy's or load balancer's answer)
+    after_commit: bool = False  # the call takes effect first; only its answer is the fault
+    drop: bool = False  # the connection is closed with no answer at all
+
+
+@dataclass
+class _Outage:
+    fault: _Fault
+    until: float | None  # time.monotonic() at which it ends; None: until ``calls`` are used
+    calls: int | None  # calls it still fails; None: until ``until``
 
 
 @dataclass
@@ -166,6 +175,8 @@ class FakeSlack:
         self._files: dict[str, _StoredFile] = {}
         self._pending_uploads: dict[str, dict[str, Any]] = {}  # file_id -> {filename, length, alt_txt}
         self._faults: dict[str, deque[_Fault]] = defaultdict(deque)
+        self._outages: dict[str, _Outage] = {}
+        self._gates: dict[str, asyncio.Event] = {}
         self._ids = itertools.count(1)
         self._cond = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -412,11 +423,18 @@ class FakeSlack:
         error: str = "ratelimited",
         times: int = 1,
         plain: bool = False,
+        after_commit: bool = False,
+        drop: bool = False,
     ) -> None:
-        """Make the next ``times`` calls to ``method`` (or "upload"/"download") fail; ``plain`` answers with a
-        text/plain body rather than Slack's JSON."""
+        """Make the next ``times`` calls to ``method`` (or "upload"/"download") fail. ``plain`` answers with a
+        text/plain body rather than Slack's JSON.
+
+        ``after_commit``: the call does what it asks first (a completed upload is shared, a message posted) and
+        only its answer is lost, as when Slack's front end fails after the back end committed. ``drop``: the
+        answer is no HTTP response at all, the connection is closed (``status`` is then unused)."""
         for _ in range(times):
-            self._faults[method].append(_Fault(status=status, retry_after=retry_after, error=error, plain=plain))
+            self._faults[method].append(_Fault(status=status, retry_after=retry_after, error=error, plain=plain,
+                                               after_commit=after_commit, drop=drop))
 
     def add_workspace(self, *, team_id: str, team: str, bot_token: str, bot_user_id: str = "UBOT2",
                       bot_id: str = "BBOT2", code: str | None = None) -> str:
@@ -430,6 +448,33 @@ class FakeSlack:
     def token_of(self, call: Call) -> str:
         header = call.headers.get("Authorization", "")
         return header[len("Bearer "):] if header.startswith("Bearer ") else str(call.args.get("token") or "")
+
+    def add_outage(
+        self,
+        method: str,
+        *,
+        seconds: float | None = None,
+        calls: int | None = None,
+        status: int = 503,
+        error: str = "service_unavailable",
+    ) -> None:
+        """Make every call to ``method`` (or "upload"/"download") fail with ``status`` for the next ``seconds``,
+        or for the next ``calls`` calls, as a stretch of Slack errors does (unlike ``add_fault``, retries made
+        within the window fail too). A new outage of the same method replaces the old one."""
+        if (seconds is None) == (calls is None):
+            raise ValueError("give seconds or calls")
+        until = None if seconds is None else time.monotonic() + seconds
+        self._outages[method] = _Outage(_Fault(status=status, retry_after=None, error=error), until, calls)
+
+    def end_outage(self, method: str) -> None:
+        self._outages.pop(method, None)
+
+    def gate(self, method: str) -> asyncio.Event:
+        """Hold every call to ``method`` (Web API methods only), once recorded, until the returned event is set:
+        the test can act while the app waits for that answer (``wait_for`` sees the held calls)."""
+        self._require_started()
+        gate = self._gates[method] = asyncio.Event()
+        return gate
 
     def response_url(self, key: str = "r1") -> str:
         """A response_url on this fake; POSTs to it are recorded as Call(method="response_url")."""
@@ -460,7 +505,17 @@ class FakeSlack:
         queue = self._faults.get(method)
         if queue:
             return queue.popleft()
-        return None
+        outage = self._outages.get(method)
+        if outage is None:
+            return None
+        if outage.until is not None and time.monotonic() >= outage.until:
+            del self._outages[method]
+            return None
+        if outage.calls is not None:
+            outage.calls -= 1
+            if outage.calls <= 0:
+                del self._outages[method]
+        return outage.fault
 
     @staticmethod
     def _json(
@@ -615,9 +670,12 @@ class FakeSlack:
             await self._notify()
             return web.Response(status=414, text="414 Request-URI Too Large", content_type="text/plain")
         await self._record(Call(method, args, _CIDict(request.headers.items()), raw, request.path))
+        gate = self._gates.get(method)
+        if gate is not None:
+            await gate.wait()
         fault = self._take_fault(method)
-        if fault is not None:
-            return self._fault_response(fault)
+        if fault is not None and not fault.after_commit:
+            return self._drop(request) if fault.drop else self._fault_response(fault)
         if not self._authorized(method, request, args):
             return self._error("invalid_auth")
         spec = _SPEC.get(method) or _LATER_METHODS.get(method)
@@ -628,11 +686,17 @@ class FakeSlack:
         if needed and not set(needed) & set(self.scopes):
             return self._error("missing_scope", needed=",".join(needed), provided=",".join(self.scopes))
         handler = self._handlers().get(method)
-        if handler is None:
-            return self._json({"ok": True})
-        response = handler(args)
+        response = self._json({"ok": True}) if handler is None else handler(args)
         await self._notify()  # state changed: let wait_until predicates on state re-check
+        if fault is not None:  # committed: the answer is what goes wrong
+            return self._drop(request) if fault.drop else self._fault_response(fault)
         return response
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.Response:
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)  # never delivered: the connection is gone
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], web.Response]]:
         return {
@@ -985,7 +1049,7 @@ class FakeSlack:
         )
         fault = self._take_fault("upload")
         if fault is not None:
-            return self._fault_response(fault, plain=True)
+            return self._drop(request) if fault.drop else self._fault_response(fault, plain=True)
         pending = self._pending_uploads.get(file_id)
         if pending is None:
             return web.Response(status=404, text="file not found")
