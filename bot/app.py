@@ -252,7 +252,8 @@ async def build(
                        capacity=settings.max_concurrent_generations, metrics=easel.metrics,
                        lease=settings.job_lease_seconds, publish_retry=settings.publish_retry_seconds,
                        lineup=LineUp(lifecycle=easel.lifecycle, chat_model=settings.openai_model),
-                       safety_key=settings.safety_secret(), attachments=attachments)
+                       safety_key=settings.safety_secret(), attachments=attachments,
+                       prices=settings.price_table())
     timing = {k: v for k, v in (("every", refresh_every), ("retry", retry_every)) if v is not None}
     easel.refresher = Refresher(lifecycle=easel.lifecycle, list_models=lambda: list_models(client), now=now,
                                 **timing)

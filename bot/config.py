@@ -22,6 +22,7 @@ import pydantic
 from pydantic import Field, field_validator, model_validator
 
 from bot import models, options
+from bot.prices import Prices
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 OPENAI_TOOLS = ("image_generation", "web_search")
@@ -299,6 +300,9 @@ class Settings(pydantic.BaseModel):
 
     def model_table(self, today: Callable[[], datetime.date] = models.utc_today) -> models.ModelTable:
         return models.ModelTable(extra=self._extra(), today=today)
+
+    def price_table(self) -> Prices:
+        return Prices({name: row.model_dump() for name, row in self.prices.items()})
 
     def image_defaults(self) -> options.Defaults:
         return options.Defaults(

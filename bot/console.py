@@ -226,7 +226,8 @@ async def run(settings: Settings, argv: list[str], *, stdin: TextIO | None = Non
     attachments = Inputs(publisher)  # type: ignore[arg-type]
     runner = JobRunner(store=store, images=images, slack=publisher,  # type: ignore[arg-type]
                        capacity=settings.max_concurrent_generations, metrics=metrics,
-                       safety_key=settings.safety_secret(), attachments=attachments)
+                       safety_key=settings.safety_secret(), attachments=attachments,
+                       prices=settings.price_table())
     worker = Worker(store=store, runner=runner, max_generations=settings.max_concurrent_generations,
                     lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds)
     runner.free_slots = worker.free_generation_slots

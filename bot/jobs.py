@@ -19,13 +19,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot import messages
+from bot import messages, prices
 from bot.holding import Hold
 from bot.identity import safety_identifier
 from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
 from bot.inputs import InputRefused, Inputs
 from bot.lineup import LineUp
 from bot.metrics import Metrics
+from bot.prices import Prices
 from bot.publishing import (
     EXTENSIONS,
     CannotPost,
@@ -81,6 +82,7 @@ class JobRunner:
         safety_key: bytes | None = None,
         lease: float = 60.0,
         publish_retry: float = 300.0,
+        prices: Prices | None = None,
     ):
         self._store = store
         self._images = images
@@ -92,6 +94,7 @@ class JobRunner:
         self._safety_key = safety_key  # for each request's safety_identifier
         self._lease = lease  # how long a check of a job's lease before a post extends it
         self._publish_retry = publish_retry  # how long Slack may fail an answer's publication before it is told
+        self._prices = prices or Prices()
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
         self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 
@@ -434,6 +437,10 @@ class JobRunner:
         text = outcome.text.strip()
         links = messages.sources(outcome.sources) if outcome.sources else ""
         caption = text if outcome.images and len(messages.escape(text)) <= messages.CAPTION_LIMIT else ""
+        sent = run.tool or job.options.get("tool", {})
+        image_model, quality = str(sent.get("model") or "unknown"), str(sent.get("quality") or "auto")
+        cost = self._prices.cost(chat_model=run.chat_model or self._images.model, image_model=sent.get("model"),
+                                 usage=outcome.usage, tool_usage=outcome.tool_usage)
         files, upload_ms = run.shared, run.upload_ms
         # Uploads recorded before: by a run before a restart, or by this run's earlier tries (Slack failed them,
         # perhaps after it had shared an image: it is asked).
@@ -456,6 +463,7 @@ class JobRunner:
                 comment=messages.image_comment(
                     revised_prompt=image.revised_prompt, notices=notices, index=i, count=len(outcome.images),
                     caption=caption, links=links if caption or not text else "",
+                    cost=prices.shown(cost.micros),
                 ),
             )
             upload_ms[key] = _ms(time.time() - t0)
@@ -470,10 +478,13 @@ class JobRunner:
             await run.hold.confirm()
             await self._slack.post(job.channel_id, job.thread_ts, text)
             await self._save(run, text_posted=True)
-        base = self._generation(run, outcome, queued_ms=queued_ms, generation_ms=generation_ms)
-        tool = job.options.get("tool", {})
-        image_model, quality = str(tool.get("model") or "unknown"), str(tool.get("quality") or "auto")
+        base = dataclasses.replace(self._generation(run, outcome, queued_ms=queued_ms, generation_ms=generation_ms),
+                                   cost_micros=cost.micros, cost_unpriced=bool(cost.unpriced))
+        if cost.unpriced:
+            log.info("job %s: no price for %s in the table (PRICES); counted at a stand-in rate", job.id,
+                     ", ".join(cost.unpriced))
         self._metrics.generation_seconds.labels(image_model, quality).observe(generation_ms / 1000)
+        self._metrics.cost_dollars.labels(image_model).inc(cost.micros / 1_000_000)
         if outcome.images:
             self._metrics.images_posted.labels(image_model).inc(len(outcome.images))
         for i, image in enumerate(outcome.images):
@@ -486,6 +497,8 @@ class JobRunner:
                 upload_ms=upload_ms.get(str(i)),
                 usage=base.usage if i == 0 else None,  # usage is per response: counted once
                 tool_usage=base.tool_usage if i == 0 else None,
+                cost_micros=base.cost_micros if i == 0 else None,
+                cost_unpriced=base.cost_unpriced and i == 0,
             ))
         if not outcome.images:
             run.generations.append(dataclasses.replace(base, status="text"))

@@ -95,7 +95,8 @@ COMMENT_LIMIT = 4000  # an image's whole message: Slack's advice for a message's
 
 
 def image_comment(
-    *, revised_prompt: str | None, notices: list[str], index: int, count: int, caption: str = "", links: str = ""
+    *, revised_prompt: str | None, notices: list[str], index: int, count: int, caption: str = "", links: str = "",
+    cost: str = "",
 ) -> str:
     """An image's message: on the first image, the notices, the model's own words (`caption`, escaped here) and
     the pages it cited (`links`, Slack links already); on each, the prompt the image model was given."""
@@ -104,6 +105,8 @@ def image_comment(
         lines.append(_short_escaped(caption, CAPTION_LIMIT))
     if index == 0 and links:
         lines.append(links)
+    if index == 0 and cost:
+        lines.append(f"_{cost}_")
     label = "Prompt used" if count == 1 else f"Prompt used ({index + 1} of {count})"
     head = "\n".join([*lines, f"*{label}:* "])
     room = max(200, COMMENT_LIMIT - len(head))

@@ -39,6 +39,9 @@ class Metrics:
                                      registry=r)
         self.jobs_finished = Counter("easel_jobs_finished", "Jobs that ended, by kind and status",
                                      ["kind", "status"], registry=r)
+        self.cost_dollars = Counter("easel_cost_dollars", "What OpenAI billed for the answers posted, by image "
+                                    "model (a model without a price counts at a stand-in rate)", ["image_model"],
+                                    registry=r)
         self.openai_errors = Counter("easel_openai_errors", "Turns OpenAI did not answer with an image or text, "
                                      "by kind (rate_limit is a 429)", ["kind"], registry=r)
 

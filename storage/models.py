@@ -112,6 +112,8 @@ class Generation:
     queued_ms: int | None = None
     generation_ms: int | None = None
     upload_ms: int | None = None
+    cost_micros: int | None = None  # what OpenAI billed for the response, in millionths of a dollar (exact)
+    cost_unpriced: bool = False  # a model had no price in the table: counted at a stand-in rate
 
 
 @dataclasses.dataclass(frozen=True)

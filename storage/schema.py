@@ -86,6 +86,8 @@ generations = sa.Table(
     sa.Column("queued_ms", sa.Integer),
     sa.Column("generation_ms", sa.Integer),
     sa.Column("upload_ms", sa.Integer),
+    sa.Column("cost_micros", sa.BigInteger),  # millionths of a dollar, exact; on the response's first row
+    sa.Column("cost_unpriced", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_generations_job", "job_id"),
     sa.Index("ix_generations_created", "created_at"),
