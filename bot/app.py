@@ -32,6 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import checks
 from bot import metrics as metrics_module
+from bot.admins import Admins
 from bot.config import Settings
 from bot.installs import INSTALL_PATH, REDIRECT_PATH, Installations
 from bot.lifecycle import Lifecycle, Refresher
@@ -253,7 +254,8 @@ async def build(
                        lease=settings.job_lease_seconds, publish_retry=settings.publish_retry_seconds,
                        lineup=LineUp(lifecycle=easel.lifecycle, chat_model=settings.openai_model),
                        safety_key=settings.safety_secret(), attachments=attachments,
-                       prices=settings.price_table())
+                       prices=settings.price_table(),
+                       admins=Admins(listed=settings.easel_admins, is_workspace_admin=easel.slack.is_workspace_admin))
     timing = {k: v for k, v in (("every", refresh_every), ("retry", retry_every)) if v is not None}
     easel.refresher = Refresher(lifecycle=easel.lifecycle, list_models=lambda: list_models(client), now=now,
                                 **timing)

@@ -41,6 +41,7 @@ NEEDED_SCOPES = {
     "files:read": "images people attach",
     "files:write": "posting the images",
     "reactions:write": "the hourglass while Easel works",
+    "users:read": "workspace admins' rights (forgetting another person's thread)",
 }
 # Slack's answers that mean the token itself is no good (not that Slack is having a bad moment).
 REJECTED = frozenset({

@@ -151,6 +151,7 @@ class Settings(pydantic.BaseModel):
     log_level: str = Field("INFO", alias="LOG_LEVEL")
     log_format: str = Field("text", alias="LOG_FORMAT")
     metrics_token: str | None = Field(None, alias="METRICS_TOKEN", repr=False)
+    easel_admins: frozenset[str] = Field(frozenset(), alias="EASEL_ADMINS")
     prices: dict[str, PriceRow] = Field(default_factory=dict, alias="PRICES")
     retention_days: float = Field(90.0, alias="RETENTION_DAYS", ge=0)
 
@@ -203,6 +204,17 @@ class Settings(pydantic.BaseModel):
         if v.startswith(("postgresql://", "postgres://")):
             return v
         raise ValueError("DATABASE_URL must be sqlite:////absolute/path.db or postgresql://user@host/db")
+
+    @field_validator("easel_admins", mode="before")
+    @classmethod
+    def _admins(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            ids = [u.strip() for u in v.split(",") if u.strip()]
+            bad = [u for u in ids if not (u[:1] in ("U", "W") and u[1:].isalnum() and u.isupper())]
+            if bad:
+                raise ValueError(f"EASEL_ADMINS takes Slack user ids (U0123ABCD), comma-separated, not {bad[0]!r}")
+            return frozenset(ids)
+        return v
 
     @field_validator("prices", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import messages, prices
+from bot.admins import Admins
 from bot.holding import Hold
 from bot.identity import safety_identifier
 from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
@@ -38,6 +39,7 @@ from bot.publishing import (
 )
 from storage import LeaseLost, Store
 from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, Thread
+from storage.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class JobRunner:
         lease: float = 60.0,
         publish_retry: float = 300.0,
         prices: Prices | None = None,
+        admins: Admins | None = None,
     ):
         self._store = store
         self._images = images
@@ -95,6 +98,7 @@ class JobRunner:
         self._lease = lease  # how long a check of a job's lease before a post extends it
         self._publish_retry = publish_retry  # how long Slack may fail an answer's publication before it is told
         self._prices = prices or Prices()
+        self._admins = admins or Admins(listed=frozenset(), is_workspace_admin=slack.is_workspace_admin)
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
         self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 
@@ -119,6 +123,12 @@ class JobRunner:
             return None
 
     async def _notice(self, job: Job, hold: Hold) -> Awaitable[None] | None:
+        if job.kind is JobKind.FORGET:
+            text = await self._forget(job, hold)
+            await hold.confirm()
+            await self._slack.post(job.channel_id, job.thread_ts, text)
+            await hold.finish(status=JobStatus.DONE)
+            return None
         if job.kind is JobKind.NOTICE:
             await hold.confirm()
             await self._slack.post(job.channel_id, job.thread_ts, job.text)
@@ -186,6 +196,19 @@ class JobRunner:
             return
         await self._say_queued(job, hold, job.thread_ts)
         await hold.noticed()
+
+    async def _forget(self, job: Job, hold: Hold) -> str:
+        """`@Easel forget`: the thread's chain and records go, if the person started the thread or is an admin."""
+        assert job.thread_ts is not None
+        where = {"team_id": job.team_id, "channel_id": job.channel_id, "thread_ts": job.thread_ts}
+        thread = await hold.persist(lambda: self._store.thread(**where))
+        if thread is None:
+            return messages.NOTHING_TO_FORGET
+        if job.user_id != thread.started_by and not await self._admins.is_admin(job.team_id, job.user_id):
+            return messages.forget_not_yours(thread.started_by)
+        await hold.persist(lambda: Retention(self._store).forget_thread(**where))
+        log.info("job %s: thread %s forgotten at %s's request", job.id, job.thread_ts, job.user_id)
+        return messages.FORGOTTEN
 
     async def sign(self, job: Job) -> None:
         """Only the sign of work, for a message job that starts generating at once (best effort)."""

@@ -286,3 +286,14 @@ def split_for_slack(text: str, limit: int = 3900) -> list[str]:
     if text:
         parts.append(text)
     return parts
+
+
+FORGET_WHERE = ":information_source: Say `@Easel forget` in the thread you want me to forget."
+NOTHING_TO_FORGET = ":information_source: I have nothing of this thread to forget."
+FORGOTTEN = (":wastebasket: Forgotten: this thread's chain of images and what I kept of it (prompts, options). A "
+             "new mention here starts afresh.")
+
+
+def forget_not_yours(started_by: str) -> str:
+    return (f":no_entry_sign: Only <@{started_by}>, who started this thread, or a workspace admin can make me "
+            "forget it.")

@@ -163,6 +163,15 @@ class SlackPublisher:
                 raise CannotPost(error) from e
             raise
 
+    async def is_workspace_admin(self, user_id: str) -> bool:
+        """Is this person an admin or owner of the workspace (`users.info`)? False when Slack will not say."""
+        try:
+            user = (await self.client.users_info(user=user_id)).get("user") or {}
+        except SlackApiError as e:
+            log.warning("users.info failed: %s", slack_error(e))
+            return False
+        return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+
     async def react(self, channel: str, ts: str, name: str = messages.WORKING_REACTION) -> None:
         """Best effort: a missing reaction must not fail a request."""
         try:

@@ -20,6 +20,7 @@ from storage.models import JobKind, NewJob, Thread
 HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
 IMAGE_MIMETYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 MAX_PROMPT_CHARS = 32_000
+FORGET = "forget"  # the whole message (after the mention): forget this thread
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
 _SLACK_ID = re.compile(r"[A-Z0-9]{1,32}")  # team, channel, user and file ids: what fits Easel's columns
 _SLACK_TS = re.compile(r"[0-9]{1,20}\.[0-9]{1,8}")
@@ -194,6 +195,10 @@ def route_event(
         prompt, asked = options.parse(clean_text(event.get("text"), bot_user_id))
     except options.OptionError as e:
         return notice(messages.bad_option(e))
+    if prompt.lower().strip(" .!") == FORGET and not files and not asked.as_dict():
+        if in_thread is None:
+            return notice(messages.FORGET_WHERE)
+        return Routed(job=NewJob(kind=JobKind.FORGET, text=FORGET, **base))
     if not prompt and not files:
         if thread is not None and not asked.as_dict():
             return None  # an empty reply in Easel's thread (a file-less share, say): nothing to do

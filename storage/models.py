@@ -17,6 +17,7 @@ class JobStatus(enum.StrEnum):
 
 
 class JobKind(enum.StrEnum):
+    FORGET = "forget"  # `@Easel forget` in a thread: forget its chain and records, for its starter or an admin
     GENERATE = "generate"  # ask OpenAI, post what comes back
     NOTICE = "notice"  # post a fixed text in the thread (help, a bad flag): no OpenAI call
     REACTION = "reaction"  # only react to the message with the emoji named by `text` (a request not taken)

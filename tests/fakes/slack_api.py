@@ -158,6 +158,7 @@ class FakeSlack:
         self.client_id = "1111.2222"
         self.client_secret = "oauth-client-secret-0123"
         self.workspaces: dict[str, dict[str, str]] = {}  # bot token -> {team_id, team, bot_user_id, bot_id}
+        self.users: dict[str, dict[str, Any]] = {}  # user id -> extra fields of users.info (is_admin, is_owner...)
         self._oauth_codes: dict[str, str] = {}  # code -> the bot token its exchange gives
         self._token = ""  # the token of the request being answered
 
@@ -702,6 +703,7 @@ class FakeSlack:
         return {
             "auth.test": self._auth_test,
             "oauth.v2.access": self._oauth_v2_access,
+            "users.info": self._users_info,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.delete": self._chat_delete,
@@ -720,6 +722,14 @@ class FakeSlack:
 
     def _ok(self, args: dict[str, Any]) -> web.Response:
         return self._json({"ok": True})
+
+    def _users_info(self, args: dict[str, Any]) -> web.Response:
+        user = str(args.get("user") or "")
+        if not user.startswith(("U", "W")):
+            return self._error("user_not_found")
+        fields = {"is_admin": False, "is_owner": False, "is_primary_owner": False, **self.users.get(user, {})}
+        return self._json({"ok": True, "user": {"id": user, "team_id": self.team_id, "name": user.lower(),
+                                                "deleted": False, "is_bot": False, **fields}})
 
     def _oauth_v2_access(self, args: dict[str, Any]) -> web.Response:
         token = self._oauth_codes.pop(str(args.get("code") or ""), None)
