@@ -320,7 +320,9 @@ class JobRunner:
         later = await run.hold.finish(status=status, error=error, generations=run.generations,
                                       chain=run.chain if status is JobStatus.DONE else None)
         self._metrics.jobs_finished.labels(job.kind.value, status.value).inc()
-        log.info("job %s %s%s", job.id, status.value, f" ({error})" if error else "")
+        # A key OpenAI refuses fails every request until an operator acts: an error, not news.
+        level = logging.ERROR if error and error.startswith("auth:") else logging.INFO
+        log.log(level, "job %s %s%s", job.id, status.value, f" ({error})" if error else "")
         return later
 
     async def _tell(self, run: _Run, text: str) -> None:

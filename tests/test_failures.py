@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import random
+
+import pytest
 
 from tests.conftest import Running
 from tests.fakes.openai_api import Fault, default_image_factory
@@ -251,3 +254,12 @@ async def test_answers_without_room_wait_in_their_streams_and_all_arrive(easel_f
     assert sorted(f["bytes"] for f in easel.slack.shared_files) == sorted(large(0, 0, "", f"image {i}")
                                                                           for i in range(6))
     assert [r.path for r in easel.openai.requests if r.method == "GET"] == []
+
+
+async def test_a_key_openai_rejects_is_logged_as_an_error(easel: Running, caplog: pytest.LogCaptureFixture) -> None:
+    easel.openai.add_fault(Fault(status=401, code="invalid_api_key", message="Incorrect API key provided: sk-…"))
+    await easel.sender.mention("a lantern")
+    [job] = await easel.jobs_settled(1)
+    assert job.status == "failed" and (job.error or "").startswith("auth:")
+    [record] = [r for r in caplog.records if r.name == "bot.jobs" and f"job {job.id} failed" in r.getMessage()]
+    assert record.levelno == logging.ERROR
