@@ -88,7 +88,8 @@ class Limits:
         )
         self._give_back = (
             sa.update(buckets).where(this)
-            .values(tokens=self._least(capacity, refill + p("count", sa.Integer)), updated_at=updated_at)
+            .values(tokens=self._least(capacity, refill + p("count", sa.Integer)), updated_at=updated_at,
+                    taken=b.taken - p("count", sa.Integer))
             .returning(*returning)
         )
         self._set_rate = (  # the tokens so far counted at the old rate, then the new rate from now on
@@ -168,10 +169,11 @@ class Limits:
             raise LookupError(f"no rate limit bucket {name!r}")
         return found
 
-    async def give_back(self, name: str, *, count: int, now: float, cap: float, burst: float) -> None:
+    async def give_back(self, name: str, *, count: int, now: float, cap: float, burst: float) -> Bucket | None:
         """Return tokens taken but not used (up to the bucket's capacity)."""
-        if count > 0:
-            await self._one(self._give_back, name=name, count=count, now=now, cap=cap, burst=burst)
+        if count <= 0:
+            return None
+        return await self._one(self._give_back, name=name, count=count, now=now, cap=cap, burst=burst)
 
     async def set_rate(self, name: str, *, rate: float, probing: bool, now: float, cap: float,
                        burst: float) -> Bucket | None:

@@ -100,6 +100,6 @@ rate_limits = sa.Table(  # one token bucket per limited resource, shared by ever
     sa.Column("stated", sa.Float),  # the limit OpenAI stated in its last 429 that named one
     sa.Column("stated_at", sa.Float),
     sa.Column("granted", sa.Integer, nullable=False),  # what the last take granted
-    sa.Column("taken", sa.BigInteger, nullable=False),  # granted in all
+    sa.Column("taken", sa.BigInteger, nullable=False),  # granted in all (less what was given back)
     sa.Column("rejected", sa.Integer, nullable=False),  # 429s in all
 )
