@@ -32,6 +32,7 @@ from storage import Store, open_store
 if TYPE_CHECKING:
     import openai
 
+    from bot.pacing import Clock
     from bot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,16 @@ def openai_client(settings: Settings) -> openai.AsyncOpenAI:
     200 answers of 2 MB finishing together: 50 MB more memory at the peak instead of 120 MB)."""
     import openai
 
+    from bot.pacing import no_sdk_retry_on_429
+
     timeout = openai.Timeout(settings.openai_timeout, connect=10.0)
     return openai.AsyncOpenAI(
         api_key=settings.openai_api_key,
         base_url=settings.openai_base_url,
         timeout=timeout,
         max_retries=settings.openai_max_retries,
-        http_client=openai.DefaultAioHttpClient(timeout=timeout, **_small_buffer_transport()),
+        http_client=openai.DefaultAioHttpClient(timeout=timeout, event_hooks={"response": [no_sdk_retry_on_429]},
+                                                **_small_buffer_transport()),
     )
 
 
@@ -149,12 +153,14 @@ async def build_intake(settings: Settings, *, wake: Callable[[], None]) -> Easel
     return Easel(settings=settings, store=store, bolt=bolt, slack=SlackPublisher(web_client, session=http))
 
 
-async def build(settings: Settings) -> Easel:
+async def build(settings: Settings, *, clock: Clock | None = None) -> Easel:
     """Everything, in this process: the intake and the worker that runs its jobs (the worker process, and
-    tests, which run both in one process)."""
+    tests, which run both in one process). `clock` is the pacer's (tests drive their own)."""
     from bot.imaging import OpenAIImages, PayloadSlots
     from bot.jobs import JobRunner
+    from bot.pacing import Pacer
     from bot.worker import Worker
+    from storage.limits import Limits
 
     built: list[Worker] = []
 
@@ -164,14 +170,15 @@ async def build(settings: Settings) -> Easel:
 
     easel = await build_intake(settings, wake=wake)
     client = openai_client(settings)
+    pacing = Pacer(Limits(easel.store), per_minute=settings.openai_images_per_minute, clock=clock)
     images = OpenAIImages(client, model=settings.openai_model, slots=PayloadSlots(settings.max_images_in_memory),
-                          deadline=max(settings.openai_timeout * 2, 30.0))
+                          deadline=max(settings.openai_timeout * 2, 30.0), pacing=pacing)
     images.warm_up()
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
-                       capacity=settings.max_concurrent_generations)
+                       capacity=settings.max_concurrent_generations, pacing=pacing)
     worker = Worker(
         store=easel.store, runner=runner, max_generations=settings.max_concurrent_generations,
-        lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds,
+        lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds, pacing=pacing,
     )
     runner.free_slots = worker.free_generation_slots
     built.append(worker)
