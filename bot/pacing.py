@@ -209,10 +209,15 @@ class Pacer(Unpaced):
         return bucket.granted
 
     async def give_back(self, count: int) -> None:
-        """Tokens taken for requests that did not go after all (no job was there to take)."""
-        if count > 0:
-            self._pressed_at = self._pressed_before  # the wait was for nothing: no request was held back
+        """Tokens taken for requests that did not go after all (no job was there to take). Never raises (a
+        token lost only slows the next request a little)."""
+        if count <= 0:
+            return
+        self._pressed_at = self._pressed_before  # the wait was for nothing: no request was held back
+        try:
             self._better(await self._limits.give_back(self._name, count=count, **self._args()))
+        except Exception:
+            log.exception("pacing: could not give %d token(s) back", count)
 
     def _pressed(self) -> bool:
         """Are requests held back by the rate? (Only then does an accepted request say the rate could grow.)"""
@@ -281,11 +286,15 @@ class Pacer(Unpaced):
         wait = retry_after(headers, self._clock.now())
         if wait is None:
             wait = try_again_in(message) or 0.0  # the refill spaces the next request anyway
-        await self._ensure()
-        now = self._clock.now()
-        bucket = self._seen = await self._limits.cut(
-            self._name, stated=images, margin=MARGIN, factor=CUT, floor=FLOOR, sent_at=sent_at,
-            until=now + min(wait, MAX_PAUSE), **self._args())
+        try:
+            await self._ensure()
+            now = self._clock.now()
+            bucket = self._seen = await self._limits.cut(
+                self._name, stated=images, margin=MARGIN, factor=CUT, floor=FLOOR, sent_at=sent_at,
+                until=now + min(wait, MAX_PAUSE), **self._args())
+        except Exception:  # the job waits for its turn all the same; the next 429 may teach what this one could not
+            log.exception("pacing: could not record a 429")
+            return True
         log.warning("OpenAI answered 429 (%s); pacing image requests at %.1f a minute, the next in %.1f s",
                     code or "rate limit", min(bucket.rate, self.cap), self._due(bucket, now))
         return True

@@ -129,13 +129,13 @@ class Worker:
             # Each generation starts with a token from the pacer (OpenAI's image limit): the runner waits for
             # one and claims as many jobs as it got; the noticer starts generations only with tokens at hand.
             tokens = 0
-            if kind == "run":
-                tokens = limit = await self._pacing.take(limit)
-            elif quiet:
-                tokens = await self._pacing.try_take(limit)
-                quiet, limit = tokens > 0, tokens or limit
-            extra = {"start": quiet} if kind == "notice" else {}
             try:
+                if kind == "run":
+                    tokens = limit = await self._pacing.take(limit)
+                elif quiet:
+                    tokens = await self._pacing.try_take(limit)
+                    quiet, limit = tokens > 0, tokens or limit
+                extra = {"start": quiet} if kind == "notice" else {}
                 jobs = await claim(worker_id=self.worker_id, lease=self._lease, limit=limit, **extra)
             except Exception:
                 log.exception("claiming jobs failed; retrying")

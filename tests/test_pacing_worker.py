@@ -13,11 +13,12 @@ import pytest
 from aiohttp import web
 
 from bot import app as easel_app
+from bot.jobs import MAX_PACED
 from bot.pacing import BUCKET
 from storage.limits import Limits
 from tests.clock import ManualClock
 from tests.conftest import SIGNING_SECRET, Running, settings_for, stop_easel, wait_until
-from tests.fakes.openai_api import FakeOpenAI
+from tests.fakes.openai_api import FakeOpenAI, Fault
 from tests.fakes.openai_limits import AccountLimits
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_requests import SlackSender
@@ -190,3 +191,15 @@ async def test_two_replicas_share_one_limit(paced, clock: ManualClock, database_
     assert min(gaps) >= 60 / 27 - 1e-6
     assert first.easel.worker.counts["ran"] > 0 and second.easel.worker.counts["ran"] > 0
 
+
+
+async def test_a_job_that_keeps_meeting_429s_is_given_up_after_ten_waits(paced, clock: ManualClock) -> None:
+    easel = await paced(AccountLimits(images_per_minute=30), OPENAI_IMAGES_PER_MINUTE="30")
+    easel.openai.add_fault(Fault(status=429, code="rate_limit_exceeded", retry_after=1, times=MAX_PACED + 1))
+    [ts] = await _mentions(easel, 1)
+    await _drive(easel, clock, 1)
+    [job] = await easel.store.jobs()
+    assert job.status == "failed" and job.error.startswith("rate_limit") and job.progress["paced"] == MAX_PACED
+    assert len(_creates(easel.openai)) == MAX_PACED + 1
+    assert any("rate-limiting" in m.get("text", "") for m in easel.slack.thread("C0000", ts))
+    assert _places(easel, "C0000", ts) == [1] * MAX_PACED  # told it was next each time it waited again
