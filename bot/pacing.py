@@ -9,8 +9,8 @@ at 90% of the limit, so that the jitter of requests on their way never takes the
 The rate:
 - `OPENAI_IMAGES_PER_MINUTE` set: 90% of it, never more.
 - Unknown: 5 a minute (tier 1's limit, which any account that can make images has), doubling with each
-  accepted request while requests wait for the pacer and no 429 has come (a slow start, as TCP's: a few
-  seconds of traffic find a tier-3 limit, and the overshoot is one request). A 429 that states the limit
+  accepted request while requests wait for the pacer and no 429 has come (a slow start, as TCP's: waiting
+  requests reach 40 a minute within some 20 s, and an overshoot costs a single 429). A 429 that states the limit
   (OpenAI's message says "images per minute ... Limit 30") sets the rate to 90% of it; one that does not halves
   it (once per overshoot, however many requests it met), after which it grows by 5% per accepted request.
   What was learned is in the database: every replica paces by it, and a restart keeps it. A stated limit is
