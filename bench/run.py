@@ -792,6 +792,7 @@ class Bench:
                 "DATABASE_URL": database_url,
                 "PORT": str(port),
                 "MAX_CONCURRENT_GENERATIONS": str(max(1, args.burst)),
+                "OPENAI_IMAGES_PER_MINUTE": "1000000",  # the fake account has no image limit (see bench.pacing)
                 "MAX_QUEUED_PER_USER": str(args.low + args.burst + args.replies + 10),
                 "SHUTDOWN_GRACE_SECONDS": "5",
                 "LOG_LEVEL": "WARNING",

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     import openai
 
     from bot.inputs import Inputs
+    from bot.pacing import Clock
     from bot.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -107,13 +108,16 @@ def openai_client(settings: Settings) -> openai.AsyncOpenAI:
     200 answers of 2 MB finishing together: 50 MB more memory at the peak instead of 120 MB)."""
     import openai
 
+    from bot.pacing import no_sdk_retry_on_429
+
     timeout = openai.Timeout(settings.openai_timeout, connect=10.0)
     return openai.AsyncOpenAI(
         api_key=settings.openai_api_key,
         base_url=settings.openai_base_url,
         timeout=timeout,
         max_retries=settings.openai_max_retries,
-        http_client=openai.DefaultAioHttpClient(timeout=timeout, **_small_buffer_transport()),
+        http_client=openai.DefaultAioHttpClient(timeout=timeout, event_hooks={"response": [no_sdk_retry_on_429]},
+                                                **_small_buffer_transport()),
     )
 
 
@@ -227,15 +231,19 @@ async def build(
     now: Callable[[], float] = time.monotonic,
     refresh_every: float | None = None,
     retry_every: float | None = None,
+    clock: Clock | None = None,
 ) -> Easel:
     """Everything, in this process: the intake and the worker that runs its jobs (the worker process, and
     tests, which run both in one process). The model list is read by `easel.refresher` once started, at
-    first and then every `refresh_every` seconds (after a failure, `retry_every`)."""
+    first and then every `refresh_every` seconds (after a failure, `retry_every`). `clock` is the pacer's
+    (tests drive their own)."""
     from bot.imaging import OpenAIImages, PayloadSlots, list_models
     from bot.inputs import Inputs
     from bot.jobs import JobRunner
     from bot.lineup import LineUp
+    from bot.pacing import Pacer
     from bot.worker import Worker
+    from storage.limits import Limits
 
     built: list[Worker] = []
 
@@ -245,12 +253,13 @@ async def build(
 
     easel = await build_intake(settings, wake=wake, today=today, now=now)
     client = openai_client(settings)
+    pacing = Pacer(Limits(easel.store), per_minute=settings.openai_images_per_minute, clock=clock)
     images = OpenAIImages(client, model=settings.openai_model, slots=PayloadSlots(settings.max_images_in_memory),
-                          deadline=max(settings.openai_timeout * 2, 30.0))
+                          deadline=max(settings.openai_timeout * 2, 30.0), pacing=pacing)
     images.warm_up()
     attachments = Inputs(easel.slack)
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
-                       capacity=settings.max_concurrent_generations, metrics=easel.metrics,
+                       capacity=settings.max_concurrent_generations, metrics=easel.metrics, pacing=pacing,
                        lease=settings.job_lease_seconds, publish_retry=settings.publish_retry_seconds,
                        lineup=LineUp(lifecycle=easel.lifecycle, chat_model=settings.openai_model),
                        safety_key=settings.safety_secret(), attachments=attachments,
@@ -261,7 +270,7 @@ async def build(
                                 **timing)
     worker = Worker(
         store=easel.store, runner=runner, max_generations=settings.max_concurrent_generations,
-        lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds,
+        lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds, pacing=pacing,
     )
     runner.free_slots = worker.free_generation_slots
     built.append(worker)

@@ -130,6 +130,7 @@ class Settings(pydantic.BaseModel):
     openai_model: str = Field("gpt-5.4", alias="OPENAI_MODEL", min_length=1)
     openai_timeout: float = Field(300.0, alias="OPENAI_TIMEOUT", gt=0)
     openai_max_retries: int = Field(3, alias="OPENAI_MAX_RETRIES", ge=0, le=10)
+    openai_images_per_minute: int | None = Field(None, alias="OPENAI_IMAGES_PER_MINUTE", ge=1, le=1_000_000)
     image_model: str = Field("gpt-image-2", alias="IMAGE_MODEL", min_length=1)
     image_size: str = Field("auto", alias="IMAGE_SIZE")
     image_quality: str = Field("auto", alias="IMAGE_QUALITY")

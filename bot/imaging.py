@@ -14,9 +14,10 @@ lean, without them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -25,6 +26,7 @@ import openai
 import pybase64
 
 from bot import messages, sse
+from bot.pacing import Paced, Unpaced
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +118,10 @@ class OpenAIImages:
         instructions: str = messages.INSTRUCTIONS,
         deadline: float = 600.0,
         max_resumes: int = 5,
+        pacing: Unpaced | None = None,
     ):
         self._client = client
+        self._pacing = pacing or Unpaced()  # hears what OpenAI says of its limits when a turn starts
         self._model = model
         self._slots = slots
         self._instructions = instructions
@@ -223,13 +227,29 @@ class OpenAIImages:
             params["safety_identifier"] = turn.safety_identifier
         # The body goes as it is (`extra_body`): it is plain JSON already, and the SDK's walk of it against its
         # typed parameters (for aliases and dates, which it has none of) cost some 0.7 ms of CPU per turn.
-        async with self._client.responses.with_streaming_response.create(extra_body=params) as raw:
+        async with self._paced(self._client.responses.with_streaming_response.create(extra_body=params)) as raw:
             response_id, final, last_seq = await self._consume(raw, remember, hold, arrivals)
         if final is not None:
             return final
         if response_id is None:
             raise GenerationError("unavailable", messages.UNAVAILABLE, "the stream ended before the response began")
         return await self._follow(response_id, hold, arrivals, after=last_seq)
+
+    @contextlib.asynccontextmanager
+    async def _paced(self, create: Any) -> AsyncIterator[Any]:
+        """Start a turn, telling the pacer what OpenAI said of its limits. A 429 for a rate limit raises
+        `Paced` (the job waits for its turn again; the SDK does not retry it); one that waiting cannot cure
+        (an exhausted quota) is raised as it is."""
+        async with contextlib.AsyncExitStack() as stack:
+            sent_at = self._pacing.now()
+            try:
+                raw = await stack.enter_async_context(create)
+            except openai.RateLimitError as e:
+                if await self._pacing.rejected(e.response.headers, code=e.code, message=e.message, sent_at=sent_at):
+                    raise Paced(e.message) from e
+                raise
+            await self._pacing.accepted(raw.headers, sent_at=sent_at)
+            yield raw
 
     async def _follow(
         self, response_id: str, hold: _Hold, arrivals: _Arrivals | None, *, after: int | None
@@ -478,6 +498,8 @@ def classify(e: openai.APIError) -> GenerationError:
         return GenerationError("moderation", messages.MODERATION, detail)
     if code == "model_not_found":
         return GenerationError("unknown_model", messages.REJECTED, detail, **where)
+    if code == "insufficient_quota":  # a 429 too, but waiting does not cure it
+        return GenerationError("quota", messages.QUOTA_EXHAUSTED, detail)
     if isinstance(e, openai.RateLimitError):
         return GenerationError("rate_limit", messages.RATE_LIMITED, detail)
     if isinstance(e, openai.APITimeoutError) and _timed_out(e):

@@ -27,6 +27,7 @@ from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
 from bot.inputs import InputRefused, Inputs
 from bot.lineup import LineUp
 from bot.metrics import Metrics
+from bot.pacing import Paced, Unpaced
 from bot.prices import Prices
 from bot.publishing import (
     EXTENSIONS,
@@ -44,11 +45,18 @@ from storage.retention import Retention
 log = logging.getLogger(__name__)
 
 
-def queue_position(job_id: int, *, running: int, waiting_ids: list[int], capacity: int) -> int:
-    """1 for the next job to get a generation slot, 2 for the one after, ...; 0 if a slot is free for it."""
+MAX_PACED = 10  # 429s one job may meet (each time it waits for its turn again) before it is given up
+
+
+def queue_position(
+    job_id: int, *, running: int, waiting_ids: list[int], capacity: int, ready: int | None = None
+) -> int:
+    """1 for the next job to start, 2 for the one after, ...; 0 if it can start now. A job starts with a free
+    generation slot and, with `ready` (the pacer's tokens at hand), a token."""
     if job_id not in waiting_ids:
         return 0
-    return max(0, waiting_ids.index(job_id) + 1 - max(0, capacity - running))
+    starting = max(0, capacity - running) if ready is None else min(max(0, capacity - running), ready)
+    return max(0, waiting_ids.index(job_id) + 1 - starting)
 
 
 @dataclasses.dataclass
@@ -86,6 +94,7 @@ class JobRunner:
         publish_retry: float = 300.0,
         prices: Prices | None = None,
         admins: Admins | None = None,
+        pacing: Unpaced | None = None,
     ):
         self._store = store
         self._images = images
@@ -99,6 +108,7 @@ class JobRunner:
         self._publish_retry = publish_retry  # how long Slack may fail an answer's publication before it is told
         self._prices = prices or Prices()
         self._admins = admins or Admins(listed=frozenset(), is_workspace_admin=slack.is_workspace_admin)
+        self._pacing = pacing or Unpaced()  # the OpenAI account's rate limit: how many may start now
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
         self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 
@@ -235,26 +245,58 @@ class JobRunner:
             log.info("job %s: another worker holds it now; stopping here", job.id)
 
     async def _say_queued(self, job: Job, hold: Hold, thread_ts: str | None) -> None:
-        """When every generation slot is taken, say so, with the request's place in the queue."""
-        if job.queue_ts or self.free_slots() > max(1, self._capacity // 10):
+        """When every generation slot is taken, or the OpenAI account's rate limit holds requests back, say so,
+        with the request's place in the queue."""
+        if job.queue_ts or min(self.free_slots(), self._pacing.ready()) > max(1, self._capacity // 10):
             return  # far from full here: it starts at once (near capacity, the database says exactly)
         running, ahead = await hold.persist(lambda: self._store.queue_place(job.id))
-        position = ahead + 1 - max(0, self._capacity - running)
+        starting, paced = self._starting(running)
+        position = ahead + 1 - starting
         if position > 0:
             await hold.confirm()
-            [ts, *_] = await self._slack.post(job.channel_id, thread_ts, messages.queued(position))
+            [ts, *_] = await self._slack.post(job.channel_id, thread_ts, self._queued_text(position, paced))
             self.queue_shown = True
             await hold.update(queue_ts=ts, queue_pos=position)
+
+    def _starting(self, running: int) -> tuple[int, bool]:
+        """How many waiting requests start right now (a free generation slot and a token from the pacer each),
+        and whether it is the pacer that holds the others back."""
+        slots, ready = max(0, self._capacity - running), self._pacing.ready()
+        return min(slots, ready), ready < slots
+
+    @staticmethod
+    def _queued_text(position: int, paced: bool) -> str:
+        return messages.paced(position) if paced else messages.queued(position)
+
+    async def _wait_again(self, run: _Run) -> None:
+        """OpenAI answered 429: the job waits for its turn again (the worker hands it back to the queue, where
+        its id keeps its place). Its place is told, in the message that said it was its turn, or a new one."""
+        job = run.job
+        run.progress["paced"] = run.progress.get("paced", 0) + 1
+        running, ahead = await run.hold.persist(lambda: self._store.queue_place(job.id))
+        position = max(1, ahead + 1 - self._starting(running - 1)[0])  # `running` counts this job
+        text, ts = self._queued_text(position, True), job.queue_ts
+        await run.hold.confirm()
+        try:
+            if ts:
+                await self._slack.update(job.channel_id, ts, text)
+            else:
+                [ts, *_] = await self._slack.post(job.channel_id, job.thread_ts, text)
+            self.queue_shown = True
+        except Exception as e:  # noqa: BLE001 - the job waits all the same; its place is told when it moves
+            log.warning("job %s: could not tell its place in the queue: %s", job.id, type(e).__name__)
+        await run.hold.update(progress=dict(run.progress), queue_ts=ts, queue_pos=position)
 
     async def refresh_queue(self) -> None:
         """Move the queue messages along: each waiting request shows its current place."""
         running, waiting_ids, shown = await self._store.queue_messages()
         self.queue_shown = bool(shown)
+        ready, paced = self._pacing.ready(), self._starting(running)[1]
         for job_id, channel, ts, shown_pos in shown:
             position = max(1, queue_position(job_id, running=running, waiting_ids=waiting_ids,
-                                             capacity=self._capacity))
+                                             capacity=self._capacity, ready=ready))
             if position != shown_pos and await self._store.move_queue_message(job_id, position):
-                await self._slack.update(channel, ts, messages.queued(position))
+                await self._slack.update(channel, ts, self._queued_text(position, paced))
 
     # -- stage 2: the generation itself -----------------------------------------------------------------------
 
@@ -286,6 +328,13 @@ class JobRunner:
             raise
         except NotInstalled:
             status, error = JobStatus.FAILED, "the workspace uninstalled Easel"
+        except Paced as e:  # nothing was generated: the job waits for its turn again (or, often refused, ends)
+            if run.progress.get("paced", 0) < MAX_PACED:
+                await self._wait_again(run)
+                raise
+            status, error = JobStatus.FAILED, f"rate_limit: {e}"
+            run.generations.append(dataclasses.replace(self._generation(run, None), status="failed", error=error))
+            await self._tell(run, messages.RATE_LIMITED)
         except GenerationError as e:
             status, error = JobStatus.FAILED, f"{e.kind}: {e.detail}"
             self._metrics.openai_errors.labels(e.kind).inc()

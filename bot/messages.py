@@ -87,6 +87,13 @@ def queued(position: int) -> str:
     return f":hourglass: Every image slot is busy right now; {ahead}. This message moves as the queue does."
 
 
+def paced(position: int) -> str:
+    """The queue message when requests wait for the OpenAI account's rate limit, not for a slot."""
+    ahead = "you're next" if position == 1 else f"you're number {position} in the queue"
+    return (f":hourglass: Easel is keeping to its OpenAI account's image rate limit; {ahead}. This message moves "
+            "as the queue does.")
+
+
 QUEUE_DONE_WAITING = ":art: Your turn: drawing now."
 
 
@@ -184,6 +191,10 @@ MODERATION = (
 )
 RATE_LIMITED = (
     ":hourglass: OpenAI is rate-limiting Easel right now, so this one was not drawn. Try again in a minute."
+)
+QUOTA_EXHAUSTED = (
+    ":warning: Easel's OpenAI account has used up its quota, so this one was not drawn. Whoever runs Easel "
+    "needs to check the account's plan and billing."
 )
 TIMED_OUT = (
     ":stopwatch: The image took too long and was given up. Try again, perhaps with `--quality low` or a "

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.jobs import JobRunner
 from bot.owners import new_worker_id
+from bot.pacing import Paced, Unpaced
 from storage import Store
 from storage.models import Job
 
@@ -34,9 +35,11 @@ class Worker:
         poll: float = 10.0,
         notice_concurrency: int = 16,
         worker_id: str | None = None,
+        pacing: Unpaced | None = None,
     ):
         self._store = store
         self._runner = runner
+        self._pacing = pacing or Unpaced()  # a generation starts with a token from it (the account's limit)
         self._lease = lease
         self._poll = poll
         self.worker_id = worker_id or new_worker_id()
@@ -122,13 +125,23 @@ class Worker:
             # busy) signs of work go first, and generations start behind them: starting hundreds of them
             # means database writes, and on SQLite those would make new requests wait for the write lock.
             quiet = self._busy["notice"] == 0 and self._capacity["run"] - self._busy["run"] >= limit
-            extra = {"start": quiet} if kind == "notice" else {}
+            # Each generation starts with a token from the pacer (OpenAI's image limit): the runner waits for
+            # one and claims as many jobs as it got; the noticer starts generations only with tokens at hand.
+            tokens = 0
             try:
+                if kind == "run":
+                    tokens = limit = await self._pacing.take(limit)
+                elif quiet:
+                    tokens = await self._pacing.try_take(limit)
+                    quiet, limit = tokens > 0, tokens or limit
+                extra = {"start": quiet} if kind == "notice" else {}
                 jobs = await claim(worker_id=self.worker_id, lease=self._lease, limit=limit, **extra)
             except Exception:
                 log.exception("claiming jobs failed; retrying")
+                await self._pacing.give_back(tokens)
                 await self._wait(wake)
                 continue
+            await self._pacing.give_back(tokens - sum(1 for job in jobs if job.status == "running"))
             if kind == "run":
                 self._more_queued = len(jobs) == limit
             if kind == "notice" and any(job.status != "running" for job in jobs):
@@ -144,6 +157,8 @@ class Worker:
                 await wake.wait()
 
     def _launch(self, kind: str, job: Job, work: Awaitable[bool | None]) -> None:
+        if kind == "run":
+            self._queue_moved.set()  # a waiting job started: the places behind it moved
         self._busy[kind] += 1
         task = asyncio.ensure_future(work)
         task.set_name(f"easel-job-{job.id}")
@@ -215,13 +230,23 @@ class Worker:
 
     async def _run(self, job: Job) -> bool:
         self.counts["ran"] += 1
-        return await self._runner.run(job)
+        return await self._handed_back_if_paced(job, self._runner.run(job))
 
     async def _run_with_sign(self, job: Job) -> bool:
         self.counts["noticed"] += 1
         self.counts["ran"] += 1
         sign = asyncio.create_task(self._runner.sign(job))
-        return await self._runner.run(job, sign=sign)
+        return await self._handed_back_if_paced(job, self._runner.run(job, sign=sign))
+
+    async def _handed_back_if_paced(self, job: Job, run: Awaitable[bool]) -> bool:
+        """A job that met OpenAI's rate limit goes back to the queue, where its id keeps its place; the runner
+        takes it again when the pacer allows."""
+        try:
+            return await run
+        except Paced:
+            await self._store.release(job.id, worker_id=self.worker_id, lease_no=job.lease_no)
+            log.info("job %s waits for its turn again (OpenAI's rate limit)", job.id)
+            return True
 
     async def _queue_messages(self, *, at_most_every: float = 1.5) -> None:
         """Update "number N in the queue" messages when jobs finish (and every poll interval while any are up,

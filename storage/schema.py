@@ -164,3 +164,20 @@ workspaces_removed = sa.Table(
     sa.Column("team_id", sa.String(32), primary_key=True),
     sa.Column("removed_at", sa.Float, nullable=False),
 )
+
+rate_limits = sa.Table(  # one token bucket per limited resource, shared by every worker and replica
+    "rate_limits",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("rate", sa.Float, nullable=False),  # per minute, paced at now (learned; the setting caps it)
+    sa.Column("tokens", sa.Float, nullable=False),  # in the bucket at `updated_at`
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("paused_until", sa.Float, nullable=False),  # Retry-After: nothing is granted before then
+    sa.Column("probing", sa.Boolean, nullable=False),  # no 429 seen yet: the rate may double
+    sa.Column("cut_at", sa.Float, nullable=False),  # when a 429 last lowered the rate
+    sa.Column("stated", sa.Float),  # the limit OpenAI stated in its last 429 that named one
+    sa.Column("stated_at", sa.Float),
+    sa.Column("granted", sa.Integer, nullable=False),  # what the last take granted
+    sa.Column("taken", sa.BigInteger, nullable=False),  # granted in all (less what was given back)
+    sa.Column("rejected", sa.Integer, nullable=False),  # 429s in all
+)

@@ -31,8 +31,11 @@ _SCRUB = (
     "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy",
     "SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN",
     "SLACK_API_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "OPENAI_LOG", "IMAGE_MODEL",
-    "DATABASE_URL", "MAX_CONCURRENT_GENERATIONS", "PORT",
+    "DATABASE_URL", "MAX_CONCURRENT_GENERATIONS", "PORT", "OPENAI_IMAGES_PER_MINUTE",
 )
+# The fake OpenAI account has no image limit unless a test gives it one (tests/fakes/openai_limits.py); without
+# this setting Easel would start as cautiously as with a real account of unknown limit (5 images a minute).
+UNLIMITED_IMAGES_PER_MINUTE = "60000"
 
 
 @pytest.fixture(autouse=True)
@@ -149,6 +152,7 @@ def settings_for(slack: FakeSlack, openai: FakeOpenAI, database_url: str, **env:
         "OPENAI_API_KEY": openai.api_key,
         "OPENAI_BASE_URL": openai.base_url,
         "DATABASE_URL": database_url,
+        "OPENAI_IMAGES_PER_MINUTE": UNLIMITED_IMAGES_PER_MINUTE,
         **env,
     })
 

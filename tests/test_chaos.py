@@ -34,6 +34,7 @@ async def chaos(database_url: str, tmp_path: Path) -> Any:
             "DATABASE_URL": database_url,
             "PORT": str(port),
             "MAX_CONCURRENT_GENERATIONS": "4",
+            "OPENAI_IMAGES_PER_MINUTE": "60000",  # the fake account has no image limit
             "JOB_LEASE_SECONDS": "2",
             "SHUTDOWN_GRACE_SECONDS": "0.5",
             "LOG_LEVEL": "DEBUG",

@@ -423,3 +423,14 @@ def test_python_m_bot_with_a_bad_port_names_port() -> None:
     assert "PORT" in lines[0]
     for secret in HTTP_MODE.values():
         assert secret not in result.stderr
+
+
+def test_images_per_minute_is_optional_and_read() -> None:
+    assert _settings().openai_images_per_minute is None
+    assert _settings(OPENAI_IMAGES_PER_MINUTE="").openai_images_per_minute is None
+    assert _settings(OPENAI_IMAGES_PER_MINUTE="50").openai_images_per_minute == 50
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "fast", "2.5", "1000001"])
+def test_images_per_minute_must_be_a_whole_positive_number(value: str) -> None:
+    assert "OPENAI_IMAGES_PER_MINUTE" in _error(OPENAI_IMAGES_PER_MINUTE=value)

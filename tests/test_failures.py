@@ -53,14 +53,34 @@ async def test_moderation_block_as_failed_image_call(easel: Running) -> None:
     await _next_reply_still_chains_on(easel, ts, good, 2)
 
 
-async def test_rate_limit_after_retries_is_explained(easel_factory) -> None:
+async def test_a_rate_limit_is_waited_out_not_failed(easel_factory) -> None:
     easel = await easel_factory(OPENAI_MAX_RETRIES="1")
     ts, good = await _good_start(easel)
     easel.openai.add_fault(Fault(status=429, code="rate_limit_exceeded", retry_after=0.01, times=2))
     await easel.sender.message("again", thread_ts=ts)
+    await easel.slack.wait_for("files.completeUploadExternal", count=2)
     jobs = await easel.jobs_settled(2)
-    assert jobs[1].error.startswith("rate_limit")
-    assert any("rate-limiting" in t for t in await _thread_texts(easel, ts))
+    assert jobs[1].status == "done" and jobs[1].progress["paced"] == 2
+    assert not any("rate-limiting" in t or ":warning:" in t for t in await _thread_texts(easel, ts))
+    said = [c.args.get("text", "") for c in easel.slack.calls if c.method in ("chat.postMessage", "chat.update")]
+    assert any("rate limit; you're next" in t for t in said)  # it was told its place while it waited
+    # each 429 was answered once: the SDK did not retry it, the job asked again in its turn
+    posts = [r for r in easel.openai.requests if r.method == "POST" and r.path == "/v1/responses"]
+    assert [r.headers["x-stainless-retry-count"] for r in posts] == ["0", "0", "0", "0"]
+    assert posts[-1].json["previous_response_id"] == good  # the turn that finally went chains as the first did
+    thread = await easel.store.thread(team_id="T0001", channel_id="C0001", thread_ts=ts)
+    assert thread.last_response_id == jobs[1].response_id != good
+
+
+async def test_an_exhausted_quota_is_explained_at_once(easel: Running) -> None:
+    ts, good = await _good_start(easel)
+    easel.openai.add_fault(Fault(status=429, code="insufficient_quota", type="insufficient_quota",
+                                 message="You exceeded your current quota, please check your plan and billing."))
+    await easel.sender.message("again", thread_ts=ts)
+    jobs = await easel.jobs_settled(2)
+    assert jobs[1].status == "failed" and jobs[1].error.startswith("quota")
+    assert any("used up its quota" in t for t in await _thread_texts(easel, ts))
+    assert len(easel.openai.create_requests()) == 2  # not retried: waiting would not help
     await _next_reply_still_chains_on(easel, ts, good, 2)
 
 
@@ -72,7 +92,8 @@ async def test_rate_limit_and_server_errors_are_retried_transparently(easel: Run
     [job] = await easel.jobs_settled(1)
     assert job.status == "done"
     posts = [r for r in easel.openai.requests if r.method == "POST" and r.path == "/v1/responses"]
-    assert [r.headers["x-stainless-retry-count"] for r in posts] == ["0", "1", "2"]
+    # the 429 sent the job back to wait for its turn (a new request), the 503 was retried by the SDK
+    assert [r.headers["x-stainless-retry-count"] for r in posts] == ["0", "0", "1"]
 
 
 async def test_time_out_is_explained(easel_factory) -> None:

@@ -29,6 +29,7 @@ from aiohttp import web
 from PIL import Image
 
 from tests.fakes import openai_models, openai_spec
+from tests.fakes.openai_limits import AccountLimits
 
 Json = dict[str, Any]
 ImageFactory = Callable[[int, int, str, str], bytes]
@@ -349,12 +350,14 @@ class FakeOpenAI:
     def __init__(
         self, *, api_key: str = "sk-test", latency: float = 0.0, image_factory: ImageFactory | None = None,
         today: Callable[[], datetime.date] | None = None,
+        limits: AccountLimits | None = None,
     ) -> None:
         self.api_key = api_key
         # GET /v1/models: id -> shutdown date (a test may change it at any time); models are refused from
         # their shutdown date on, by `today` (UTC by default)
         self.models: dict[str, str | None] = dict(openai_models.LISTING)
         self.today: Callable[[], datetime.date] = today or (lambda: datetime.datetime.now(datetime.UTC).date())
+        self.limits = limits  # the account's rate limits (tests/fakes/openai_limits.py); None: unlimited
         self.latency = latency
         self.image_factory: ImageFactory = image_factory or default_image_factory
         self.known_image_models: set[str] = set(DEFAULT_IMAGE_MODELS)
@@ -379,6 +382,8 @@ class FakeOpenAI:
         """Listen on 127.0.0.1 with an ephemeral port and set ``base_url``."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        if self.limits is not None:
+            app.on_response_prepare.append(self.limits.on_prepare)
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -479,6 +484,10 @@ class FakeOpenAI:
             return denied
         route, response_id = self._route(request)
         body = recorded.json if isinstance(recorded.json, dict) else {}
+        limited = self.limits.admit(request, route, body) if self.limits is not None else None
+        if limited is not None:
+            self._notify()
+            return limited
         if route == "create":
             text: str | None = user_text(body.get("input"))
             stream = body.get("stream") is True
