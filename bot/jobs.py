@@ -19,7 +19,7 @@ from typing import Any
 
 from bot import messages
 from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
-from bot.pacing import Paced, Unpaced
+from bot.pacing import Paced, Pacing, Unpaced
 from bot.publishing import EXTENSIONS, CannotPost, DownloadError, SlackPublisher, SlackUnavailable, sniff
 from storage import Store
 from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, Thread
@@ -62,13 +62,13 @@ class JobRunner:
         images: OpenAIImages,
         slack: SlackPublisher,
         capacity: int,
-        pacing: Unpaced | None = None,
+        pacing: Pacing | None = None,
     ):
         self._store = store
         self._images = images
         self._slack = slack
         self._capacity = capacity
-        self._pacing = pacing or Unpaced()  # the OpenAI account's rate limit: how many may start now
+        self._pacing: Pacing = pacing or Unpaced()  # the OpenAI account's rate limit: how many may start now
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
         self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 
