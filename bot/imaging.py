@@ -26,7 +26,7 @@ import openai
 import pybase64
 
 from bot import messages, sse
-from bot.pacing import Paced, Unpaced
+from bot.pacing import Paced, Pacing, Unpaced
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,10 @@ class OpenAIImages:
         instructions: str = messages.INSTRUCTIONS,
         deadline: float = 600.0,
         max_resumes: int = 5,
-        pacing: Unpaced | None = None,
+        pacing: Pacing | None = None,
     ):
         self._client = client
-        self._pacing = pacing or Unpaced()  # hears what OpenAI says of its limits when a turn starts
+        self._pacing: Pacing = pacing or Unpaced()  # hears what OpenAI says of its limits when a turn starts
         self._model = model
         self._slots = slots
         self._instructions = instructions

@@ -27,7 +27,7 @@ from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
 from bot.inputs import InputRefused, Inputs
 from bot.lineup import LineUp
 from bot.metrics import Metrics
-from bot.pacing import Paced, Unpaced
+from bot.pacing import Paced, Pacing, Unpaced
 from bot.prices import Prices
 from bot.publishing import (
     EXTENSIONS,
@@ -94,7 +94,7 @@ class JobRunner:
         publish_retry: float = 300.0,
         prices: Prices | None = None,
         admins: Admins | None = None,
-        pacing: Unpaced | None = None,
+        pacing: Pacing | None = None,
     ):
         self._store = store
         self._images = images
@@ -108,7 +108,7 @@ class JobRunner:
         self._publish_retry = publish_retry  # how long Slack may fail an answer's publication before it is told
         self._prices = prices or Prices()
         self._admins = admins or Admins(listed=frozenset(), is_workspace_admin=slack.is_workspace_admin)
-        self._pacing = pacing or Unpaced()  # the OpenAI account's rate limit: how many may start now
+        self._pacing: Pacing = pacing or Unpaced()  # the OpenAI account's rate limit: how many may start now
         self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
         self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
 

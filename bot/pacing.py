@@ -75,6 +75,25 @@ class Paced(Exception):  # noqa: N818 - a signal, not an error: the job waits fo
     place, and is tried again when the pacer allows. Nothing was generated and nothing is billed."""
 
 
+class Pacing(Protocol):
+    """What the worker, the job runner and the OpenAI side ask of a pacer."""
+
+    def now(self) -> float: ...
+
+    async def take(self, want: int) -> int: ...
+
+    async def try_take(self, want: int) -> int: ...
+
+    async def give_back(self, count: int) -> None: ...
+
+    def ready(self) -> int: ...
+
+    async def accepted(self, headers: Mapping[str, str], *, sent_at: float) -> None: ...
+
+    async def rejected(self, headers: Mapping[str, str], *, code: str | None, message: str,
+                       sent_at: float) -> bool: ...
+
+
 class Unpaced:
     """No pacing: every take is granted at once (for runners built without a pacer)."""
 
@@ -100,7 +119,7 @@ class Unpaced:
         return False
 
 
-class Pacer(Unpaced):
+class Pacer:
     """The account's image limit, kept by every worker task and replica through one bucket."""
 
     def __init__(self, limits: Limits, *, per_minute: int | None, clock: Clock | None = None, name: str = BUCKET):

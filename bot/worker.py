@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.jobs import JobRunner
 from bot.owners import new_worker_id
-from bot.pacing import Paced, Unpaced
+from bot.pacing import Paced, Pacing, Unpaced
 from storage import Store
 from storage.models import Job
 
@@ -35,11 +35,11 @@ class Worker:
         poll: float = 10.0,
         notice_concurrency: int = 16,
         worker_id: str | None = None,
-        pacing: Unpaced | None = None,
+        pacing: Pacing | None = None,
     ):
         self._store = store
         self._runner = runner
-        self._pacing = pacing or Unpaced()  # a generation starts with a token from it (the account's limit)
+        self._pacing: Pacing = pacing or Unpaced()  # a generation starts with a token from it (the account's limit)
         self._lease = lease
         self._poll = poll
         self.worker_id = worker_id or new_worker_id()
