@@ -89,6 +89,12 @@ class ImageModelCapabilities(pydantic.BaseModel):
         return _iso_date(v, "a shutdown date")
 
 
+_JSON_EXAMPLES = {
+    "PRICES": '{"gpt-5.4": {"text_in": 2.5, "cached_in": 0.25, "text_out": 15}}',
+    "EXTRA_IMAGE_MODELS": '{"gpt-image-3": {"transparent": true}}',
+}
+
+
 class PriceRow(pydantic.BaseModel):
     """One entry of PRICES: a model's dollars per million tokens."""
 
@@ -217,26 +223,16 @@ class Settings(pydantic.BaseModel):
             return frozenset(ids)
         return v
 
-    @field_validator("prices", mode="before")
+    @field_validator("prices", "extra_image_models", mode="before")
     @classmethod
-    def _prices(cls, v: Any) -> Any:
+    def _json(cls, v: Any, info: pydantic.ValidationInfo) -> Any:
+        """A JSON setting: read as JSON (empty means none), or refused with an example of its shape."""
         if isinstance(v, str):
             try:
                 v = json.loads(v) if v.strip() else {}
             except json.JSONDecodeError as e:
-                example = '{"gpt-5.4": {"text_in": 2.5, "cached_in": 0.25, "text_out": 15}}'
-                raise ValueError(f"PRICES must be JSON like {example} ({e})") from None
-        return v
-
-    @field_validator("extra_image_models", mode="before")
-    @classmethod
-    def _extra_models(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                v = json.loads(v) if v.strip() else {}
-            except json.JSONDecodeError as e:
-                example = '{"gpt-image-3": {"transparent": true}}'
-                raise ValueError(f"EXTRA_IMAGE_MODELS must be JSON like {example} ({e})") from None
+                name = cls.model_fields[info.field_name].alias
+                raise ValueError(f"{name} must be JSON like {_JSON_EXAMPLES[name]} ({e})") from None
         return v
 
     @field_validator("image_format", mode="before")
