@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from tests.conftest import wait_until
+from tests.conftest import SIGNING_SECRET, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,6 +21,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def http_env(slack: Any, openai: Any, tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of `python -m bot` in HTTP mode against the fakes, on a SQLite file in `tmp_path`."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "OPENAI_API_KEY": openai.api_key,
+        "OPENAI_BASE_URL": openai.base_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'easel.db'}",
+        "PORT": str(port),
+        **extra,
+    }
 
 
 class BotProcess:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from bot import app as easel_app
 from bot import checks
 from tests.conftest import SIGNING_SECRET, Running
 from tests.fakes.slack_requests import SlackSender
-from tests.procs import BotProcess, free_port
+from tests.procs import BotProcess, free_port, http_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,16 +102,7 @@ async def test_every_manifest_event_reaches_a_listener(easel: Running) -> None:
 
 async def test_python_m_bot_serves_http_and_stops_cleanly_on_sigterm(fake_slack, fake_openai, tmp_path) -> None:
     port = free_port()
-    bot = BotProcess({
-        "PATH": os.environ.get("PATH", ""),
-        "SLACK_BOT_TOKEN": fake_slack.bot_token,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": fake_slack.api_url,
-        "OPENAI_API_KEY": fake_openai.api_key,
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'easel.db'}",
-        "PORT": str(port),
-    }, tmp_path / "bot.log")
+    bot = BotProcess(http_env(fake_slack, fake_openai, tmp_path, port), tmp_path / "bot.log")
     try:
         await bot.start()
         async with SlackSender(url=f"http://127.0.0.1:{port}/slack/events", signing_secret=SIGNING_SECRET) as s:

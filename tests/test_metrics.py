@@ -3,7 +3,6 @@ process and across `python -m bot`'s two; the bearer token; no unbounded label v
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import aiohttp
@@ -11,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import SIGNING_SECRET, Running, wait_until
 from tests.fakes.slack_requests import SlackSender
-from tests.procs import BotProcess, free_port
+from tests.procs import BotProcess, free_port, http_env
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -67,16 +66,7 @@ async def test_a_metrics_token_is_required_when_set(easel_factory) -> None:
 
 async def test_python_m_bot_counts_the_worker_process_too(fake_slack, fake_openai, tmp_path: Path) -> None:
     port = free_port()
-    bot = BotProcess({
-        "PATH": os.environ.get("PATH", ""),
-        "SLACK_BOT_TOKEN": fake_slack.bot_token,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": fake_slack.api_url,
-        "OPENAI_API_KEY": fake_openai.api_key,
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'easel.db'}",
-        "PORT": str(port),
-    }, tmp_path / "bot.log")
+    bot = BotProcess(http_env(fake_slack, fake_openai, tmp_path, port), tmp_path / "bot.log")
     try:
         await bot.start()
         async with SlackSender(url=f"http://127.0.0.1:{port}/slack/events", signing_secret=SIGNING_SECRET) as s:
