@@ -8,11 +8,18 @@ from tests.conftest import wait_until
 async def test_waiting_requests_show_their_place_and_it_moves(easel_factory) -> None:
     easel = await easel_factory(MAX_CONCURRENT_GENERATIONS="1")
     easel.openai.latency = 2.0  # longer than the queue messages' 1.5 s update spacing
+    easel.openai.gate.clear()  # the first image waits until both others have said their place
     stamps = []
     for i, channel in enumerate(("C1", "C2", "C3")):
         ts, _ = await easel.sender.mention(f"picture {i}", channel=channel, user=f"U{i}")
         stamps.append((channel, ts))
     await wait_until(lambda: easel.openai.in_flight == 1, what="first generation")
+
+    def queued() -> set[str]:
+        return {c.args["channel"] for c in easel.slack.calls_to("chat.postMessage") if "queue" in c.args.get("text", "")}
+
+    await wait_until(lambda: queued() == {"C2", "C3"}, what="two queue messages")
+    easel.openai.gate.set()
     await easel.jobs_settled(3, timeout=30)
     assert len(easel.slack.shared_files) == 3
     posts = {(c.args["channel"], c.args.get("thread_ts")): c.args["text"]
