@@ -4,8 +4,8 @@ Every call runs in background mode and is streamed, so the response id is known 
 from the first event on. A stream that breaks is resumed from its last sequence number; a worker that
 restarts picks the same response up again by id instead of paying for a second generation.
 
-The stream is read with `bot.sse` rather than the SDK's typed decoder (measured: the typed decoder costs
-several times what the image itself does). Each image is taken from its own event (`output_item.done`), read
+The stream is read with `bot.sse` rather than the SDK's typed decoder (which costs more than the image
+itself does). Each image is taken from its own event (`output_item.done`), read
 only with a payload slot (`PayloadSlots`): without one, the stream waits (its unread bytes stay in the socket),
 so memory stays flat however many generations finish at once. The final event repeats every image; it is read
 lean, without them.
@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 
 TERMINAL = ("completed", "failed", "incomplete", "cancelled")
 ITEM_DONE = "response.output_item.done"
+# The conversational model's instructions: what Easel is, and when to draw rather than answer in words.
+INSTRUCTIONS = (
+    "You are Easel, an image assistant inside Slack. People ask you for images in a Slack thread; each "
+    "message in the thread continues the same conversation. When the person asks for an image, or for a change "
+    "to the last image, call the image_generation tool with a clear, detailed prompt that keeps what they asked "
+    "for. Images attached to the message are inputs to edit or combine. If the request is too unclear to draw, "
+    "ask one short question instead. Keep text answers brief; Slack shows them as plain messages."
+)
 
 
 class GenerationError(Exception):
@@ -115,7 +123,7 @@ class OpenAIImages:
         *,
         model: str,
         slots: PayloadSlots,
-        instructions: str = messages.INSTRUCTIONS,
+        instructions: str = INSTRUCTIONS,
         deadline: float = 600.0,
         max_resumes: int = 5,
         pacing: Pacing | None = None,
@@ -134,7 +142,7 @@ class OpenAIImages:
 
     def warm_up(self) -> None:
         """Load what the first turn would otherwise load while a user waits (the SDK imports its resources on
-        first use: some 50 ms here)."""
+        first use)."""
         responses = self._client.responses
         _ = responses.with_streaming_response, responses.with_raw_response
 
@@ -226,7 +234,7 @@ class OpenAIImages:
         if turn.safety_identifier:
             params["safety_identifier"] = turn.safety_identifier
         # The body goes as it is (`extra_body`): it is plain JSON already, and the SDK's walk of it against its
-        # typed parameters (for aliases and dates, which it has none of) cost some 0.7 ms of CPU per turn.
+        # typed parameters (for aliases and dates, which it has none of) costs CPU on every turn for nothing.
         async with self._paced(self._client.responses.with_streaming_response.create(extra_body=params)) as raw:
             response_id, final, last_seq = await self._consume(raw, remember, hold, arrivals)
         if final is not None:

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 from bot import limits, options
-from bot.models import ModelTable
+from bot.image_models import ModelTable
 
 WORKING_REACTION = "hourglass_flowing_sand"
 FAILED_REACTION = "warning"
 REFUSED_REACTION = "no_entry_sign"  # a request over the per-person cap, after the one notice of its burst
-
-INSTRUCTIONS = (
-    "You are Easel, an image assistant inside Slack. People ask you for images in a Slack thread; each "
-    "message in the thread continues the same conversation. When the person asks for an image, or for a change "
-    "to the last image, call the image_generation tool with a clear, detailed prompt that keeps what they asked "
-    "for. Images attached to the message are inputs to edit or combine. If the request is too unclear to draw, "
-    "ask one short question instead. Keep text answers brief; Slack shows them as plain messages."
-)
 
 
 def escape(text: str) -> str:

@@ -2,8 +2,7 @@
 
 An image turn's event stream sends its base64 result twice (in `response.output_item.done` and again in
 `response.completed`). Parsing that into typed objects, or even into plain JSON, costs more CPU than decoding
-and uploading the image itself (measured: the SDK's typed decoding several times as much; `json.loads` plus
-the copies around it about twice). So here:
+and uploading the image itself. So here:
 
 - event boundaries are found with single-byte searches (`memchr`), never by scanning for a two-byte needle;
 - large events Easel does not need stream by unparsed (only their last bytes are kept, for the sequence
