@@ -48,16 +48,16 @@ def _die_with_parent() -> None:
 
 
 async def _main(settings: Settings, role: str) -> None:
-    from bot import app
+    from bot import processes
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if role == "worker":
-        await app.run_worker(settings, stop=stop, wakeups="EASEL_PARENT_PID" in os.environ)
+        await processes.run_worker(settings, stop=stop, wakeups="EASEL_PARENT_PID" in os.environ)
     else:
-        await app.serve(settings, stop=stop)
+        await processes.serve(settings, stop=stop)
 
 
 def main(argv: list[str]) -> int:

@@ -86,7 +86,7 @@ async def _slack(client: AsyncWebClient, settings: Settings) -> list[checks.Find
 
 
 async def _openai(settings: Settings) -> list[checks.Finding]:
-    from bot.app import openai_client
+    from bot.openai_client import openai_client
 
     client = openai_client(settings)
     try:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pydantic
 from pydantic import Field, field_validator, model_validator
 
-from bot import models, options
+from bot import image_models, options
 from bot.prices import Prices
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -65,7 +65,7 @@ def _loopback(host: str) -> bool:
 
 class ImageModelCapabilities(pydantic.BaseModel):
     """One entry of EXTRA_IMAGE_MODELS: what a model OpenAI shipped after this release can do. Fields left
-    out take the defaults of `bot.models.ImageModel` (an entry written for an older release still works:
+    out take the defaults of `bot.image_models.ImageModel` (an entry written for an older release still works:
     `retired` is `shutdown_date`, and `input_fidelity` may be true or false)."""
 
     model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -276,7 +276,7 @@ class Settings(pydantic.BaseModel):
             raise ValueError("Set both SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installs through OAuth), or neither")
         if self.oauth and self.socket_mode:
             raise ValueError("OAuth installs (SLACK_CLIENT_ID) need HTTP mode: unset SLACK_APP_TOKEN")
-        table = models.ModelTable(extra=self._extra(), warn=False)
+        table = image_models.ModelTable(extra=self._extra(), warn=False)
         try:
             _, given = options.parse(
                 f"--size {self.image_size} --quality {self.image_quality} --format {self.image_format} "
@@ -307,8 +307,8 @@ class Settings(pydantic.BaseModel):
     def _extra(self) -> dict[str, dict[str, Any]]:
         return {name: caps.model_dump() for name, caps in self.extra_image_models.items()}
 
-    def model_table(self, today: Callable[[], datetime.date] = models.utc_today) -> models.ModelTable:
-        return models.ModelTable(extra=self._extra(), today=today)
+    def model_table(self, today: Callable[[], datetime.date] = image_models.utc_today) -> image_models.ModelTable:
+        return image_models.ModelTable(extra=self._extra(), today=today)
 
     def price_table(self) -> Prices:
         return Prices({name: row.model_dump() for name, row in self.prices.items()})

@@ -22,10 +22,10 @@ from bot import messages
 from bot.config import Settings
 from bot.imaging import OpenAIImages, PayloadSlots
 from bot.inputs import Inputs
+from bot.intake import Intake
 from bot.jobs import JobRunner
 from bot.metrics import Metrics
-from bot.publishing import EXTENSIONS, sniff
-from bot.service import Intake
+from bot.slack import EXTENSIONS, sniff
 from bot.worker import Worker
 from handlers import payloads
 from storage import Store, open_store
@@ -218,7 +218,7 @@ async def run(settings: Settings, argv: list[str], *, stdin: TextIO | None = Non
     out_dir.mkdir(parents=True, exist_ok=True)
     # A database of the console's own: a Slack deployment's worker must never pick up a console request.
     store = await open_store(f"sqlite:///{(out_dir / 'easel-console.db').resolve()}")
-    from bot.app import openai_client
+    from bot.openai_client import openai_client
 
     client = openai_client(settings)
     interactive = stdin.isatty() and stdout.isatty()

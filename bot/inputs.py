@@ -26,7 +26,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from bot import limits, messages
-from bot.publishing import DownloadError, SlackPublisher, sniff
+from bot.slack import DownloadError, SlackAdapter, sniff
 from storage.models import Job
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _not_an_image(path: Path) -> str:
 class Inputs:
     """Fetches, checks and keeps jobs' input images under `root` (a directory of this process's own)."""
 
-    def __init__(self, slack: SlackPublisher, *, root: Path | None = None, pace: limits.Pace = limits.PACE,
+    def __init__(self, slack: SlackAdapter, *, root: Path | None = None, pace: limits.Pace = limits.PACE,
                  downloads: int = 8):
         self._slack = slack
         self._root = root  # made on first use: a process that never fetches leaves nothing behind

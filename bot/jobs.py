@@ -29,12 +29,12 @@ from bot.lineup import LineUp
 from bot.metrics import Metrics
 from bot.pacing import Paced, Pacing, Unpaced
 from bot.prices import Prices
-from bot.publishing import (
+from bot.slack import (
     EXTENSIONS,
     CannotPost,
     DownloadError,
     NotInstalled,
-    SlackPublisher,
+    SlackAdapter,
     SlackUnavailable,
     sniff,
 )
@@ -84,7 +84,7 @@ class JobRunner:
         *,
         store: Store,
         images: OpenAIImages,
-        slack: SlackPublisher,
+        slack: SlackAdapter,
         capacity: int,
         metrics: Metrics,
         attachments: Inputs,

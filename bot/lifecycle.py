@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from bot.models import ModelTable
+from bot.image_models import ModelTable
 from storage.lifecycle import LifecycleStore
 
 log = logging.getLogger(__name__)

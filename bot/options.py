@@ -7,14 +7,14 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from bot import models
+from bot import image_models
 
-QUALITIES = models.QUALITIES_PLUS  # what any model takes; each model's own values are in the table
+QUALITIES = image_models.QUALITIES_PLUS  # what any model takes; each model's own values are in the table
 FORMATS = ("png", "jpeg", "webp")
 BACKGROUNDS = ("transparent", "opaque", "auto")
 ACTIONS = ("auto", "generate", "edit")
-COMPLEXITIES = models.COMPLEXITIES
-FIDELITIES = models.FIDELITIES
+COMPLEXITIES = image_models.COMPLEXITIES
+FIDELITIES = image_models.FIDELITIES
 SIZE_WORDS = {"square": "1024x1024", "portrait": "1024x1536", "landscape": "1536x1024"}
 SWITCHES = ("web", "no-web")  # flags without a value
 FLAGS = ("size", "quality", "format", "compression", "background", "model", "action", "complexity", "fidelity",
@@ -205,7 +205,7 @@ def resolve(
     options: ImageOptions,
     *,
     defaults: Defaults,
-    table: models.ModelTable,
+    table: image_models.ModelTable,
     explicit: Collection[str] | None = None,
     switch_for: Collection[str] = ("background",),
 ) -> Resolved:
@@ -250,7 +250,7 @@ def resolve(
         if field == "background" or (field in switch_for and "model" not in chosen):
             need = [f for f in CHECKED if f in chosen or f == field]
             other = table.first_active(
-                lambda m, old=model.name, need=need: m.name != old and models.takes_all(m, values, need))
+                lambda m, old=model.name, need=need: m.name != old and image_models.takes_all(m, values, need))
             if other is not None:
                 notices.append(_switched(model.name, field, values[field], other.name))
                 model = other
@@ -282,12 +282,13 @@ def resolve(
 
 
 def _replace_shut_down(
-    model: models.ImageModel, values: dict[str, Any], chosen: set[str], explicit: set[str],
-    table: models.ModelTable, notices: list[str],
-) -> models.ImageModel:
+    model: image_models.ImageModel, values: dict[str, Any], chosen: set[str], explicit: set[str],
+    table: image_models.ModelTable, notices: list[str],
+) -> image_models.ImageModel:
     date = table.shutdown_date(model.name)
     need = [f for f in CHECKED if f in chosen]
-    new = table.replacement(model.name, lambda m: models.takes_all(m, values, need)) or table.replacement(model.name)
+    new = (table.replacement(model.name, lambda m: image_models.takes_all(m, values, need))
+           or table.replacement(model.name))
     if new is None:
         raise OptionError(f"{model.name} was shut down by OpenAI on {date}, and no other image model is available.")
     if "model" in explicit:
@@ -314,14 +315,14 @@ def _switched(old: str, field: str, value: Any, new: str) -> str:
     return f"{old} does not take {_what(field, value)}, so this one is drawn with {new}."
 
 
-def _not_taken(model: models.ImageModel, field: str, value: Any, table: models.ModelTable) -> str:
+def _not_taken(model: image_models.ImageModel, field: str, value: Any, table: image_models.ModelTable) -> str:
     """Why `model` cannot serve this value, what it takes instead, and which models would."""
     others = [n for n in table.offering(field, value) if n != model.name]
     where = f" {_what(field, value)} works with {', '.join(others)}." if others else ""
     if field == "background":
         return f"{model.name} cannot make a transparent background, and no other image model here can."
     if field == "size":
-        return f"`--size {value}` does not work here: {models.size_problem(model, value)}."
+        return f"`--size {value}` does not work here: {image_models.size_problem(model, value)}."
     if field == "quality":
         return f"`--quality {value}` does not work with {model.name}: it takes {', '.join(model.qualities)}.{where}"
     if field == "format":
@@ -348,7 +349,7 @@ def from_tool(tool: dict[str, Any], chosen: Collection[str]) -> tuple[ImageOptio
 
 
 def recheck(
-    tool: dict[str, Any], chosen: Collection[str], *, table: models.ModelTable,
+    tool: dict[str, Any], chosen: Collection[str], *, table: image_models.ModelTable,
     switch_for: Collection[str] = ("background",),
 ) -> Resolved:
     """Resolve a stored request's tool again against the table as it is now (a model shut down since the

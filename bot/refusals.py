@@ -15,14 +15,14 @@ import dataclasses
 import re
 from typing import Any
 
-from bot import messages, models, options
+from bot import image_models, messages, options
 
 _DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2})\b")
 
 
 @dataclasses.dataclass(frozen=True)
 class Refusal:
-    """`capability`: what the model lacks, as `models.ModelTable.lack` records it ("shut_down" for a model
+    """`capability`: what the model lacks, as `image_models.ModelTable.lack` records it ("shut_down" for a model
     OpenAI has shut down, with its `date`); `field`: the option it concerns."""
 
     model: str
@@ -48,15 +48,15 @@ def read(
         return None
     if "transparent background is not supported" in text or (
             param.endswith(".background") and tool.get("background") == "transparent" and "format" not in text):
-        return Refusal(model, models.TRANSPARENT, "background")
+        return Refusal(model, image_models.TRANSPARENT, "background")
     if code == "invalid_input_fidelity_model" or param.endswith(".input_fidelity"):
-        return Refusal(model, models.INPUT_FIDELITY, "fidelity")
+        return Refusal(model, image_models.INPUT_FIDELITY, "fidelity")
     if param.endswith(".complexity"):
-        return Refusal(model, models.COMPLEXITY, "complexity")
+        return Refusal(model, image_models.COMPLEXITY, "complexity")
     if param.endswith(".quality") and tool.get("quality"):
         return Refusal(model, f"quality:{tool['quality']}", "quality")
-    if param.endswith(".size") and tool.get("size") not in (None, "auto", *models.FIXED_SIZES):
-        return Refusal(model, models.FLEXIBLE_SIZES, "size")
+    if param.endswith(".size") and tool.get("size") not in (None, "auto", *image_models.FIXED_SIZES):
+        return Refusal(model, image_models.FLEXIBLE_SIZES, "size")
     return None
 
 
@@ -69,7 +69,7 @@ def _what(field: str, tool: dict[str, Any]) -> str:
 
 
 def adapt(
-    refusal: Refusal, *, tool: dict[str, Any], chosen: list[str] | tuple[str, ...], table: models.ModelTable
+    refusal: Refusal, *, tool: dict[str, Any], chosen: list[str] | tuple[str, ...], table: image_models.ModelTable
 ) -> tuple[dict[str, Any], str]:
     """The request to try once more (its tool, and the notice that says why it changed), given that `table`
     has learned `refusal` already. Raises options.OptionError with Easel's account of what is not possible

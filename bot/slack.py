@@ -95,7 +95,7 @@ def sniff(data: bytes) -> str | None:
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
 
-class SlackPublisher:
+class SlackAdapter:
     """Posts into threads through the given `AsyncWebClient`, or, with installs in many workspaces (`tokens`),
     through a client with the token of the workspace whose job is running (`use_team`)."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.service import Intake
+from bot.intake import Intake
 from handlers import commands, events, installs
 from handlers.payloads import Context
 

@@ -7,7 +7,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot import messages
-from bot.service import Intake, Submitted
+from bot.intake import Intake, Submitted
 from handlers import payloads
 
 

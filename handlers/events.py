@@ -11,7 +11,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
-from bot.service import Intake
+from bot.intake import Intake
 from handlers import payloads
 
 log = logging.getLogger(__name__)

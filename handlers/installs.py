@@ -6,7 +6,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
-from bot.service import Intake
+from bot.intake import Intake
 
 
 def register(app: AsyncApp, *, intake: Intake) -> None:

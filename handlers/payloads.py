@@ -14,7 +14,7 @@ import html
 import re
 from typing import Any
 
-from bot import limits, messages, models, options
+from bot import image_models, limits, messages, options
 from storage.models import JobKind, NewJob, Thread
 
 HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
@@ -33,7 +33,7 @@ class Context:
     """What translation needs besides the payload."""
 
     defaults: options.Defaults
-    table: models.ModelTable
+    table: image_models.ModelTable
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from bot import app as easel_app
+from bot import assembly as easel_app
+from bot import web as easel_web
 from bot.config import Settings
 from storage import Store, open_store
 from storage.models import Job
@@ -162,12 +163,12 @@ async def start_easel(slack: FakeSlack, openai: FakeOpenAI, database_url: str,
     """Build Easel from settings pointing at the fakes; serve it on 127.0.0.1 and start its worker."""
     settings = settings_for(slack, openai, database_url, **env)
     easel = await easel_app.build(settings)
-    runner = web.AppRunner(easel_app.web_app(easel))
+    runner = web.AppRunner(easel_web.web_app(easel))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     easel.worker.start()
-    sender = SlackSender(url=url + easel_app.EVENTS_PATH, signing_secret=SIGNING_SECRET,
+    sender = SlackSender(url=url + easel_web.EVENTS_PATH, signing_secret=SIGNING_SECRET,
                          team_id=slack.team_id, bot_user_id=slack.bot_user_id)
     return Running(easel=easel, slack=slack, openai=openai, sender=sender, url=url), runner
 

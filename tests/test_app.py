@@ -10,8 +10,8 @@ import aiohttp
 import jsonschema
 import yaml
 
-from bot import app as easel_app
 from bot import checks
+from bot import web as easel_web
 from tests.conftest import SIGNING_SECRET, Running
 from tests.fakes.slack_requests import SlackSender
 from tests.procs import BotProcess, free_port, http_env
@@ -52,9 +52,9 @@ def test_manifest_matches_the_listeners() -> None:
                       "app_uninstalled", "tokens_revoked"}
     [redirect] = manifest["oauth_config"]["redirect_urls"]
     assert redirect.endswith("/slack/oauth_redirect")
-    assert settings["event_subscriptions"]["request_url"].endswith(easel_app.EVENTS_PATH)
+    assert settings["event_subscriptions"]["request_url"].endswith(easel_web.EVENTS_PATH)
     [command] = manifest["features"]["slash_commands"]
-    assert command["command"] == "/imagine" and command["url"].endswith(easel_app.EVENTS_PATH)
+    assert command["command"] == "/imagine" and command["url"].endswith(easel_web.EVENTS_PATH)
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     needed = {"app_mentions:read", "channels:history", "groups:history", "im:history", "mpim:history",
               "chat:write", "commands", "files:read", "files:write", "reactions:write"}

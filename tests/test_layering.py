@@ -1,12 +1,14 @@
 """Import layering of bot/, handlers/ and storage/, checked on the source with an AST walk.
 
 - storage imports nothing from bot, handlers, slack_bolt, slack_sdk or openai;
-- only bot/imaging.py, bot/app.py and bot/checks.py (the key check at start-up) import openai;
-- within bot/, only bot/publishing.py, bot/app.py, bot/installs.py and the start-up checks import slack_sdk, and
-  only bot/app.py and bot/installs.py (Bolt's authorisation from stored installs) import slack_bolt;
+- only the OpenAI side (bot/imaging.py, bot/openai_client.py), the composition root (bot/assembly.py, for a type)
+  and bot/checks.py (the key check at start-up) import openai;
+- within bot/, only the Slack side (bot/slack.py), the composition root, the web side, bot/installs.py and the
+  start-up checks import slack_sdk, and only the composition root, the web side (Bolt's middleware), the
+  processes (Socket Mode) and bot/installs.py (Bolt's authorisation from stored installs) import slack_bolt;
 - handlers import no openai, and of storage only storage.models (no Store, no engine, no SQL);
-- nothing outside the composition roots (bot/app.py, bot/console.py, bot/__main__.py) and handlers itself
-  imports handlers.
+- nothing outside the composition roots (bot/assembly.py, bot/console.py), the web side (bot/web.py: the
+  shape check in front of Bolt) and handlers itself imports handlers.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "handlers", "storage")
 
-OPENAI_ALLOWED = {"bot/imaging.py", "bot/app.py", "bot/checks.py"}
-SLACK_SDK_ALLOWED_IN_BOT = {"bot/publishing.py", "bot/app.py", "bot/checks.py", "bot/checklist.py", "bot/installs.py"}
-SLACK_BOLT_ALLOWED_IN_BOT = {"bot/app.py", "bot/installs.py"}
-HANDLERS_IMPORTERS = {"bot/app.py", "bot/console.py", "bot/__main__.py"}
+OPENAI_ALLOWED = {"bot/imaging.py", "bot/openai_client.py", "bot/assembly.py", "bot/checks.py"}
+SLACK_SDK_ALLOWED_IN_BOT = {"bot/slack.py", "bot/assembly.py", "bot/web.py", "bot/checks.py", "bot/checklist.py",
+                            "bot/installs.py"}
+SLACK_BOLT_ALLOWED_IN_BOT = {"bot/assembly.py", "bot/web.py", "bot/processes.py", "bot/installs.py"}
+HANDLERS_IMPORTERS = {"bot/assembly.py", "bot/web.py", "bot/console.py"}
 STORAGE_FORBIDDEN = {"bot", "handlers", "slack_bolt", "slack_sdk", "openai"}
 DATABASE_LIBRARIES = {"sqlalchemy", "alembic", "asyncpg", "aiosqlite"}
 
@@ -108,15 +111,15 @@ REAL = _real_files()
 
 
 def test_the_walk_sees_the_packages_and_their_known_imports() -> None:
-    for path in ("bot/app.py", "bot/imaging.py", "bot/publishing.py", "handlers/payloads.py",
+    for path in ("bot/assembly.py", "bot/imaging.py", "bot/slack.py", "handlers/payloads.py",
                  "storage/store.py", "storage/migrations/env.py"):
         assert path in REAL, path
     assert "openai" in imports_of("bot/imaging.py", REAL["bot/imaging.py"])
-    assert any(m.startswith("slack_sdk.") for m in imports_of("bot/publishing.py", REAL["bot/publishing.py"]))
+    assert any(m.startswith("slack_sdk.") for m in imports_of("bot/slack.py", REAL["bot/slack.py"]))
     assert "storage.models.NewJob" in imports_of("handlers/payloads.py", REAL["handlers/payloads.py"])
-    assert "handlers.register_handlers" in imports_of("bot/app.py", REAL["bot/app.py"])
+    assert "handlers.register_handlers" in imports_of("bot/assembly.py", REAL["bot/assembly.py"])
     # an import inside a function counts too
-    assert "bot.app" in imports_of("bot/__main__.py", REAL["bot/__main__.py"])
+    assert "bot.processes" in imports_of("bot/__main__.py", REAL["bot/__main__.py"])
 
 
 def test_the_code_keeps_its_layers() -> None:
@@ -137,12 +140,14 @@ def test_the_code_keeps_its_layers() -> None:
         ("handlers/events.py", "import openai.types\n", "may import openai"),
         ("bot/jobs.py", "from slack_sdk.web.async_client import AsyncWebClient\n",
          "may import slack_sdk"),
-        ("bot/service.py", "from slack_bolt.async_app import AsyncApp\n", "may import slack_bolt"),
+        ("bot/intake.py", "from slack_bolt.async_app import AsyncApp\n", "may import slack_bolt"),
         ("handlers/payloads.py", "from storage import Store\n", "only storage.models, not storage.Store"),
         ("handlers/events.py", "from storage.store import Store\n", "only storage.models"),
         ("handlers/events.py", "import storage\n", "only storage.models, not storage"),
         ("handlers/events.py", "import sqlalchemy as sa\n", "must not talk to the database"),
         ("bot/worker.py", "from handlers import payloads\n", "may import handlers"),
+        ("bot/processes.py", "from handlers import register_handlers\n", "may import handlers"),
+        ("bot/jobs.py", "from slack_bolt.async_app import AsyncApp\n", "may import slack_bolt"),
         ("bot/jobs.py", "def f():\n    from handlers.payloads import Routed\n", "may import handlers"),
         ("storage/store.py", "from handlers import payloads\n", "may import handlers"),
     ],
@@ -155,11 +160,11 @@ def test_the_rules_catch_violations(path: str, source: str, expected: str) -> No
 @pytest.mark.parametrize(
     ("path", "source"),
     [
-        ("bot/app.py", "import openai\nfrom slack_sdk import WebClient\nfrom slack_bolt import App\n"
+        ("bot/assembly.py", "import openai\nfrom slack_sdk import WebClient\nfrom slack_bolt import App\n"
                        "from handlers import register_handlers\n"),
         ("bot/imaging.py", "import openai\n"),
-        ("bot/publishing.py", "from slack_sdk.errors import SlackApiError\n"),
-        ("bot/__main__.py", "import handlers\n"),
+        ("bot/slack.py", "from slack_sdk.errors import SlackApiError\n"),
+        ("bot/web.py", "from handlers import shapes\nfrom slack_bolt.response import BoltResponse\n"),
         ("handlers/events.py", "from slack_bolt.async_app import AsyncApp\nfrom handlers import payloads\n"),
         ("handlers/payloads.py", "from storage.models import NewJob\nfrom storage import models\n"),
         ("storage/store.py", "import sqlalchemy as sa\nfrom storage import models\n"),
@@ -179,13 +184,13 @@ def test_relative_imports_are_resolved() -> None:
 
 
 def test_the_process_that_answers_slack_does_not_load_the_openai_side() -> None:
-    """`python -m bot` builds only the intake (`bot.app.build_intake`); the OpenAI SDK, the largest import,
+    """`python -m bot` builds only the intake (`bot.assembly.build_intake`); the OpenAI SDK, the largest import,
     is loaded by the worker process alone. Checked in a fresh interpreter, on what is really imported."""
     import subprocess
     import sys
 
     code = (
-        "import sys, bot.__main__, bot.app, handlers, storage\n"
+        "import sys, bot.__main__, bot.processes, handlers, storage\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('openai', 'httpx2') "
         "or m in ('bot.imaging', 'bot.jobs', 'bot.worker', 'bot.sse'))\n"
         "print(loaded)\n"

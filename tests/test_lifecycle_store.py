@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.image_models import ModelTable
 from bot.lifecycle import Lifecycle
-from bot.models import ModelTable
 from storage import Store
 
 

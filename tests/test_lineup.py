@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot import app as easel_app
+from bot import assembly as easel_app
+from bot import web as easel_web
 from tests.conftest import SIGNING_SECRET, Running, settings_for, stop_easel, wait_until
 from tests.fakes.openai_api import FakeOpenAI, Fault
 from tests.fakes.slack_api import FakeSlack
@@ -49,14 +50,14 @@ async def start(fake_slack: FakeSlack, fake_openai: FakeOpenAI, database_url: st
     async def go(*, refresh: bool = False, build: dict[str, Any] | None = None, **env: str) -> Running:
         settings = settings_for(fake_slack, fake_openai, database_url, **env)
         easel = await easel_app.build(settings, today=clock, **(build or {}))
-        runner = web.AppRunner(easel_app.web_app(easel))
+        runner = web.AppRunner(easel_web.web_app(easel))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         easel.worker.start()
         if refresh:
             easel.refresher.start()
-        sender = SlackSender(url=url + easel_app.EVENTS_PATH, signing_secret=SIGNING_SECRET,
+        sender = SlackSender(url=url + easel_web.EVENTS_PATH, signing_secret=SIGNING_SECRET,
                              team_id=fake_slack.team_id, bot_user_id=fake_slack.bot_user_id)
         running = Running(easel=easel, slack=fake_slack, openai=fake_openai, sender=sender, url=url)
         started.append((running, runner))

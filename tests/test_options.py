@@ -1,4 +1,4 @@
-"""Pure tests of flag parsing and resolving (bot/options.py) and the capability table (bot/models.py)."""
+"""Pure tests of flag parsing and resolving (bot/options.py) and the capability table (bot/image_models.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import models, options
+from bot import image_models, options
 from bot.options import Defaults, ImageOptions, OptionError, parse, resolve
 
-TABLE = models.ModelTable()
+TABLE = image_models.ModelTable()
 DEFAULTS = Defaults()
 
 
 def _resolve(
-    defaults: Defaults = DEFAULTS, table: models.ModelTable = TABLE, **asked: object
+    defaults: Defaults = DEFAULTS, table: image_models.ModelTable = TABLE, **asked: object
 ) -> options.Resolved:
     return resolve(ImageOptions(**asked), defaults=defaults, table=table)
 
@@ -28,7 +28,7 @@ def _parse_error(text: str) -> str:
     return str(info.value)
 
 
-def _resolve_error(defaults: Defaults = DEFAULTS, table: models.ModelTable = TABLE, **asked: object) -> str:
+def _resolve_error(defaults: Defaults = DEFAULTS, table: image_models.ModelTable = TABLE, **asked: object) -> str:
     with pytest.raises(OptionError) as info:
         _resolve(defaults, table, **asked)
     return str(info.value)
@@ -288,8 +288,8 @@ def test_transparent_with_jpeg_default_format_is_refused() -> None:
 
 
 def test_transparent_refused_when_no_model_can_do_it() -> None:
-    only = models.ImageModel(name="gpt-image-2", transparent=False, flexible_sizes=True)
-    table = models.ModelTable(models=(only,))
+    only = image_models.ImageModel(name="gpt-image-2", transparent=False, flexible_sizes=True)
+    table = image_models.ModelTable(models=(only,))
     message = _resolve_error(table=table, background="transparent")
     assert "gpt-image-2" in message and "transparent" in message
 
@@ -385,7 +385,7 @@ def test_complexity_only_where_the_table_says_so() -> None:
 def test_fidelity_is_refused_where_no_model_takes_it() -> None:
     message = _resolve_error(fidelity="high")
     assert "--fidelity" in message and "no image model here" in message
-    table = models.ModelTable(extra={"gpt-image-3": {"flexible_sizes": True, "input_fidelity": True}})
+    table = image_models.ModelTable(extra={"gpt-image-3": {"flexible_sizes": True, "input_fidelity": True}})
     r = _resolve(table=table, model="gpt-image-3", fidelity="high")
     assert r.tool()["input_fidelity"] == "high"
     assert "gpt-image-3" in _resolve_error(table=table, fidelity="low")  # offered where it works
@@ -416,10 +416,10 @@ def test_fixed_sizes_and_auto_work_on_every_model(model: str, size: str) -> None
 
 @pytest.mark.parametrize("size", ["2048x2048", "1024x1792", "512x512", "3840x2160"])
 def test_a_fixed_size_model_only_takes_fixed_sizes(size: str) -> None:
-    table = models.ModelTable(extra={"gpt-image-3": {}})
+    table = image_models.ModelTable(extra={"gpt-image-3": {}})
     message = _resolve_error(table=table, model="gpt-image-3", size=size)
     assert size in message
-    for fixed in models.FIXED_SIZES:
+    for fixed in image_models.FIXED_SIZES:
         assert fixed in message
 
 
@@ -457,8 +457,9 @@ def test_size_with_a_zero_side_is_refused() -> None:
 
 
 def test_transparent_fallback_is_checked_against_the_fallback_models_sizes() -> None:
-    table = models.ModelTable(models=(models.ImageModel(name="gpt-image-2", transparent=False, flexible_sizes=True),
-                                      models.ImageModel(name="fixed", transparent=True)))
+    table = image_models.ModelTable(models=(
+        image_models.ImageModel(name="gpt-image-2", transparent=False, flexible_sizes=True),
+        image_models.ImageModel(name="fixed", transparent=True)))
     message = _resolve_error(table=table, background="transparent", size="2048x2048")
     assert "transparent" in message
 
@@ -530,7 +531,7 @@ def test_the_table_goes_by_the_day_it_is_given() -> None:
     import datetime
 
     day = [datetime.date(2026, 11, 30)]
-    table = models.ModelTable(today=lambda: day[0])
+    table = image_models.ModelTable(today=lambda: day[0])
     assert not table.is_shut_down("gpt-image-1.5") and table.ending_soon("gpt-image-1.5")
     assert table.days_left("gpt-image-1.5") == 1
     day[0] = datetime.date(2026, 12, 1)
@@ -541,7 +542,7 @@ def test_the_table_goes_by_the_day_it_is_given() -> None:
 
 
 def test_what_openai_says_goes_over_the_built_in_data() -> None:
-    table = models.ModelTable()
+    table = image_models.ModelTable()
     table.learn(listed={"gpt-image-2": "2026-11-20", "gpt-image-1.5": None},
                 lacks={"gpt-image-2.5-flare": ["transparent", "quality:max"]})
     assert table.is_shut_down("gpt-image-2") and not table.is_shut_down("gpt-image-1.5")
@@ -553,7 +554,7 @@ def test_what_openai_says_goes_over_the_built_in_data() -> None:
 
 
 def test_extra_model_is_usable() -> None:
-    table = models.ModelTable(extra={"gpt-image-3": {"transparent": True, "flexible_sizes": True}})
+    table = image_models.ModelTable(extra={"gpt-image-3": {"transparent": True, "flexible_sizes": True}})
     assert "gpt-image-3" in table.available()
     r = _resolve(table=table, model="gpt-image-3", size="2048x1024", background="transparent")
     assert r.model == "gpt-image-3"
@@ -564,7 +565,7 @@ def test_extra_model_is_usable() -> None:
 
 
 def test_extra_model_as_the_default() -> None:
-    table = models.ModelTable(extra={"gpt-image-3": {"transparent": False}})
+    table = image_models.ModelTable(extra={"gpt-image-3": {"transparent": False}})
     r = _resolve(Defaults(model="gpt-image-3"), table)
     assert r.model == "gpt-image-3"
     r = _resolve(Defaults(model="gpt-image-3"), table, background="transparent")
@@ -573,18 +574,18 @@ def test_extra_model_as_the_default() -> None:
 
 
 def test_extra_can_override_a_builtin_and_fallback_picks_the_first_capable() -> None:
-    table = models.ModelTable(extra={"gpt-image-2.5-flare": {"transparent": False}})
+    table = image_models.ModelTable(extra={"gpt-image-2.5-flare": {"transparent": False}})
     assert table.transparent_fallback().name == "gpt-image-2.5-sunburst"
     r = _resolve(table=table, background="transparent")
     assert r.model == "gpt-image-2.5-sunburst"
 
 
 def test_extra_models_written_for_an_older_release_still_work() -> None:
-    table = models.ModelTable(extra={"gpt-image-3": {"transparent": True, "input_fidelity": True,
+    table = image_models.ModelTable(extra={"gpt-image-3": {"transparent": True, "input_fidelity": True,
                                                      "retired": "2030-01-01", "max_edge": 2048}})
     m = table.get("gpt-image-3")
     assert m.shutdown_date == "2030-01-01" and m.input_fidelity == ("high", "low") and m.max_edge == 2048
-    table = models.ModelTable(extra={"gpt-image-3": {"qualities": ["low", "max"], "complexity": ["high"],
+    table = image_models.ModelTable(extra={"gpt-image-3": {"qualities": ["low", "max"], "complexity": ["high"],
                                                      "shutdown_date": "2020-01-01", "replacement": "gpt-image-2"}})
     m = table.get("gpt-image-3")
     assert m.qualities == ("low", "max") and m.complexity == ("high",) and table.is_shut_down("gpt-image-3")
@@ -592,19 +593,19 @@ def test_extra_models_written_for_an_older_release_still_work() -> None:
 
 
 def test_fallback_is_an_extra_model_when_no_builtin_can() -> None:
-    table = models.ModelTable(
-        models=(models.ImageModel(name="gpt-image-2", transparent=False, flexible_sizes=True),),
+    table = image_models.ModelTable(
+        models=(image_models.ImageModel(name="gpt-image-2", transparent=False, flexible_sizes=True),),
         extra={"gpt-image-3": {"transparent": True}, "gpt-image-4": {"transparent": True}},
     )
     assert table.transparent_fallback().name == "gpt-image-3"
 
 
 def test_a_retired_model_is_never_the_fallback() -> None:
-    table = models.ModelTable(
+    table = image_models.ModelTable(
         models=(
-            models.ImageModel(name="old", transparent=True, shutdown_date="2020-01-01"),
-            models.ImageModel(name="gpt-image-2", transparent=False, flexible_sizes=True),
-            models.ImageModel(name="new", transparent=True),
+            image_models.ImageModel(name="old", transparent=True, shutdown_date="2020-01-01"),
+            image_models.ImageModel(name="gpt-image-2", transparent=False, flexible_sizes=True),
+            image_models.ImageModel(name="new", transparent=True),
         )
     )
     assert table.transparent_fallback().name == "new"
@@ -613,14 +614,14 @@ def test_a_retired_model_is_never_the_fallback() -> None:
 
 def test_extra_with_an_unknown_capability_is_a_type_error() -> None:
     with pytest.raises(TypeError):
-        models.ModelTable(extra={"gpt-image-3": {"sparkles": True}})
+        image_models.ModelTable(extra={"gpt-image-3": {"sparkles": True}})
 
 
 def test_size_problem_directly() -> None:
-    flex = models.ImageModel(name="flex", flexible_sizes=True, max_edge=2048, max_pixels=2048 * 1024)
-    assert models.size_problem(flex, "2048x1024") is None
-    assert "2048" in models.size_problem(flex, "2064x1024")
-    assert models.size_problem(flex, "1024x1024") is None
-    fixed = models.ImageModel(name="fixed")
-    assert models.size_problem(fixed, "auto") is None
-    assert "fixed" in models.size_problem(fixed, "512x512")
+    flex = image_models.ImageModel(name="flex", flexible_sizes=True, max_edge=2048, max_pixels=2048 * 1024)
+    assert image_models.size_problem(flex, "2048x1024") is None
+    assert "2048" in image_models.size_problem(flex, "2064x1024")
+    assert image_models.size_problem(flex, "1024x1024") is None
+    fixed = image_models.ImageModel(name="fixed")
+    assert image_models.size_problem(fixed, "auto") is None
+    assert "fixed" in image_models.size_problem(fixed, "512x512")

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from bot import pacing
-from bot.app import openai_client
+from bot.openai_client import openai_client
 from bot.pacing import Pacer, duration, no_sdk_retry_on_429, retry_after, stated_limits, try_again_in
 from storage import Store, open_store
 from storage.limits import Limits

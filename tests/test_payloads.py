@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot import limits, models, options
+from bot import image_models, limits, options
 from handlers import payloads
 from handlers.payloads import Context, Routed, clean_text, is_ignored, route_command, route_event, thread_of
 from storage.models import JobKind, Thread
@@ -18,7 +18,7 @@ CHANNEL = "C0001"
 USER = "U0USER1"
 BOT_USER = "UBOT"
 BOT_ID = "B0BOT"
-CTX = Context(defaults=options.Defaults(), table=models.ModelTable())
+CTX = Context(defaults=options.Defaults(), table=image_models.ModelTable())
 HELP_MARK = "Easel makes and edits images"
 
 

@@ -75,7 +75,7 @@ def test_what_people_see() -> None:
 
 
 def test_every_current_image_model_has_a_price() -> None:
-    from bot.models import ModelTable
+    from bot.image_models import ModelTable
 
     for name in ModelTable().available():
         assert name in BUILTIN, name

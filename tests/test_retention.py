@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from bot.app import purge_periodically
+from bot.processes import purge_periodically
 from storage import Store
 from storage.models import ChainStep, Generation, JobStatus
 from storage.retention import Retention

@@ -9,7 +9,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import ConfigError, Settings
-from bot.publishing import SlackPublisher
+from bot.slack import SlackAdapter
 from tests.conftest import Running
 
 ENV = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "OPENAI_API_KEY": "sk-1"}
@@ -74,7 +74,7 @@ FILE = "https://files.slack.com/files-pri/T0001-F0001/cat.png"
 ])
 async def test_the_token_goes_only_to_slacks_file_paths(url: str, allowed: bool) -> None:
     session = aiohttp.ClientSession()
-    publisher = SlackPublisher(AsyncWebClient(token="xoxb-t", base_url="https://slack.com/api/", session=session),
+    publisher = SlackAdapter(AsyncWebClient(token="xoxb-t", base_url="https://slack.com/api/", session=session),
                                session=session)
     try:
         assert publisher.token_may_go_to(url) is allowed
@@ -84,7 +84,7 @@ async def test_the_token_goes_only_to_slacks_file_paths(url: str, allowed: bool)
 
 async def test_a_local_slack_allows_its_own_file_paths_only() -> None:
     session = aiohttp.ClientSession()
-    publisher = SlackPublisher(AsyncWebClient(token="xoxb-t", base_url="http://127.0.0.1:8/api/", session=session),
+    publisher = SlackAdapter(AsyncWebClient(token="xoxb-t", base_url="http://127.0.0.1:8/api/", session=session),
                                session=session)
     try:
         assert publisher.token_may_go_to("http://127.0.0.1:8/files-pri/T1-F1/a.png")

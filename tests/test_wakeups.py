@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from bot import app as easel_app
+from bot import assembly as easel_app
+from bot import web as easel_web
 from bot.worker import wait_at_most
 from tests.conftest import SIGNING_SECRET, Running, settings_for, wait_until
 from tests.fakes.slack_requests import SlackSender
@@ -75,11 +76,11 @@ async def test_work_no_one_told_of_is_found_by_the_poll(
     its periodic look, and so do queue positions and dead leases (tests/test_chaos.py, test_replicas.py)."""
     easel = await easel_factory(WORKER_POLL_SECONDS="0.2")
     other = await easel_app.build_intake(settings_for(easel.slack, easel.openai, database_url), wake=lambda: None)
-    runner = web.AppRunner(easel_app.web_app(other))
+    runner = web.AppRunner(easel_web.web_app(other))
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
-        sender = SlackSender(url=f"http://127.0.0.1:{runner.addresses[0][1]}{easel_app.EVENTS_PATH}",
+        sender = SlackSender(url=f"http://127.0.0.1:{runner.addresses[0][1]}{easel_web.EVENTS_PATH}",
                              signing_secret=SIGNING_SECRET, team_id=easel.slack.team_id,
                              bot_user_id=easel.slack.bot_user_id)
         try:

@@ -3,7 +3,7 @@ shapes, and the model list (`GET /v1/models`) with shutdown dates.
 
 Kept apart from the fake's generic request checks (tests/fakes/openai_api.py): this is the line-up as of
 2026-12-01 (OpenAI's deprecations page and model pages), not the published specification. It is written
-independently of Easel's own table (bot/models.py), so a mistake in one is caught by the other.
+independently of Easel's own table (bot/image_models.py), so a mistake in one is caught by the other.
 """
 
 from __future__ import annotations
