@@ -21,9 +21,10 @@ from typing import Any
 
 from bot import messages, prices
 from bot.admins import Admins
+from bot.answers import GenerationError, Image, Outcome
 from bot.holding import Hold
 from bot.identity import safety_identifier
-from bot.imaging import GenerationError, Image, OpenAIImages, Outcome, Turn
+from bot.imaging import OpenAIImages, Turn
 from bot.inputs import InputRefused, Inputs
 from bot.lineup import LineUp
 from bot.metrics import Metrics

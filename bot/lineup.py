@@ -13,7 +13,8 @@ import logging
 from typing import Any
 
 from bot import messages, options, refusals
-from bot.imaging import GenerationError, Turn
+from bot.answers import GenerationError
+from bot.imaging import Turn
 from bot.lifecycle import Lifecycle
 from storage.models import Job
 

@@ -27,9 +27,9 @@ READY_LINE = "easel-worker-ready"
 # Images pass through buffers of a few megabytes. Below the mmap threshold glibc serves them from its heaps,
 # where they are reused; above it each one is a fresh mapping, faulted in page by page and handed back when
 # freed: with a low threshold every socket read of an image is a fresh mapping, which costs CPU per image and
-# does not lower the peak. The trim threshold keeps up to 64 MB of freed heap for the next image instead of returning it to the system
-# and faulting it in again (it does not raise the peak). Fixed values also keep glibc from moving them on
-# its own; two arenas keep the heaps few.
+# does not lower the peak. The trim threshold keeps up to 64 MB of freed heap for the next image instead of
+# returning it to the system and faulting it in again (it does not raise the peak). Fixed values also keep
+# glibc from moving them on its own; two arenas keep the heaps few.
 WORKER_MALLOC = {
     "MALLOC_MMAP_THRESHOLD_": "8388608",
     "MALLOC_TRIM_THRESHOLD_": "67108864",

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from bot.answers import Image
 from bot.config import Settings
-from bot.imaging import Image, OpenAIImages, PayloadSlots, Turn
+from bot.imaging import OpenAIImages, PayloadSlots, Turn
 from bot.openai_client import openai_client
 from tests.fakes.openai_api import FakeOpenAI, Fault
 

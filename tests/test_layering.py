@@ -1,8 +1,8 @@
 """Import layering of bot/, handlers/ and storage/, checked on the source with an AST walk.
 
 - storage imports nothing from bot, handlers, slack_bolt, slack_sdk or openai;
-- only the OpenAI side (bot/imaging.py, bot/openai_client.py), the composition root (bot/assembly.py, for a type)
-  and bot/checks.py (the key check at start-up) import openai;
+- only the OpenAI side (bot/imaging.py, bot/answers.py, bot/openai_client.py), the composition root
+  (bot/assembly.py, for a type) and bot/checks.py (the key check at start-up) import openai;
 - within bot/, only the Slack side (bot/slack.py), the composition root, the web side, bot/installs.py and the
   start-up checks import slack_sdk, and only the composition root, the web side (Bolt's middleware), the
   processes (Socket Mode) and bot/installs.py (Bolt's authorisation from stored installs) import slack_bolt;
@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "handlers", "storage")
 
-OPENAI_ALLOWED = {"bot/imaging.py", "bot/openai_client.py", "bot/assembly.py", "bot/checks.py"}
+OPENAI_ALLOWED = {"bot/imaging.py", "bot/answers.py", "bot/openai_client.py", "bot/assembly.py", "bot/checks.py"}
 SLACK_SDK_ALLOWED_IN_BOT = {"bot/slack.py", "bot/assembly.py", "bot/web.py", "bot/checks.py", "bot/checklist.py",
                             "bot/installs.py"}
 SLACK_BOLT_ALLOWED_IN_BOT = {"bot/assembly.py", "bot/web.py", "bot/processes.py", "bot/installs.py"}
@@ -192,7 +192,7 @@ def test_the_process_that_answers_slack_does_not_load_the_openai_side() -> None:
     code = (
         "import sys, bot.__main__, bot.processes, handlers, storage\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('openai', 'httpx2') "
-        "or m in ('bot.imaging', 'bot.jobs', 'bot.worker', 'bot.sse'))\n"
+        "or m in ('bot.imaging', 'bot.answers', 'bot.jobs', 'bot.worker', 'bot.sse'))\n"
         "print(loaded)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
