@@ -249,9 +249,10 @@ async def test_sigterm_stops_the_bot_while_socket_mode_cannot_connect(
         assert (await r.json())["error"] == "socket not connected"
     bot.proc.send_signal(signal.SIGTERM)
     try:
-        assert await asyncio.wait_for(bot.proc.wait(), 5) == 0
+        # (the failure this guards against is a process stuck for good; the bound leaves room for a busy machine)
+        assert await asyncio.wait_for(bot.proc.wait(), 20) == 0
     except TimeoutError:
-        pytest.fail("python -m bot was still running 5 s after SIGTERM (stuck connecting to Socket Mode)")
+        pytest.fail("python -m bot was still running 20 s after SIGTERM (stuck connecting to Socket Mode)")
     log = bot.tail()
     assert "Traceback" not in log
     attempts = [line for line in log.splitlines() if "Socket Mode: Slack answered" in line]
