@@ -95,8 +95,8 @@ async def _database_state(url: str) -> dict[str, Any]:
 
     store = await open_store(url)
     try:
-        jobs = await store.jobs()
-        bucket = await Limits(store).bucket("openai-images")
+        jobs = await store.jobs.all()
+        bucket = await Limits(store.db).bucket("openai-images")
     finally:
         await store.close()
     return {

@@ -138,7 +138,7 @@ def _installations(settings: Settings, store: Store) -> Installations | None:
         return None
     assert settings.slack_client_id is not None
     return Installations(engine=store.engine, client_id=settings.slack_client_id,
-                         on_saved=Retention(store).workspace_back)
+                         on_saved=Retention(store.db).workspace_back)
 
 
 def _oauth(settings: Settings, installs: Installations | None) -> dict[str, Any]:
@@ -187,7 +187,7 @@ async def build(
 
     easel = await build_intake(settings, wake=wake, today=today, now=now)
     client = openai_client(settings)
-    pacing = Pacer(Limits(easel.store), per_minute=settings.openai_images_per_minute, clock=clock)
+    pacing = Pacer(Limits(easel.store.db), per_minute=settings.openai_images_per_minute, clock=clock)
     images = OpenAIImages(client, model=settings.openai_model, slots=PayloadSlots(settings.max_images_in_memory),
                           deadline=max(settings.openai_timeout * 2, 30.0), pacing=pacing)
     images.warm_up()

@@ -182,7 +182,7 @@ class Console:
 
     async def _finished(self, dedupe_key: str) -> Job | None:
         while True:
-            found = [j for j in await self._store.jobs() if j.dedupe_key == dedupe_key]
+            found = [j for j in await self._store.jobs.all() if j.dedupe_key == dedupe_key]
             if found and found[0].status in ("done", "failed") and self._worker.busy == 0:
                 return found[0]
             if not found:
@@ -191,7 +191,7 @@ class Console:
 
     async def _estimate(self, tool: dict[str, Any]) -> float | None:
         """The median time of the last generations with the same image model, quality and size."""
-        same = [g["generation_ms"] for g in await self._store.generations()
+        same = [g["generation_ms"] for g in await self._store.generations.all()
                 if g["status"] == "posted" and g["generation_ms"]
                 and all((g["options"] or {}).get(k) == tool.get(k) for k in ("model", "quality", "size"))]
         return statistics.median(same[-9:]) / 1000 if same else None

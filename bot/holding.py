@@ -30,21 +30,21 @@ class Hold:
     async def update(self, **values: Any) -> None:
         """Record progress (`Store.update_job`)."""
         job = self._job
-        await self.persist(lambda: self._store.update_job(job.id, lease_no=job.lease_no, **values))
+        await self.persist(lambda: self._store.jobs.update(job.id, lease_no=job.lease_no, **values))
 
     async def noticed(self, **values: Any) -> None:
         job = self._job
-        await self.persist(lambda: self._store.noticed(job.id, lease_no=job.lease_no, **values))
+        await self.persist(lambda: self._store.jobs.noticed(job.id, lease_no=job.lease_no, **values))
 
     async def finish(self, **values: Any) -> bool:
         job = self._job
-        return await self.persist(lambda: self._store.finish(job.id, lease_no=job.lease_no, **values))
+        return await self.persist(lambda: self._store.jobs.finish(job.id, lease_no=job.lease_no, **values))
 
     async def confirm(self) -> None:
         """Right before something Slack shows (a post, an upload's completion): the job must still be this
         worker's, and its lease is extended for the time that takes. Raises LeaseLost otherwise."""
         job = self._job
-        await self.persist(lambda: self._store.hold(job.id, lease_no=job.lease_no, lease=self._lease))
+        await self.persist(lambda: self._store.leases.hold(job.id, lease_no=job.lease_no, lease=self._lease))
 
     async def persist(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call()` (a Store call about this job), made again for as long as the database is away."""

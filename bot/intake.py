@@ -60,13 +60,13 @@ class Intake:
         jobs (nothing more is posted there), and delete its data now or after the retention period."""
         if self._forget_workspace is not None:
             await self._forget_workspace(team_id)
-        cancelled = await Retention(self._store).workspace_removed(team_id, now=time.time(),
+        cancelled = await Retention(self._store.db).workspace_removed(team_id, now=time.time(),
                                                                    purge=self._purge_on_uninstall)
         log.info("workspace %s removed Easel: %d waiting job(s) cancelled, its data %s", team_id, cancelled,
                  "deleted" if self._purge_on_uninstall else "to be deleted after the retention period")
 
     async def thread(self, *, team_id: str, channel_id: str, thread_ts: str) -> Thread | None:
-        return await self._store.thread(team_id=team_id, channel_id=channel_id, thread_ts=thread_ts)
+        return await self._store.threads.get(team_id=team_id, channel_id=channel_id, thread_ts=thread_ts)
 
     async def submit(
         self, job: NewJob, *, start_thread: bool = False, thread_options: dict[str, Any] | None = None
@@ -82,7 +82,7 @@ class Intake:
         outcome = Submitted.ACCEPTED
         try:
             try:
-                job_id = await self._store.enqueue(job, start_thread=start_thread, thread_options=thread_options,
+                job_id = await self._store.jobs.enqueue(job, start_thread=start_thread, thread_options=thread_options,
                                                    max_pending=self.cap)
             except TooManyPending:
                 if job.source == "command":
@@ -100,11 +100,11 @@ class Intake:
         """A message over the person's cap: a reaction on it (its own key, so Slack's retries stay one), and,
         for the first of a burst only, one message saying why. A burst is everything refused while the cap
         stays reached: the person's newest accepted request names it."""
-        job_id = await self._store.enqueue(dataclasses.replace(job, kind=JobKind.REACTION,
+        job_id = await self._store.jobs.enqueue(dataclasses.replace(job, kind=JobKind.REACTION,
                                                                text=messages.REFUSED_REACTION))
-        burst = await self._store.newest_request(team_id=job.team_id, user_id=job.user_id)
+        burst = await self._store.jobs.newest_request(team_id=job.team_id, user_id=job.user_id)
         with contextlib.suppress(DuplicateJob):  # raised when this burst was told already
-            await self._store.enqueue(dataclasses.replace(
+            await self._store.jobs.enqueue(dataclasses.replace(
                 job, kind=JobKind.NOTICE, text=messages.too_many_pending_burst(self.cap),
                 dedupe_key=f"cap:{job.team_id}:{job.user_id}:{burst}"))
         return job_id

@@ -212,12 +212,12 @@ class JobRunner:
         """`@Easel forget`: the thread's chain and records go, if the person started the thread or is an admin."""
         assert job.thread_ts is not None
         where = {"team_id": job.team_id, "channel_id": job.channel_id, "thread_ts": job.thread_ts}
-        thread = await hold.persist(lambda: self._store.thread(**where))
+        thread = await hold.persist(lambda: self._store.threads.get(**where))
         if thread is None:
             return messages.NOTHING_TO_FORGET
         if job.user_id != thread.started_by and not await self._admins.is_admin(job.team_id, job.user_id):
             return messages.forget_not_yours(thread.started_by)
-        await hold.persist(lambda: Retention(self._store).forget_thread(**where))
+        await hold.persist(lambda: Retention(self._store.db).forget_thread(**where))
         log.info("job %s: thread %s forgotten at %s's request", job.id, job.thread_ts, job.user_id)
         return messages.FORGOTTEN
 
@@ -250,7 +250,7 @@ class JobRunner:
         with the request's place in the queue."""
         if job.queue_ts or min(self.free_slots(), self._pacing.ready()) > max(1, self._capacity // 10):
             return  # far from full here: it starts at once (near capacity, the database says exactly)
-        running, ahead = await hold.persist(lambda: self._store.queue_place(job.id))
+        running, ahead = await hold.persist(lambda: self._store.queue.place(job.id))
         starting, paced = self._starting(running)
         position = ahead + 1 - starting
         if position > 0:
@@ -274,7 +274,7 @@ class JobRunner:
         its id keeps its place). Its place is told, in the message that said it was its turn, or a new one."""
         job = run.job
         run.progress["paced"] = run.progress.get("paced", 0) + 1
-        running, ahead = await run.hold.persist(lambda: self._store.queue_place(job.id))
+        running, ahead = await run.hold.persist(lambda: self._store.queue.place(job.id))
         position = max(1, ahead + 1 - self._starting(running - 1)[0])  # `running` counts this job
         text, ts = self._queued_text(position, True), job.queue_ts
         await run.hold.confirm()
@@ -290,13 +290,13 @@ class JobRunner:
 
     async def refresh_queue(self) -> None:
         """Move the queue messages along: each waiting request shows its current place."""
-        running, waiting_ids, shown = await self._store.queue_messages()
+        running, waiting_ids, shown = await self._store.queue.messages()
         self.queue_shown = bool(shown)
         ready, paced = self._pacing.ready(), self._starting(running)[1]
         for job_id, channel, ts, shown_pos in shown:
             position = max(1, queue_position(job_id, running=running, waiting_ids=waiting_ids,
                                              capacity=self._capacity, ready=ready))
-            if position != shown_pos and await self._store.move_queue_message(job_id, position):
+            if position != shown_pos and await self._store.queue.move_message(job_id, position):
                 await self._slack.update(channel, ts, self._queued_text(position, paced))
 
     # -- stage 2: the generation itself -----------------------------------------------------------------------
@@ -457,7 +457,7 @@ class JobRunner:
         assert job.thread_ts is not None
         starts_thread = job.source == "command" or job.message_ts == job.thread_ts
         thread = None if starts_thread and job.source != "command" else await run.hold.persist(
-            lambda: self._store.thread(team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts))
+            lambda: self._store.threads.get(team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts))
         notices = run.progress.setdefault("notices", list(job.options.get("notices", [])))
         tool, chat = dict(job.options["tool"]), None
         if job.response_id is None and self._lineup is not None:  # (a started response is collected as it is)

@@ -66,9 +66,9 @@ def known_dead(worker_id: str) -> bool:
 
 async def free_jobs_of_dead_workers(store: Store) -> int:
     """Let the jobs of workers known to be dead be claimed now. Returns how many."""
-    dead = [w for w in await store.lease_holders() if known_dead(w)]
+    dead = [w for w in await store.leases.holders() if known_dead(w)]
     if not dead:
         return 0
-    freed = await store.expire_leases(dead)
+    freed = await store.leases.expire(dead)
     log.info("taking %d unfinished job(s) of %d stopped worker(s) at once: %s", freed, len(dead), ", ".join(dead))
     return freed

@@ -149,8 +149,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
     await easel.store.warm_up()
     follower = asyncio.create_task(_follow_wakeups(easel.worker.wake, stop)) if wakeups else None
     key_check: asyncio.Task[None] | None = None
-    purging = asyncio.create_task(purge_periodically(Retention(easel.store), days=settings.retention_days, stop=stop),
-                                  name="easel-retention") if settings.retention_days else None
+    purging = asyncio.create_task(
+        purge_periodically(Retention(easel.store.db), days=settings.retention_days, stop=stop),
+        name="easel-retention") if settings.retention_days else None
     try:
         listing, key_check = await _check_openai_key(easel, stop)
         # The jobs of a worker whose process is known to be dead (the last run of this one, say) are taken at

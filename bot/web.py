@@ -61,7 +61,7 @@ def web_app(easel: Easel, *, events: bool = True, worker: WorkerProcess | None =
             return web.json_response({"error": "a bearer token is required"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
         try:
-            figures = await asyncio.wait_for(easel.store.stats(), 5)
+            figures = await asyncio.wait_for(easel.store.queue.stats(), 5)
         except Exception as e:  # noqa: BLE001 - the counters are still worth a scrape
             log.warning("metrics: the database's figures could not be read (%s)", type(e).__name__)
             figures = None

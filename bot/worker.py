@@ -69,9 +69,9 @@ class Worker:
 
     def start(self) -> None:
         self._loops = [
-            asyncio.create_task(self._claim_loop("notice", self._store.claim_new_batch, self._new_work,
+            asyncio.create_task(self._claim_loop("notice", self._store.leases.claim_new_batch, self._new_work,
                                                  self._notice), name="easel-noticer"),
-            asyncio.create_task(self._claim_loop("run", self._store.claim_batch, self._queued_work, self._run),
+            asyncio.create_task(self._claim_loop("run", self._store.leases.claim_batch, self._queued_work, self._run),
                                 name="easel-runner"),
             asyncio.create_task(self._heartbeat(), name="easel-heartbeat"),
             asyncio.create_task(self._queue_messages(), name="easel-queue"),
@@ -96,7 +96,7 @@ class Worker:
             await asyncio.gather(*pending, return_exceptions=True)
             for job in unfinished:
                 with contextlib.suppress(Exception):
-                    await self._store.release(job.id, worker_id=self.worker_id, lease_no=job.lease_no)
+                    await self._store.leases.release(job.id, worker_id=self.worker_id, lease_no=job.lease_no)
                 log.info("job %s handed back unfinished", job.id)
 
     async def _claim_loop(
@@ -204,7 +204,7 @@ class Worker:
             if self._stopping.is_set():
                 return
             try:
-                new, runnable, queue_shown = await self._store.work_waiting()
+                new, runnable, queue_shown = await self._store.leases.work_waiting()
             except Exception:
                 log.exception("looking for work failed")
                 continue
@@ -244,7 +244,7 @@ class Worker:
         try:
             return await run
         except Paced:
-            await self._store.release(job.id, worker_id=self.worker_id, lease_no=job.lease_no)
+            await self._store.leases.release(job.id, worker_id=self.worker_id, lease_no=job.lease_no)
             log.info("job %s waits for its turn again (OpenAI's rate limit)", job.id)
             return True
 
@@ -269,8 +269,8 @@ class Worker:
                 continue  # nothing held here (a claim sets its own lease): an idle worker writes nothing
             working = dict(self._tasks)
             try:
-                numbers = await self._store.renew(worker_id=self.worker_id, job_ids={j.id for j in working.values()},
-                                                  lease=self._lease)
+                numbers = await self._store.leases.renew(worker_id=self.worker_id,
+                                                         job_ids={j.id for j in working.values()}, lease=self._lease)
             except Exception:
                 log.exception("renewing job leases failed")
                 continue

@@ -11,8 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from storage.errors import unavailable
-from storage.store import DuplicateJob, LeaseLost, Store, TooManyPending
+from storage.errors import DuplicateJob, LeaseLost, TooManyPending, unavailable
+from storage.store import Store
 
 __all__ = ["DuplicateJob", "LeaseLost", "Store", "TooManyPending", "driver_url", "open_store", "unavailable"]
 
@@ -62,7 +62,7 @@ def _upgrade(sync_conn: Any) -> None:
 
 
 def make_writer(url: str) -> sa.Engine | None:
-    """For SQLite, the synchronous engine every write goes through (see `Store._txn`); None otherwise."""
+    """For SQLite, the synchronous engine every write goes through (see `Database.txn`); None otherwise."""
     target = driver_url(url)
     if not target.startswith("sqlite"):
         return None

@@ -1,5 +1,6 @@
-"""Telling a database that is away (down, restarting, unreachable, locked by another process) from a statement
-that is wrong: the first is worth trying again once the database is back, the second never is."""
+"""What a database call can raise besides SQL's own errors, and telling a database that is away (down,
+restarting, unreachable, locked by another process) from a statement that is wrong: the first is worth trying
+again once the database is back, the second never is."""
 
 from __future__ import annotations
 
@@ -22,3 +23,16 @@ def unavailable(e: BaseException) -> bool:
         code = getattr(e.orig, "sqlstate", None) or getattr(e.orig, "pgcode", None)
         return isinstance(code, str) and code[:2] in _AWAY_CLASSES
     return False
+
+
+class LeaseLost(Exception):
+    """The job is no longer held under the caller's lease: another claim took it (the lease ran out), or it
+    was given back. Nothing was written."""
+
+
+class DuplicateJob(Exception):
+    """This Slack message or command was accepted before."""
+
+
+class TooManyPending(Exception):
+    """The user already has as many requests waiting or running as allowed."""

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from storage.database import uncancellable
 from storage.schema import metadata
-from storage.store import _uncancellable
 
 if TYPE_CHECKING:
-    from storage.store import Store
+    from storage.database import Database
 
 model_lifecycle = sa.Table(
     "model_lifecycle",
@@ -44,15 +44,15 @@ class Learned:
 class LifecycleStore:
     """The `model_lifecycle` table, through the store's connections (see `Store.lifecycle`)."""
 
-    def __init__(self, store: Store):
-        self._store = store
+    def __init__(self, db: Database):
+        self._db = db
 
-    @_uncancellable
+    @uncancellable
     async def save_listing(self, listed: Mapping[str, str | None], *, now: float | None = None) -> None:
         """Record a read of the model list: each listed model with its shutdown date; models not listed any
         more keep what was learned of them (a shutdown date stays), marked as not listed."""
         now = time.time() if now is None else now
-        insert = self._store._insert(model_lifecycle)
+        insert = self._db.insert(model_lifecycle)
         upsert = insert.on_conflict_do_update(
             index_elements=["model"],
             set_={"listed": True, "shutdown_date": insert.excluded.shutdown_date, "listed_at": now, "updated_at": now},
@@ -66,22 +66,22 @@ class LifecycleStore:
             if rows:
                 conn.execute(upsert, rows)
 
-        await self._store._txn(work)
+        await self._db.txn(work)
 
-    @_uncancellable
+    @uncancellable
     async def save_shutdown(self, model: str, date: str, *, now: float | None = None) -> None:
         """Record a shutdown date OpenAI gave in a refusal (the list may not have said it yet)."""
         now = time.time() if now is None else now
-        insert = self._store._insert(model_lifecycle).values(model=model, listed=False, shutdown_date=date, lacks=[],
+        insert = self._db.insert(model_lifecycle).values(model=model, listed=False, shutdown_date=date, lacks=[],
                                                              updated_at=now)
         stmt = insert.on_conflict_do_update(index_elements=["model"], set_={"shutdown_date": date, "updated_at": now})
-        await self._store._txn(lambda conn: conn.execute(stmt), one_statement=True)
+        await self._db.txn(lambda conn: conn.execute(stmt), one_statement=True)
 
-    @_uncancellable
+    @uncancellable
     async def add_lack(self, model: str, capability: str, *, now: float | None = None) -> None:
         """Record that OpenAI refused `capability` for `model` (kept with any recorded before, by any replica)."""
         now = time.time() if now is None else now
-        ensure = self._store._insert(model_lifecycle).values(model=model, listed=False, lacks=[], updated_at=now)
+        ensure = self._db.insert(model_lifecycle).values(model=model, listed=False, lacks=[], updated_at=now)
         ensure = ensure.on_conflict_do_nothing(index_elements=["model"])
         row = sa.select(model_lifecycle.c.lacks).where(model_lifecycle.c.model == model).with_for_update()
 
@@ -92,9 +92,9 @@ class LifecycleStore:
                 conn.execute(sa.update(model_lifecycle).where(model_lifecycle.c.model == model)
                              .values(lacks=[*lacks, capability], updated_at=now))
 
-        await self._store._txn(work)
+        await self._db.txn(work)
 
-    @_uncancellable
+    @uncancellable
     async def read(self) -> Learned:
         stmt = sa.select(model_lifecycle)
 
@@ -104,7 +104,7 @@ class LifecycleStore:
         shutdowns: dict[str, str | None] = {}
         lacks: dict[str, list[str]] = {}
         listed_at: float | None = None
-        for row in await self._store._read(work):
+        for row in await self._db.read(work):
             m = row._mapping
             if m["listed"] or m["shutdown_date"]:
                 shutdowns[m["model"]] = m["shutdown_date"]

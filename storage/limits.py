@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from storage.database import Database
 from storage.schema import rate_limits as buckets
-from storage.store import Store
 
 _EPSILON = 1e-9  # floating point: a bucket refilled to 0.9999999999 holds one token
 
@@ -56,9 +56,9 @@ def _bucket(row: Any) -> Bucket:
 class Limits:
     """The statements on `rate_limits`, run through the store's connections (on SQLite, its one writer)."""
 
-    def __init__(self, store: Store):
-        self._store = store
-        pg = store.dialect == "postgresql"
+    def __init__(self, db: Database):
+        self._db = db
+        pg = db.dialect == "postgresql"
         self._insert = pg_dialect.insert if pg else sqlite_dialect.insert
         self._least = sa.func.least if pg else sa.func.min
         self._greatest = sa.func.greatest if pg else sa.func.max
@@ -139,7 +139,7 @@ class Limits:
 
         # Let a statement finish even if its caller is cancelled (a grant cut off halfway would be lost, and
         # on SQLite a statement cut off can leave the write lock held).
-        return await asyncio.shield(self._store._txn(work, one_statement=True))
+        return await asyncio.shield(self._db.txn(work, one_statement=True))
 
     async def ensure(self, name: str, *, rate: float, tokens: float, now: float, probing: bool) -> Bucket:
         """The bucket, created (with these values) if it does not exist yet."""
@@ -152,14 +152,14 @@ class Limits:
             conn.execute(stmt)
             return _bucket(conn.execute(self._select, {"b_name": name}).one())
 
-        return await asyncio.shield(self._store._txn(work))
+        return await asyncio.shield(self._db.txn(work))
 
     async def bucket(self, name: str) -> Bucket | None:
         def work(conn: sa.Connection) -> Bucket | None:
             row = conn.execute(self._select, {"b_name": name}).first()
             return None if row is None else _bucket(row)
 
-        return await self._store._read(work)
+        return await self._db.read(work)
 
     async def take(self, name: str, *, want: int, now: float, cap: float, burst: float) -> Bucket:
         """Take up to `want` tokens, as many as the bucket holds now (none while it is paused); `granted` says

@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from storage import models
+from storage.database import Database
 from storage.schema import generations, jobs, threads, workspaces_removed
-from storage.store import Store
 
 FINISHED = (models.JobStatus.DONE.value, models.JobStatus.FAILED.value)
 
@@ -35,15 +35,15 @@ class Purged:
 
 
 class Retention:
-    def __init__(self, store: Store, *, batch: int = 500):
-        self._store = store
+    def __init__(self, db: Database, *, batch: int = 500):
+        self._db = db
         self._batch = batch
 
     async def purge(self, *, before: float) -> Purged:
         """Everything older than `before` (Unix seconds), batch after batch until none is left."""
         done = Purged()
         while True:
-            step = await self._store._txn(lambda conn: self._one_batch(conn, before))
+            step = await self._db.txn(lambda conn: self._one_batch(conn, before))
             done.jobs += step.jobs
             done.generations += step.generations
             done.threads += step.threads
@@ -112,11 +112,11 @@ class Retention:
                 conn.execute(sa.insert(workspaces_removed).values(team_id=team_id, removed_at=now))
             return cancelled
 
-        return await self._store._txn(work)
+        return await self._db.txn(work)
 
     async def workspace_back(self, team_id: str) -> None:
         """Installed again: its data is no longer due for deletion."""
-        await self._store._txn(lambda conn: conn.execute(
+        await self._db.txn(lambda conn: conn.execute(
             sa.delete(workspaces_removed).where(workspaces_removed.c.team_id == team_id)))
 
     async def forget_thread(self, *, team_id: str, channel_id: str, thread_ts: str) -> bool:
@@ -133,7 +133,7 @@ class Retention:
             conn.execute(sa.delete(jobs).where(in_thread, jobs.c.status.in_(FINISHED)))
             return bool(gone)
 
-        return await self._store._txn(work)
+        return await self._db.txn(work)
 
 
 def _thread_is(team_id: Any, channel_id: Any, thread_ts: Any) -> tuple[Any, ...]:

@@ -136,7 +136,7 @@ class Running:
         """Wait until every stored job (at least `n` of them) is done or failed."""
 
         async def settled() -> list[Job] | None:
-            jobs = await self.store.jobs()
+            jobs = await self.store.jobs.all()
             if n is not None and len(jobs) < n:
                 return None
             ok = jobs and all(j.status in ("done", "failed") for j in jobs) and self.easel.worker.busy == 0

@@ -29,7 +29,7 @@ async def test_unsigned_bad_and_stale_requests_get_401_and_nothing_is_stored(eas
     assert (await easel.sender.raw(body, {**headers, "Content-Type": "application/json"})).status == 401
     stale = easel.sender.sign(body, int(time.time()) - 301)
     assert (await easel.sender.raw(body, {**stale, "Content-Type": "application/json"})).status == 401
-    assert await easel.store.jobs() == []
+    assert await easel.store.jobs.all() == []
     assert easel.openai.requests == []
 
 
@@ -123,4 +123,4 @@ async def test_a_payload_bolt_cannot_read_is_400_when_signed_and_401_when_not(ea
     signed = {**easel.sender.sign(body, int(time.time())), "Content-Type": "application/json"}
     assert (await easel.sender.raw(body, signed)).status == 400
     assert (await easel.sender.raw(body, {"Content-Type": "application/json"})).status == 401
-    assert await easel.store.jobs() == []
+    assert await easel.store.jobs.all() == []

@@ -138,7 +138,7 @@ async def test_a_slow_download_holds_no_generation_slot(easel_factory) -> None:
     await easel.sender.mention("a quick one", channel="C0002")
     # The quick one is drawn and posted while the slow file is still arriving.
     await easel.slack.wait_for("files.completeUploadExternal", timeout=10)
-    slow_job = next(j for j in await easel.store.jobs() if j.message_ts == slow_ts)
+    slow_job = next(j for j in await easel.store.jobs.all() if j.message_ts == slow_ts)
     assert slow_job.status not in ("done", "failed"), slow_job
     said = await _refusal(easel, slow_ts)
     assert "too slowly" in said, said
@@ -155,11 +155,11 @@ async def test_attachments_wait_on_disk_until_their_job_runs(easel_factory) -> N
     root = easel.easel.attachments.root
 
     async def waiting() -> bool:
-        jobs = [j for j in await easel.store.jobs() if j.message_ts == ts]
+        jobs = [j for j in await easel.store.jobs.all() if j.message_ts == ts]
         return bool(jobs) and jobs[0].status == "queued"
 
     await wait_until(waiting, what="the job with the attachment to wait in the queue")
-    job = next(j for j in await easel.store.jobs() if j.message_ts == ts)
+    job = next(j for j in await easel.store.jobs.all() if j.message_ts == ts)
     assert (root / str(job.id) / "0").read_bytes() == still("WEBP")  # fetched, checked, waiting on disk
     await easel.slack.wait_for("files.completeUploadExternal", count=2, timeout=20)
     await easel.jobs_settled(2)

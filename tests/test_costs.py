@@ -27,7 +27,7 @@ def _expected_micros(usage: dict, tool_usage: dict) -> int:
 async def test_each_images_cost_is_recorded_exactly_and_shown(easel: Running) -> None:
     ts, _ = await easel.sender.mention("a harbour at dawn [[two]]")
     await easel.jobs_settled(1)
-    rows = list(await easel.store.generations())
+    rows = list(await easel.store.generations.all())
     assert [r["status"] for r in rows] == ["posted", "posted"]
     first, second = rows
     expected = _expected_micros(first["usage"], first["tool_usage"])
@@ -44,6 +44,6 @@ async def test_a_priced_conversational_model_is_not_flagged(easel_factory) -> No
     easel = await easel_factory(PRICES='{"gpt-5.4": {"text_in": 2.5, "cached_in": 0.25, "text_out": 15}}')
     await easel.sender.mention("a lighthouse")
     await easel.jobs_settled(1)
-    [row] = list(await easel.store.generations())
+    [row] = list(await easel.store.generations.all())
     assert row["cost_unpriced"] is False
     assert 0 < row["cost_micros"] < _expected_micros(row["usage"], row["tool_usage"])  # cheaper than the stand-in

@@ -112,7 +112,7 @@ async def unfinished(store: Store, n: int, *, timeout: float) -> int:
     """Wait until `n` jobs are stored and each is done or failed; how many were not, if that did not come in
     time."""
     async def left() -> int:
-        jobs = await store.jobs()
+        jobs = await store.jobs.all()
         return n - sum(j.status in ("done", "failed") for j in jobs)
 
     async def none_left() -> bool:
@@ -150,14 +150,14 @@ async def test_a_replica_paused_past_its_lease_posts_nothing_when_it_resumes(
     os.kill(paused, signal.SIGSTOP)
     try:
         async def all_taken_over() -> bool:
-            jobs = await store.jobs()
+            jobs = await store.jobs.all()
             return len(jobs) == n and all(j.status == "running" and j.attempts >= 2 for j in jobs)
 
         await wait_until(all_taken_over, timeout=60, what="B to take every job over")
         openai.gate.set()
         await wait_until(lambda: len({(f["channel_id"], f["thread_ts"]) for f in slack.shared_files}) == n,
                          timeout=60, what="B to post every image")
-        job_ids = {j.id for j in await store.jobs()}
+        job_ids = {j.id for j in await store.jobs.all()}
     finally:
         os.kill(paused, signal.SIGCONT)
     try:
@@ -186,7 +186,7 @@ async def test_a_second_instance_on_the_same_sqlite_file_takes_no_live_job(
         await b.bot.start()
 
         async def all_running() -> bool:  # (B, starting, gave A's jobs back and took them, before the fix)
-            jobs = await store.jobs()
+            jobs = await store.jobs.all()
             return len(jobs) == n and all(j.status == "running" for j in jobs)
 
         await wait_until(all_running, timeout=30, what="every job to be running")

@@ -37,7 +37,7 @@ async def test_moderation_block_as_http_400(easel: Running) -> None:
     jobs = await easel.jobs_settled(2)
     assert jobs[1].status == "failed" and jobs[1].error.startswith("moderation")
     assert any("safety system" in t and "Rephrasing" in t for t in await _thread_texts(easel, ts))
-    thread = await easel.store.thread(team_id="T0001", channel_id="C0001", thread_ts=ts)
+    thread = await easel.store.threads.get(team_id="T0001", channel_id="C0001", thread_ts=ts)
     assert thread.last_response_id == good
     await _next_reply_still_chains_on(easel, ts, good, 2)
 
@@ -48,7 +48,7 @@ async def test_moderation_block_as_failed_image_call(easel: Running) -> None:
     await easel.jobs_settled(2)
     assert any("safety system" in t for t in await _thread_texts(easel, ts))
     assert len(easel.slack.shared_files) == 1
-    gens = await easel.store.generations()
+    gens = await easel.store.generations.all()
     assert gens[-1]["status"] == "failed" and "moderation" in gens[-1]["error"]
     await _next_reply_still_chains_on(easel, ts, good, 2)
 
@@ -68,7 +68,7 @@ async def test_a_rate_limit_is_waited_out_not_failed(easel_factory) -> None:
     posts = [r for r in easel.openai.requests if r.method == "POST" and r.path == "/v1/responses"]
     assert [r.headers["x-stainless-retry-count"] for r in posts] == ["0", "0", "0", "0"]
     assert posts[-1].json["previous_response_id"] == good  # the turn that finally went chains as the first did
-    thread = await easel.store.thread(team_id="T0001", channel_id="C0001", thread_ts=ts)
+    thread = await easel.store.threads.get(team_id="T0001", channel_id="C0001", thread_ts=ts)
     assert thread.last_response_id == jobs[1].response_id != good
 
 
@@ -153,7 +153,7 @@ async def test_expired_chain_continues_on_a_new_chain_with_the_last_image(easel:
     import base64
     assert base64.b64decode(images[0]["image_url"].split(",", 1)[1]) == first_image
     assert "started over" in easel.slack.shared_files[1]["initial_comment"]
-    thread = await easel.store.thread(team_id="T0001", channel_id="C0001", thread_ts=ts)
+    thread = await easel.store.threads.get(team_id="T0001", channel_id="C0001", thread_ts=ts)
     assert thread.last_response_id == list(easel.openai.responses)[-1]
 
 

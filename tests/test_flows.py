@@ -64,7 +64,7 @@ async def test_reply_in_thread_continues_the_chain(easel: Running) -> None:
     assert second["previous_response_id"] == first_response
     assert second["instructions"]  # a chained call does not inherit them
     assert easel.slack.shared_files[1]["thread_ts"] == ts
-    thread = await easel.store.thread(team_id="T0001", channel_id="C0001", thread_ts=ts)
+    thread = await easel.store.threads.get(team_id="T0001", channel_id="C0001", thread_ts=ts)
     assert thread is not None
     assert thread.last_response_id == list(easel.openai.responses)[1]
     assert thread.last_image_file_id == easel.slack.shared_files[1]["file_id"]
@@ -74,7 +74,7 @@ async def test_reply_in_a_thread_easel_does_not_own_is_ignored(easel: Running) -
     root = easel.slack.add_message("C0001", "lunch?")
     _, result = await easel.sender.message("make it blue", thread_ts=root["ts"])
     assert result.status == 200
-    assert await easel.store.jobs() == []
+    assert await easel.store.jobs.all() == []
     assert easel.openai.create_requests() == []
 
 
@@ -115,7 +115,7 @@ async def test_imagine_help_and_bare_command_explain_usage(easel: Running) -> No
         result = await easel.sender.command(text)
         assert result.status == 200
         assert "--size" in result.body_text and "/imagine" in result.body_text
-    assert await easel.store.jobs() == []
+    assert await easel.store.jobs.all() == []
 
 
 async def test_imagine_bad_flag_is_refused_privately_and_nothing_is_sent(easel: Running) -> None:
@@ -124,7 +124,7 @@ async def test_imagine_bad_flag_is_refused_privately_and_nothing_is_sent(easel: 
     assert "--size huge" in result.body_text and "WIDTHxHEIGHT" in result.body_text
     result = await easel.sender.command("a cat --background transparent --format jpeg")
     assert "transparent" in result.body_text and "jpeg" in result.body_text
-    assert await easel.store.jobs() == []
+    assert await easel.store.jobs.all() == []
     assert easel.openai.requests == []
 
 
@@ -242,7 +242,7 @@ async def test_token_is_not_sent_to_a_foreign_file_host(easel: Running) -> None:
     texts = [m["text"] for m in easel.slack.thread("C0001", ts) if m.get("text")]
     assert any("will not send its token" in t for t in texts), texts
     assert easel.openai.requests == []
-    [job] = await easel.store.jobs()
+    [job] = await easel.store.jobs.all()
     assert job.status == "failed"
 
 
@@ -253,7 +253,7 @@ async def test_one_message_is_one_generation_whatever_the_deliveries(easel: Runn
     await easel.sender.mention("a blue bird", ts=ts, retry_num=1)
     await easel.sender.message("<@UBOT> a blue bird", ts=ts, retry_num=2)
     await _first_image(easel)
-    assert len(await easel.store.jobs()) == 1
+    assert len(await easel.store.jobs.all()) == 1
     assert len(easel.openai.create_requests()) == 1
     assert len(easel.slack.shared_files) == 1
 
@@ -276,7 +276,7 @@ async def test_bots_edits_and_deletions_never_trigger(easel: Running) -> None:
     for event in events:
         result = await easel.sender.post_event(event)
         assert result.status == 200, event
-    assert len(await easel.store.jobs()) == 1
+    assert len(await easel.store.jobs.all()) == 1
     assert len(easel.openai.create_requests()) == 1
 
 
@@ -295,12 +295,12 @@ async def test_job_is_stored_before_ack_and_openai_is_not_called_by_the_listener
     easel.openai.latency = 30  # the generation will still be running when we look
     ts, result = await easel.sender.mention("a slow painting")
     assert result.status == 200
-    [job] = await easel.store.jobs()  # stored before Slack heard "ok"
+    [job] = await easel.store.jobs.all()  # stored before Slack heard "ok"
     assert job.message_ts == ts
     assert easel.slack.calls_to("files.completeUploadExternal") == []
     result = await easel.sender.command("a slow poster")
     assert "On it" in result.body_text
-    assert len(await easel.store.jobs()) == 2
+    assert len(await easel.store.jobs.all()) == 2
 
 
 async def test_visible_sign_of_work_is_shown_then_cleared(easel: Running) -> None:
@@ -347,7 +347,7 @@ async def test_text_answer_is_posted_as_text_and_split(easel: Running) -> None:
     assert len(texts) >= 3 and all(len(t) <= 4000 for t in texts)
     assert sum(len(t) for t in texts) >= 8900
     assert easel.slack.shared_files == []
-    [gen] = await easel.store.generations()
+    [gen] = await easel.store.generations.all()
     assert gen["status"] == "text"
 
 
@@ -364,7 +364,7 @@ async def test_several_images_are_each_uploaded(easel: Running) -> None:
 async def test_generation_is_recorded_with_usage(easel: Running) -> None:
     await easel.sender.mention("a robot")
     await _first_image(easel)
-    [gen] = await easel.store.generations()
+    [gen] = await easel.store.generations.all()
     assert gen["status"] == "posted"
     assert gen["revised_prompt"] == "A detailed rendering of: a robot"
     assert gen["slack_file_id"] == easel.slack.shared_files[0]["file_id"]

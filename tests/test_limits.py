@@ -17,7 +17,7 @@ ONE_SECOND = 1.0  # the bucket holds one second's worth of tokens (and at least 
 
 @pytest.fixture
 async def limits(store: Store) -> Limits:
-    return Limits(store)
+    return Limits(store.db)
 
 
 async def _bucket(limits: Limits, rate: float, *, tokens: float | None = None, probing: bool = True) -> None:
@@ -147,7 +147,7 @@ async def test_a_rate_change_counts_the_tokens_so_far_at_the_old_rate(limits: Li
 async def two_replicas(database_url: str) -> AsyncIterator[tuple[Limits, Limits]]:
     a, b = await open_store(database_url), await open_store(database_url)
     try:
-        yield Limits(a), Limits(b)
+        yield Limits(a.db), Limits(b.db)
     finally:
         await a.close()
         await b.close()

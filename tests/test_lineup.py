@@ -140,7 +140,7 @@ async def test_a_shut_down_conversational_model_is_replaced(start: Start, clock:
     assert [c["model"] for c in easel.openai.create_requests()] == ["gpt-5.4", "gpt-5.4"]
     assert "gpt-5 was shut down by OpenAI on 2026-12-11" in shared["initial_comment"]
     assert len([r for r in caplog.records if "OPENAI_MODEL gpt-5 was shut down" in r.getMessage()]) == 1
-    gens = await easel.store.generations()
+    gens = await easel.store.generations.all()
     assert gens[0]["model"] == "gpt-5.4"
 
 

@@ -65,5 +65,5 @@ async def test_per_user_cap_says_so_and_keeps_the_rest(easel_factory) -> None:
     await easel.slack.wait_until(
         lambda: any("2 requests in progress" in m["text"] and m["thread_ts"] == ts for m in easel.slack.messages),
         what="the cap message")
-    jobs = await easel.store.jobs()
+    jobs = await easel.store.jobs.all()
     assert [j.kind.value for j in jobs] == ["generate", "generate", "reaction", "notice"]

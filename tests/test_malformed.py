@@ -230,5 +230,5 @@ async def test_the_reported_malformed_payloads_are_refused_or_ignored(easel: Run
     body = urllib.parse.urlencode(command).encode()
     result = await easel.sender.raw(body, {**_sign(body), "Content-Type": "application/x-www-form-urlencoded"})
     assert result.status == 200 and "without its team, channel" in result.body_text
-    jobs = await easel.store.jobs()
+    jobs = await easel.store.jobs.all()
     assert [j.text for j in jobs] == ["a fox \ufffd", "a fox"]  # the surrogate, replaced; the file's name too

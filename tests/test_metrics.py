@@ -41,7 +41,7 @@ async def test_metrics_before_and_after_a_request(easel: Running) -> None:
     assert after[("easel_jobs_finished_total", (("kind", "generate"), ("status", "done")))] == 1
     assert after[("easel_generation_seconds_count", (("image_model", "gpt-image-2"), ("quality", "auto")))] == 1
     assert after[("easel_jobs", (("status", "done"),))] == 1
-    [cost] = [g["cost_micros"] for g in await easel.store.generations()]
+    [cost] = [g["cost_micros"] for g in await easel.store.generations.all()]
     assert after[("easel_cost_dollars_total", (("image_model", "gpt-image-2"),))] == cost / 1_000_000
     for (_, labels) in after:  # nothing of a person or a thread in any label
         for _, value in labels:

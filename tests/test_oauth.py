@@ -66,7 +66,7 @@ async def test_two_workspaces_install_and_each_is_served_with_its_own_token(
             assert result.status == 200
             threads[team] = ts
     await oauth_easel.jobs_settled(2, timeout=30)
-    jobs = await oauth_easel.store.jobs()
+    jobs = await oauth_easel.store.jobs.all()
     assert {j.team_id for j in jobs} == set(WORKSPACES) and all(j.status == "done" for j in jobs)
     assert len(fake_slack.shared_files) == 2
 
@@ -86,7 +86,7 @@ async def test_a_workspace_that_never_installed_is_ignored(oauth_easel: Running,
     async with _sender(oauth_easel, "T0BBB") as stranger:
         _, result = await stranger.mention("let me in", channel="CT0BBB")
     assert result.status == 200
-    assert await oauth_easel.store.jobs() == []
+    assert await oauth_easel.store.jobs.all() == []
 
 
 async def test_uninstall_cancels_waiting_jobs_and_later_events_are_ignored(
@@ -100,12 +100,12 @@ async def test_uninstall_cancels_waiting_jobs_and_later_events_are_ignored(
         await bolt.mention("two", channel="CT0BBB")
         result = await acme.post_event({"type": "app_uninstalled"})
         assert result.status == 200
-        jobs = {j.team_id: j for j in await oauth_easel.store.jobs()}
+        jobs = {j.team_id: j for j in await oauth_easel.store.jobs.all()}
         assert jobs["T0AAA"].status == "failed" and "uninstalled" in (jobs["T0AAA"].error or "")
         assert jobs["T0BBB"].status == "new"  # the other workspace is untouched
         _, later = await acme.mention("again", channel="CT0AAA")
         assert later.status == 200
-    assert len(await oauth_easel.store.jobs()) == 2  # the later mention made no job
+    assert len(await oauth_easel.store.jobs.all()) == 2  # the later mention made no job
 
 
 async def test_revoked_bot_token_counts_as_uninstalled(oauth_easel: Running, fake_slack: FakeSlack) -> None:
@@ -114,7 +114,7 @@ async def test_revoked_bot_token_counts_as_uninstalled(oauth_easel: Running, fak
         result = await acme.post_event({"type": "tokens_revoked", "tokens": {"oauth": [], "bot": ["UBOTAAA"]}})
         assert result.status == 200
         await acme.mention("hello?", channel="CT0AAA")
-    assert await oauth_easel.store.jobs() == []
+    assert await oauth_easel.store.jobs.all() == []
 
 
 async def test_purge_on_uninstall_deletes_the_workspace_data_at_once(easel_factory, fake_slack: FakeSlack) -> None:
@@ -130,9 +130,9 @@ async def test_purge_on_uninstall_deletes_the_workspace_data_at_once(easel_facto
         await acme.post_event({"type": "app_uninstalled"})
 
     async def gone() -> bool:
-        jobs = await easel.store.jobs()
-        gens: list[dict[str, Any]] = list(await easel.store.generations())
+        jobs = await easel.store.jobs.all()
+        gens: list[dict[str, Any]] = list(await easel.store.generations.all())
         return {j.team_id for j in jobs} == {"T0BBB"} and {g["team_id"] for g in gens} == {"T0BBB"}
 
     await wait_until(gone, what="the uninstalled workspace's data to go")
-    assert await easel.store.thread(team_id="T0AAA", channel_id="CT0AAA", thread_ts="x") is None
+    assert await easel.store.threads.get(team_id="T0AAA", channel_id="CT0AAA", thread_ts="x") is None

@@ -57,9 +57,9 @@ async def test_the_jobs_of_dead_workers_are_freed_and_no_others(store: Store) ->
     jobs = {}
     for name, worker in (("dead", dead), ("alive", alive), ("elsewhere", elsewhere)):
         await queued(store, new_job(thread_ts=f"{len(jobs) + 1}.0"))
-        jobs[name] = await store.claim(worker_id=worker, lease=600)
+        jobs[name] = await store.leases.claim(worker_id=worker, lease=600)
     assert await owners.free_jobs_of_dead_workers(store) == 1
-    again = await store.claim(worker_id="next", lease=60)
+    again = await store.leases.claim(worker_id="next", lease=60)
     assert again is not None and again.id == jobs["dead"].id
-    assert await store.claim(worker_id="next", lease=60) is None
+    assert await store.leases.claim(worker_id="next", lease=60) is None
     assert await owners.free_jobs_of_dead_workers(store) == 0

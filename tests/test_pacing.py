@@ -31,11 +31,11 @@ def clock() -> ManualClock:
 
 
 def _pacer(store: Store, clock: ManualClock, per_minute: int | None = None) -> Pacer:
-    return Pacer(Limits(store), per_minute=per_minute, clock=clock)
+    return Pacer(Limits(store.db), per_minute=per_minute, clock=clock)
 
 
 async def _bucket(store: Store):
-    return await Limits(store).bucket(pacing.BUCKET)
+    return await Limits(store.db).bucket(pacing.BUCKET)
 
 
 async def _waits_for(clock: ManualClock, take: asyncio.Task[int], seconds: float) -> int:

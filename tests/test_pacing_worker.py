@@ -71,10 +71,10 @@ async def _drive(easel: Running, clock: ManualClock, n: int, timeout: float = 60
     a 429), move the clock to when the pacer wakes."""
 
     async def step() -> bool:
-        jobs = await easel.store.jobs()
+        jobs = await easel.store.jobs.all()
         if len(jobs) >= n and all(j.status in ("done", "failed") for j in jobs) and easel.easel.worker.busy == 0:
             return True
-        bucket = await Limits(easel.store).bucket(BUCKET)
+        bucket = await Limits(easel.store.db).bucket(BUCKET)
         settled = len(jobs) >= n and bucket is not None and bucket.taken == len(_creates(easel.openai)) and all(
             j.status in ("queued", "done", "failed") or (j.status == "running" and j.response_id) for j in jobs)
         wake = clock.next_wake()
@@ -97,7 +97,7 @@ async def _burst(easel: Running, n: int) -> list[str]:
     threads = await _mentions(easel, 1)
 
     async def started() -> bool:
-        return any(j.response_id for j in await easel.store.jobs())
+        return any(j.response_id for j in await easel.store.jobs.all())
 
     await wait_until(started, what="the first request to start")
     return threads + await _mentions(easel, n - 1, first=1)
@@ -120,7 +120,7 @@ def _creates(fake: FakeOpenAI) -> list[Any]:
 
 
 async def _all_done(easel: Running, n: int) -> None:
-    jobs = await easel.store.jobs()
+    jobs = await easel.store.jobs.all()
     assert [j.status for j in jobs] == ["done"] * n, [(j.id, j.status, j.error) for j in jobs]
     assert len(easel.slack.shared_files) == n
     failures = [c for c in easel.slack.calls
@@ -151,7 +151,7 @@ async def test_an_unknown_limit_is_learned_from_one_429(paced, clock: ManualCloc
     await _all_done(easel, 8)
     limits = easel.openai.limits
     assert [kind for _, kind in limits.rejected] == ["images"]
-    bucket = await Limits(easel.store).bucket(BUCKET)
+    bucket = await Limits(easel.store.db).bucket(BUCKET)
     assert (bucket.rate, bucket.stated, bucket.probing) == (27.0, 30.0, False)
     # 5 a minute at first (12 s), doubling with each request accepted while others wait: 6 s, 3 s; then
     # 1.5 s was too fast. After the 429's retry-after-ms (500), one every 60/27 s.
@@ -159,7 +159,7 @@ async def test_an_unknown_limit_is_learned_from_one_429(paced, clock: ManualCloc
     assert limits.rejected[0][0] - first == pytest.approx(10.5)
     assert [t - first for t in limits.admitted_images[:4]] == pytest.approx([0.0, 6.0, 9.0, 11.0 + 60 / 27])
     # the job that met the 429 went back to the queue, was told it is next, and was drawn
-    [met] = [j for j in await easel.store.jobs() if j.progress.get("paced")]
+    [met] = [j for j in await easel.store.jobs.all() if j.progress.get("paced")]
     assert met.progress["paced"] == 1
     assert _places(easel, met.channel_id, threads[int(met.channel_id[1:])])[-1] == 1
 
@@ -170,7 +170,7 @@ async def test_a_429_that_does_not_state_the_limit_halves_the_rate(paced, clock:
     await _drive(easel, clock, 6)
     await _all_done(easel, 6)
     assert len(easel.openai.limits.rejected) == 1
-    bucket = await Limits(easel.store).bucket(BUCKET)
+    bucket = await Limits(easel.store.db).bucket(BUCKET)
     assert bucket.stated is None and 20.0 < bucket.rate < 30.0  # halved from 40, grown 5% a request since
 
 
@@ -198,7 +198,7 @@ async def test_a_job_that_keeps_meeting_429s_is_given_up_after_ten_waits(paced, 
     easel.openai.add_fault(Fault(status=429, code="rate_limit_exceeded", retry_after=1, times=MAX_PACED + 1))
     [ts] = await _mentions(easel, 1)
     await _drive(easel, clock, 1)
-    [job] = await easel.store.jobs()
+    [job] = await easel.store.jobs.all()
     assert job.status == "failed" and job.error.startswith("rate_limit") and job.progress["paced"] == MAX_PACED
     assert len(_creates(easel.openai)) == MAX_PACED + 1
     assert any("rate-limiting" in m.get("text", "") for m in easel.slack.thread("C0000", ts))

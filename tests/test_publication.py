@@ -31,7 +31,7 @@ async def test_a_share_whose_answer_was_lost_is_not_made_again(easel: Running, l
     assert _per_thread(easel) == {ts: 1}
     assert len(easel.slack.calls_to("files.completeUploadExternal")) == 1
     assert _warnings(easel) == []
-    [generation] = await easel.store.generations(job_id=job.id)
+    [generation] = await easel.store.generations.all(job_id=job.id)
     assert generation["slack_file_id"] == easel.slack.shared_files[0]["file_id"]
 
 

@@ -23,13 +23,13 @@ DAY = 86400.0
 
 async def _finished_job(store: Store, *, thread_ts: str, age_days: float, prompt: str = "a secret plan") -> int:
     await enqueue(store, new_job(thread_ts=thread_ts), start_thread=True)
-    job = await store.claim_new(worker_id="w", lease=60)  # taken, as a worker would (its end is fenced on it)
+    job = await store.leases.claim_new(worker_id="w", lease=60)  # taken, as a worker would (its end is fenced on it)
     assert job is not None
     generation = Generation(job_id=job.id, team_id=TEAM, channel_id=CHANNEL, thread_ts=thread_ts, user_id=USER,
                             request_text=prompt, options={}, model="gpt-5.4", status="posted",
                             image_model="gpt-image-2", revised_prompt=f"{prompt}, detailed",
                             usage={"input_tokens": 10}, generation_ms=1234)
-    await store.finish(job.id, lease_no=job.lease_no, status=JobStatus.DONE, generations=[generation],
+    await store.jobs.finish(job.id, lease_no=job.lease_no, status=JobStatus.DONE, generations=[generation],
                        chain=ChainStep(team_id=TEAM, channel_id=CHANNEL, thread_ts=thread_ts, response_id="resp_1",
                                        image_file_id="F1"))
     then = time.time() - age_days * DAY
@@ -39,7 +39,7 @@ async def _finished_job(store: Store, *, thread_ts: str, age_days: float, prompt
         conn.execute(sa.update(generations).where(generations.c.job_id == job.id).values(created_at=then))
         conn.execute(sa.update(threads).where(threads.c.thread_ts == thread_ts).values(updated_at=then))
 
-    await store._txn(age)
+    await store.db.txn(age)
     return job.id
 
 
@@ -49,7 +49,7 @@ async def _rows(store: Store) -> tuple[list[int], list[dict], list[str]]:
                 [dict(r._mapping) for r in conn.execute(sa.select(generations).order_by(generations.c.id))],
                 list(conn.execute(sa.select(threads.c.thread_ts).order_by(threads.c.thread_ts)).scalars()))
 
-    return await store._read(read)
+    return await store.db.read(read)
 
 
 async def test_purge_takes_only_what_is_older_than_the_cut_off(store: Store) -> None:
@@ -57,7 +57,7 @@ async def test_purge_takes_only_what_is_older_than_the_cut_off(store: Store) -> 
     recent = await _finished_job(store, thread_ts="200.0", age_days=10)
     waiting = await enqueue(store, new_job(thread_ts="300.0"))  # unfinished, however old, stays
 
-    purged = await Retention(store, batch=2).purge(before=time.time() - 90 * DAY)  # several batches
+    purged = await Retention(store.db, batch=2).purge(before=time.time() - 90 * DAY)  # several batches
     assert (purged.jobs, purged.generations, purged.threads) == (5, 5, 5)
 
     job_ids, gens, thread_list = await _rows(store)
@@ -69,23 +69,23 @@ async def test_purge_takes_only_what_is_older_than_the_cut_off(store: Store) -> 
         assert g["usage"] == {"input_tokens": 10} and g["image_model"] == "gpt-image-2"
     assert gens[5]["request_text"] == "a secret plan" and gens[5]["job_id"] == recent
     assert old  # and a second purge finds nothing more
-    assert not await Retention(store).purge(before=time.time() - 90 * DAY)
+    assert not await Retention(store.db).purge(before=time.time() - 90 * DAY)
 
 
 async def test_a_thread_with_unfinished_work_is_kept(store: Store) -> None:
     await _finished_job(store, thread_ts="100.0", age_days=100)
     await enqueue(store, new_job(thread_ts="100.0"))  # a reply still waiting in that thread
-    await Retention(store).purge(before=time.time() - 90 * DAY)
+    await Retention(store.db).purge(before=time.time() - 90 * DAY)
     assert (await _rows(store))[2] == ["100.0"]
 
 
 async def test_forget_one_thread(store: Store) -> None:
     await _finished_job(store, thread_ts="100.0", age_days=0)
     await _finished_job(store, thread_ts="200.0", age_days=0, prompt="another")
-    retention = Retention(store)
+    retention = Retention(store.db)
     assert await retention.forget_thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="100.0")
-    assert await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="100.0") is None
-    assert await store.thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="200.0") is not None
+    assert await store.threads.get(team_id=TEAM, channel_id=CHANNEL, thread_ts="100.0") is None
+    assert await store.threads.get(team_id=TEAM, channel_id=CHANNEL, thread_ts="200.0") is not None
     _, gens, _ = await _rows(store)
     assert [g["request_text"] for g in gens] == ["", "another"]
     assert not await retention.forget_thread(team_id=TEAM, channel_id=CHANNEL, thread_ts="100.0")
@@ -94,7 +94,7 @@ async def test_forget_one_thread(store: Store) -> None:
 async def test_the_periodic_purge_runs_until_stopped(store: Store) -> None:
     await _finished_job(store, thread_ts="100.0", age_days=100)
     stop = asyncio.Event()
-    task = asyncio.create_task(purge_periodically(Retention(store), days=90, stop=stop, every=3600))
+    task = asyncio.create_task(purge_periodically(Retention(store.db), days=90, stop=stop, every=3600))
 
     async def purged() -> bool:
         return (await _rows(store))[0] == []

@@ -1,0 +1,190 @@
+"""Who works on which job: claims (each under the job's next `lease_no`), renewals, holds before a step that
+cannot be undone, leases ended for workers known to be dead, and jobs given back at a graceful stop.
+
+`noticing` and `running` carry a lease (`worker_id`, `lease_until`) that the owner renews; a job whose lease ran
+out (its process died) is taken again by the next claim. Jobs with the same `thread_key` run one after
+another, in id order; different threads run in parallel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from storage import models
+from storage.database import Database, Grouped, one_of, uncancellable
+from storage.job_table import EARLIER_UNFINISHED, GENERATE, HELD, QUEUE_SHOWN, fence, landed, to_job
+from storage.schema import jobs
+
+
+class Leases:
+    def __init__(self, db: Database):
+        self._db = db
+        now = sa.bindparam("now", type_=sa.Float)
+        self._takeable_new = sa.or_(
+            jobs.c.status == "new", sa.and_(jobs.c.status == "noticing", jobs.c.lease_until < now))
+        self._takeable_run = sa.or_(
+            jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.lease_until < now))
+        self._claim_new_stmt, self._claim_run_stmt = self._claims(now)
+        self._work_waiting = sa.select(
+            sa.exists().where(self._takeable_new),
+            sa.exists().where(jobs.c.kind == GENERATE, self._takeable_run),
+            sa.exists(QUEUE_SHOWN),
+        )
+        self._holds = Grouped(db, sa.update(jobs).where(*fence()).values(
+            lease_until=sa.bindparam("h_until", type_=sa.Float)), landed=landed(one_of(jobs.c.status, HELD)))
+
+    def _claims(self, now: Any) -> tuple[Any, Any]:
+        """The two claim statements (new jobs for the noticer; runnable jobs for the runner), with bound
+        `now`, `lease_until`, `worker_id`, `lim` (and `start` for the first)."""
+        lim = sa.bindparam("lim", type_=sa.Integer)
+        owner = {"worker_id": sa.bindparam("worker_id", type_=sa.String),
+                 "lease_until": sa.bindparam("lease_until", type_=sa.Float)}
+
+        def claim(takeable: Any, where: tuple[Any, ...], values: dict[str, Any]) -> Any:
+            candidates = sa.select(jobs.c.id).where(takeable, *where).order_by(jobs.c.id).limit(lim)
+            if self._db.postgresql:
+                candidates = candidates.with_for_update(skip_locked=True)
+            # A CTE, not `id IN (subquery)`: PostgreSQL may run such a subquery more than once, and with LIMIT
+            # and SKIP LOCKED each run can pick other rows, so one claim could take more jobs than it asked for.
+            picked = candidates.cte("picked")
+            return (
+                sa.update(jobs).where(jobs.c.id == picked.c.id, takeable)
+                .values(**values, **owner).returning(*jobs.c)
+            )
+
+        fast = sa.and_(
+            sa.bindparam("start", type_=sa.Boolean), jobs.c.kind == GENERATE,
+            jobs.c.source != "command", jobs.c.thread_ts.is_not(None), ~EARLIER_UNFINISHED,
+            sa.cast(jobs.c.files, sa.Text) == "[]",  # attachments are fetched first, outside any slot
+        )
+        claim_new = claim(self._takeable_new, (), {
+            "lease_no": jobs.c.lease_no + 1,
+            "status": sa.case((fast, "running"), else_="noticing"),
+            "noticed": sa.case((fast, True), else_=jobs.c.noticed),
+            "attempts": sa.case((fast, jobs.c.attempts + 1), else_=jobs.c.attempts),
+            "started_at": sa.case((fast, sa.func.coalesce(jobs.c.started_at, now)), else_=jobs.c.started_at),
+        })
+        claim_run = claim(self._takeable_run, (jobs.c.kind == GENERATE, ~EARLIER_UNFINISHED), {
+            "lease_no": jobs.c.lease_no + 1,
+            "status": "running",
+            "attempts": jobs.c.attempts + 1,
+            "started_at": sa.func.coalesce(jobs.c.started_at, now),
+        })
+        return claim_new, claim_run
+
+    def warm_up(self, conn: sa.Connection, now: float) -> None:
+        conn.execute(self._holds.stmt, [{"job_id": -1, "held_lease": 0, "h_until": now}])
+        for claim in (self._claim_new_stmt, self._claim_run_stmt):
+            conn.execute(claim, {"now": now, "lease_until": now, "worker_id": "warm-up", "lim": 0, "start": False})
+
+    def warm_up_reads(self, conn: sa.Connection, now: float) -> None:
+        conn.execute(self._work_waiting, {"now": now}).all()
+
+    async def _claim(self, stmt: Any, *, worker_id: str, lease: float, limit: int, **extra: Any) -> list[models.Job]:
+        now = time.time()
+        params = {"now": now, "lease_until": now + lease, "worker_id": worker_id, "lim": limit, **extra}
+        rows = await self._db.txn(lambda conn: conn.execute(stmt, params).all(), one_statement=True)
+        return sorted((to_job(r) for r in rows), key=lambda j: j.id)
+
+    async def claim_new(self, *, worker_id: str, lease: float) -> models.Job | None:
+        """Take the oldest job that has had no sign of work yet (or whose noticer died)."""
+        taken = await self.claim_new_batch(worker_id=worker_id, lease=lease, limit=1)
+        return taken[0] if taken else None
+
+    async def claim(self, *, worker_id: str, lease: float) -> models.Job | None:
+        """Take the oldest runnable job: queued (or running with a dead owner), and first in its thread."""
+        taken = await self.claim_batch(worker_id=worker_id, lease=lease, limit=1)
+        return taken[0] if taken else None
+
+    @uncancellable
+    async def claim_new_batch(
+        self, *, worker_id: str, lease: float, limit: int, start: bool = False
+    ) -> list[models.Job]:
+        """Take the oldest jobs that have had no sign of work yet (or whose noticer died).
+
+        With `start` (the caller has a free generation slot for each), message jobs that are first in their
+        thread go straight to "running" (their sign of work goes up while they generate); the others, and
+        every slash command (which must post its thread's first message before anything else), are
+        "noticing". Each job's status says which."""
+        return await self._claim(self._claim_new_stmt, worker_id=worker_id, lease=lease, limit=limit, start=start)
+
+    @uncancellable
+    async def claim_batch(self, *, worker_id: str, lease: float, limit: int) -> list[models.Job]:
+        """Take the oldest runnable jobs: queued (or running with a dead owner), each first in its thread."""
+        return await self._claim(self._claim_run_stmt, worker_id=worker_id, lease=lease, limit=limit)
+
+    @uncancellable
+    async def work_waiting(self) -> tuple[bool, bool, bool]:
+        """For a worker's periodic look, in one read: (a job waits for its sign of work, a generate job waits
+        for a runner, a waiting job shows a queue message). Counts jobs whose owner's lease ran out."""
+        params = {"now": time.time()}
+        row = await self._db.read(lambda conn: conn.execute(self._work_waiting, params).one())
+        return bool(row[0]), bool(row[1]), bool(row[2])
+
+    @uncancellable
+    async def renew(self, *, worker_id: str, job_ids: Collection[int], lease: float) -> dict[int, int]:
+        """Extend this worker's leases on the given jobs (those it is working on: no others, so a job whose run
+        ended here without its end being recorded is not kept from other workers). Returns each job's lease
+        number now: a job whose number is not the one its run claimed it under was taken over meanwhile."""
+        if not job_ids:
+            return {}
+        params = {"w": worker_id, "ids": sorted(job_ids), "until": time.time() + lease}
+        ids = jobs.c.id.in_(sa.bindparam("ids", expanding=True))
+        renew = (sa.update(jobs).where(jobs.c.worker_id == sa.bindparam("w"), one_of(jobs.c.status, HELD), ids)
+                 .values(lease_until=sa.bindparam("until", type_=sa.Float)))
+        numbers = sa.select(jobs.c.id, jobs.c.lease_no).where(ids)
+        if self._db.postgresql:  # one statement: the renewal as a data-modifying CTE
+            stmt = numbers.add_cte(renew.returning(jobs.c.id).cte("renewed"))
+            rows = await self._db.txn(lambda conn: conn.execute(stmt, params).all(), one_statement=True)
+        else:
+            def work(conn: sa.Connection) -> Sequence[Any]:
+                conn.execute(renew, params)
+                return conn.execute(numbers, params).all()
+
+            rows = await self._db.txn(work)
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    @uncancellable
+    async def hold(self, job_id: int, *, lease_no: int, lease: float) -> None:
+        """Confirm that the job is still held under `lease_no` and extend its lease by `lease` seconds from
+        now, before doing something that cannot be undone (posting in Slack). Raises LeaseLost if another
+        claim took it. Calls from many jobs at once share transactions."""
+        await self._holds.write({"job_id": job_id, "held_lease": lease_no, "h_until": time.time() + lease})
+
+    @uncancellable
+    async def holders(self) -> list[str]:
+        """The workers that hold live leases now."""
+        stmt = (sa.select(jobs.c.worker_id).distinct()
+                .where(one_of(jobs.c.status, HELD), jobs.c.lease_until >= time.time(), jobs.c.worker_id.is_not(None)))
+        return [str(w) for w in await self._db.read(lambda conn: conn.execute(stmt).scalars().all())]
+
+    @uncancellable
+    async def expire(self, worker_ids: Collection[str]) -> int:
+        """End the leases of workers known to be gone (their process is dead): their jobs can be claimed at
+        once (each under a new lease number) instead of when the leases run out. Returns how many."""
+        if not worker_ids:
+            return 0
+        stmt = (sa.update(jobs).where(jobs.c.worker_id.in_(sorted(worker_ids)), one_of(jobs.c.status, HELD))
+                .values(lease_until=0.0))
+        return await self._db.txn(lambda conn: conn.execute(stmt).rowcount, one_statement=True)
+
+    @uncancellable
+    async def release(self, job_id: int, *, worker_id: str, lease_no: int) -> None:
+        """Give a job back (graceful stop): it runs again on the next start, resuming from its progress."""
+        held = (jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.lease_no == lease_no)
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
+                sa.update(jobs).where(*held, jobs.c.status == "running")
+                .values(status="queued", worker_id=None, lease_until=None)
+            )
+            conn.execute(
+                sa.update(jobs).where(*held, jobs.c.status == "noticing")
+                .values(status="new", worker_id=None, lease_until=None)
+            )
+
+        await self._db.txn(work)
