@@ -627,7 +627,7 @@ def summary(values: Iterable[float | None]) -> dict[str, Any]:
 
 async def measure_floor(api_url: str, token: str, image_file: Path, tries: int) -> dict[str, Any]:
     """`bench.floor` in a process of its own, allocating like the app's worker (see that module)."""
-    from bot.app import WORKER_MALLOC
+    from bot.processes import WORKER_MALLOC
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.floor", api_url, token, str(image_file), str(tries), cwd=ROOT,
