@@ -57,6 +57,8 @@ class Phase:
 
 
 class Bench:
+    """One run of the load benchmark with `args` (as `bench.run` parses them): `await Bench(args).run()`."""
+
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.image, self.width, self.height = noise_image(args.image_mb)
