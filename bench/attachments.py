@@ -20,12 +20,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from bench.processes import API_KEY, SIGNING_SECRET, App, app_env, free_port
 from bot import limits
-from tests.conftest import SIGNING_SECRET
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_requests import SlackSender
-from tests.procs import BotProcess, free_port
 
 
 def noise_png(size: int) -> bytes:
@@ -53,19 +52,13 @@ def _hwm_kb(pid: int) -> int:
 
 async def main(messages: int, latency: float) -> dict[str, object]:
     image = noise_png(limits.MAX_TOTAL_BYTES // limits.MAX_IMAGES - 1000)
-    async with FakeSlack() as slack, FakeOpenAI(latency=latency) as openai_fake:
+    async with FakeSlack() as slack, FakeOpenAI(api_key=API_KEY, latency=latency) as openai_fake:
         port = free_port()
         with tempfile.TemporaryDirectory() as tmp:
-            bot = BotProcess({
-                "PATH": os.environ.get("PATH", ""), "SLACK_BOT_TOKEN": slack.bot_token,
-                "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
-                "OPENAI_API_KEY": openai_fake.api_key, "OPENAI_BASE_URL": openai_fake.base_url,
-                "DATABASE_URL": f"sqlite:///{tmp}/easel.db", "PORT": str(port),
-            }, Path(tmp) / "bot.log")
+            bot = App(app_env(slack, openai_fake, f"sqlite:///{tmp}/easel.db", port, Path(tmp)), Path(tmp) / "bot.log")
             try:
                 await bot.start()
-                assert bot.proc is not None
-                [worker] = _children(bot.proc.pid)
+                [worker] = _children(bot.pid)
                 before = _hwm_kb(worker)
                 started = time.monotonic()
                 async with SlackSender(url=f"http://127.0.0.1:{port}/slack/events",
@@ -77,7 +70,7 @@ async def main(messages: int, latency: float) -> dict[str, object]:
                 posted = time.monotonic() - started
                 peak = _hwm_kb(worker)
             finally:
-                await bot.ensure_stopped()
+                await bot.stop(within=10)
     sent = [len(json.dumps(body)) for body in openai_fake.create_requests()]
     return {"messages": messages, "images_per_message": limits.MAX_IMAGES,
             "bytes_per_message": len(image) * limits.MAX_IMAGES, "request_bytes": sent,

@@ -5,9 +5,8 @@ Slack once, with nothing else.
 
 Prints one JSON document. It runs in a separate process so that its CPU time is its own (the fake answers in
 the benchmark's process) and so that it allocates like the app's worker does (the benchmark starts it with the
-worker's malloc settings, `bot.processes.WORKER_MALLOC`): measured in the benchmark's own, long-lived process, the
-standard library's decode alone took anywhere from 4 to 8 ms, depending on whether its output buffer came
-from a fresh mapping.
+worker's malloc settings, `bot.processes.WORKER_MALLOC`): in the benchmark's own, long-lived process, the time of
+the standard library's decode alone depended on whether its output buffer came from a fresh mapping.
 
 The decode is the standard library's (`base64.b64decode`), a fixed yardstick; the app decodes with pybase64,
 whose time for the same image is reported next to it.

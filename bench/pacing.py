@@ -30,41 +30,30 @@ import asyncio
 import collections
 import datetime as dt
 import json
-import os
 import re
 import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from bench.run import (
-    API_KEY,
-    RESULTS,
-    ROOT,
-    SIGNING_SECRET,
-    App,
-    Sender,
-    TimedOpenAI,
-    TimedSlack,
-    free_port,
-    git_state,
-    make_database,
-    now,
-)
+from bench.events import Sender
+from bench.processes import API_KEY, RESULTS, ROOT, App, app_env, free_port, git_state, make_database
+from bench.timing import OpenAITimes, SlackTimes, now
+from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.openai_limits import AccountLimits
+from tests.fakes.slack_api import FakeSlack
 
 PLACE = re.compile(r"(you're next|you're number (\d+) in the queue)")
 
 
-class PacingSlack(TimedSlack):
-    """TimedSlack that also stamps each place a request is told (queue messages posted and updated)."""
+class PacingTimes(SlackTimes):
+    """SlackTimes that also stamps each place a request is told (queue messages posted and updated)."""
 
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
+    def __init__(self) -> None:
+        super().__init__()
         self.threads_of: dict[tuple[str, str], str] = {}  # (channel, message ts) -> its thread
         self.places: dict[tuple[str, str], list[tuple[float, int]]] = collections.defaultdict(list)
 
@@ -73,19 +62,16 @@ class PacingSlack(TimedSlack):
         if found and thread:
             self.places[(channel, thread)].append((now(), 1 if found.group(2) is None else int(found.group(2))))
 
-    def _chat_post_message(self, args: dict[str, Any]) -> web.Response:
-        response = super()._chat_post_message(args)
-        body = json.loads(response.body) if isinstance(response.body, bytes) else {}
-        channel, thread = str(args.get("channel")), args.get("thread_ts")
-        if body.get("ok") and thread:
-            self.threads_of[(channel, body["ts"])] = str(thread)
-            self._told(channel, str(thread), str(args.get("text", "")))
-        return response
-
-    def _chat_update(self, args: dict[str, Any]) -> web.Response:
+    def handled(self, method: str, args: Mapping[str, Any], answer: Mapping[str, Any]) -> None:
+        super().handled(method, args, answer)
         channel = str(args.get("channel"))
-        self._told(channel, self.threads_of.get((channel, str(args.get("ts")))), str(args.get("text", "")))
-        return super()._chat_update(args)
+        if method == "chat.postMessage":
+            thread = args.get("thread_ts")
+            if answer.get("ok") and thread:
+                self.threads_of[(channel, answer["ts"])] = str(thread)
+                self._told(channel, str(thread), str(args.get("text", "")))
+        elif method == "chat.update":
+            self._told(channel, self.threads_of.get((channel, str(args.get("ts")))), str(args.get("text", "")))
 
 
 async def _database_state(url: str) -> dict[str, Any]:
@@ -111,7 +97,9 @@ async def _database_state(url: str) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     limits = AccountLimits(images_per_minute=args.per_minute)
-    slack, openai = PacingSlack(), TimedOpenAI(api_key=API_KEY, latency=args.latency, limits=limits)
+    times, openai_times = PacingTimes(), OpenAITimes()
+    slack = FakeSlack(observer=times)
+    openai = FakeOpenAI(api_key=API_KEY, latency=args.latency, limits=limits, observer=openai_times)
     tmp = Path(tempfile.mkdtemp(prefix="easel-pacing-"))
     started = dt.datetime.now()
     app: App | None = None
@@ -122,21 +110,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         database_url, drop = await make_database(args.database, tmp)
         port = free_port()
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": os.environ.get("HOME", str(tmp)),
-            "SLACK_BOT_TOKEN": slack.bot_token,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.api_url,
-            "OPENAI_API_KEY": API_KEY,
-            "OPENAI_BASE_URL": openai.base_url,
-            "DATABASE_URL": database_url,
-            "PORT": str(port),
-            "MAX_CONCURRENT_GENERATIONS": str(args.concurrency),
-            "SHUTDOWN_GRACE_SECONDS": "5",
-            "LOG_LEVEL": "WARNING",
+        env = app_env(
+            slack,
+            openai,
+            database_url,
+            port,
+            tmp,
+            MAX_CONCURRENT_GENERATIONS=str(args.concurrency),
+            SHUTDOWN_GRACE_SECONDS="5",
+            LOG_LEVEL="WARNING",
             **({"OPENAI_IMAGES_PER_MINUTE": str(args.per_minute)} if args.known else {}),
-        }
+        )
         git = git_state(args.app_dir)
         app = App(env, tmp / "bot.log", args.app_dir)
         print(f"starting python -m bot on :{port} ({args.database}); {args.requests} requests against "
@@ -151,7 +135,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         start = now() + 0.1
         await sender.send(reqs, start, 1.0)
         deadline = start + 2 * ideal + args.latency + 60
-        while now() < deadline and any(slack.shared_tags[r.key] == 0 for r in reqs):
+        while now() < deadline and any(times.shared_tags[r.key] == 0 for r in reqs):
             if app.proc is not None and app.proc.returncode is not None:
                 break
             await asyncio.sleep(0.2)
@@ -160,7 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sender = None
         code = await app.stop()
         state = await _database_state(database_url)
-        return report(args, reqs, slack, openai, limits, state, ideal=ideal, git=git, started=started,
+        return report(args, reqs, times, openai_times, slack, limits, state, ideal=ideal, git=git, started=started,
                       exit_code=code, log=app.log)
     finally:
         if sender is not None:
@@ -177,14 +161,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def report(args: argparse.Namespace, reqs: list[Any], slack: PacingSlack, openai: TimedOpenAI,
+def report(args: argparse.Namespace, reqs: list[Any], times: PacingTimes, openai: OpenAITimes, slack: FakeSlack,
            limits: AccountLimits, state: dict[str, Any], **info: Any) -> dict[str, Any]:
     interval = 60.0 / args.per_minute
-    posted = {x["tag"]: x["t"] for x in slack.shares}
+    posted = {x["tag"]: x["t"] for x in times.shares}
     begun = {tag: min(run["start"] for run in runs) for tag, runs in openai.generations.items() if runs}
     lines = []
     for r in reqs:
-        told = slack.places.get((r.channel, r.ts), [])
+        told = times.places.get((r.channel, r.ts), [])
         gen = begun.get(r.key)
         waited = gen is not None and r.acked is not None and gen - r.acked > interval
         lines.append({

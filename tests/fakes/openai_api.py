@@ -344,6 +344,20 @@ def _parse_size(size: str, param: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------- the fake
 
 
+class OpenAIObserver:
+    """What a FakeOpenAI given ``observer=`` tells it, as things happen: synchronously, in the fake's event loop.
+    Every method does nothing here; an observer overrides those it needs."""
+
+    def received(self, request: Recorded) -> None:
+        """A request was read (its body included) and recorded, before it is answered."""
+
+    def generation_started(self, response: FakeResponse) -> None:
+        """The generation of ``response`` begins (it then takes ``latency`` seconds per image)."""
+
+    def generation_ended(self, response: FakeResponse) -> None:
+        """That generation is over: completed, failed or cancelled (``response.status`` says which)."""
+
+
 class FakeOpenAI:
     """The fake server. Use ``async with FakeOpenAI() as fake:`` and point the SDK at ``fake.base_url``."""
 
@@ -351,6 +365,7 @@ class FakeOpenAI:
         self, *, api_key: str = "sk-test", latency: float = 0.0, image_factory: ImageFactory | None = None,
         today: Callable[[], datetime.date] | None = None,
         limits: AccountLimits | None = None,
+        observer: OpenAIObserver | None = None,
     ) -> None:
         self.api_key = api_key
         # GET /v1/models: id -> shutdown date (a test may change it at any time); models are refused from
@@ -375,6 +390,7 @@ class FakeOpenAI:
         self._changed = asyncio.Event()
         self._closing = False
         self._runner: web.AppRunner | None = None
+        self._observer = observer
 
     # ---- lifecycle
 
@@ -467,6 +483,8 @@ class FakeOpenAI:
         )
         self.requests.append(recorded)
         self._notify()
+        if self._observer is not None:
+            self._observer.received(recorded)
         return recorded
 
     def _auth_error(self, recorded: Recorded) -> web.Response | None:
@@ -792,6 +810,8 @@ class FakeOpenAI:
         self._notify()
 
     async def _produce(self, resp: FakeResponse) -> None:
+        if self._observer is not None:
+            self._observer.generation_started(resp)
         self.in_flight += 1
         try:
             await self._generate(resp)
@@ -803,6 +823,8 @@ class FakeOpenAI:
         finally:
             self.in_flight -= 1
             self._notify()
+            if self._observer is not None:
+                self._observer.generation_ended(resp)
 
     async def _generate(self, resp: FakeResponse) -> None:
         self._set_status(resp, "in_progress")

@@ -133,6 +133,22 @@ class _StoredFile:
     shares: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # channel -> [{ts, thread_ts}]
 
 
+class SlackObserver:
+    """What a FakeSlack given ``observer=`` tells it, as things happen: synchronously, in the fake's event loop,
+    before the answer is sent (so a time taken here is when Slack handled the call). Every method does nothing
+    here; an observer overrides those it needs."""
+
+    def handled(self, method: str, args: Mapping[str, Any], answer: Mapping[str, Any]) -> None:
+        """A Web API method ran: its arguments as the fake read them, and the JSON answer it gave (also when a
+        fault set to strike after the call took effect then replaces that answer on the wire)."""
+
+    def upload_arrived(self, file_id: str) -> None:
+        """A POST arrived at the upload URL of ``file_id``; its body is not read yet."""
+
+    def upload_handled(self, file_id: str) -> None:
+        """That POST was answered (its bytes stored, or refused)."""
+
+
 class FakeSlack:
     """Fake Slack Web API; use as ``async with FakeSlack() as fake:``."""
 
@@ -145,6 +161,7 @@ class FakeSlack:
         bot_id: str = "BBOT",
         team: str = "Easel Test",
         scopes: Sequence[str] = DEFAULT_SCOPES,
+        observer: SlackObserver | None = None,
     ) -> None:
         self.bot_token = bot_token
         self.team_id = team_id
@@ -189,6 +206,7 @@ class FakeSlack:
         self.socket_acks: dict[str, dict[str, Any]] = {}  # envelope_id -> the client's ack, payload included
         self._sockets: list[web.WebSocketResponse] = []  # open connections, oldest first
         self._tickets: set[str] = set()
+        self._observer = observer
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -688,6 +706,8 @@ class FakeSlack:
             return self._error("missing_scope", needed=",".join(needed), provided=",".join(self.scopes))
         handler = self._handlers().get(method)
         response = self._json({"ok": True}) if handler is None else handler(args)
+        if self._observer is not None:
+            self._observer.handled(method, args, json.loads(response.body))
         await self._notify()  # state changed: let wait_until predicates on state re-check
         if fault is not None:  # committed: the answer is what goes wrong
             return self._drop(request) if fault.drop else self._fault_response(fault)
@@ -1053,6 +1073,14 @@ class FakeSlack:
 
     async def _handle_upload(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]
+        if self._observer is None:
+            return await self._take_upload(request, file_id)
+        self._observer.upload_arrived(file_id)
+        response = await self._take_upload(request, file_id)
+        self._observer.upload_handled(file_id)
+        return response
+
+    async def _take_upload(self, request: web.Request, file_id: str) -> web.Response:
         raw = await request.read()
         await self._record(
             Call("upload", {"file_id": file_id}, _CIDict(request.headers.items()), raw, request.path)

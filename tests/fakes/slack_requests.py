@@ -174,7 +174,8 @@ class SlackSender:
         payload = {"token": self.verification_token, "challenge": challenge, "type": "url_verification"}
         return await self.post_json(payload, timestamp=timestamp)
 
-    def _rich_text(self, elements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def rich_text(self, elements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A message's ``blocks`` as Slack sends them with an event: one rich_text section of ``elements``."""
         return [
             {
                 "type": "rich_text",
@@ -221,7 +222,7 @@ class SlackSender:
             "ts": ts,
             "client_msg_id": str(uuid.uuid4()),
             "team": self.team_id,
-            "blocks": self._rich_text(
+            "blocks": self.rich_text(
                 [{"type": "user", "user_id": self.bot_user_id}, {"type": "text", "text": f" {text}"}]
             ),
             "channel": channel,
@@ -266,7 +267,7 @@ class SlackSender:
                 "text": text,
                 "ts": ts,
                 "team": self.team_id,
-                "blocks": self._rich_text([{"type": "text", "text": text}]),
+                "blocks": self.rich_text([{"type": "text", "text": text}]),
                 "channel": channel,
                 "event_ts": ts,
                 "channel_type": channel_type,
