@@ -29,7 +29,7 @@ from bot.service import Intake
 from bot.worker import Worker
 from handlers import payloads
 from storage import Store, open_store
-from storage.models import Job
+from storage.models import Job, JobKind, JobStatus
 
 TEAM, CHANNEL, USER = "T0CONSOLE", "D0CONSOLE", "U0CONSOLE"
 DEFAULT_OUT = "easel-out"
@@ -176,14 +176,14 @@ class Console:
         await self._intake.submit(routed.job, start_thread=routed.start_thread,
                                   thread_options=routed.thread_options)
         job = await self._finished(routed.job.dedupe_key)
-        if routed.start_thread and job is not None and job.status == "done" and job.kind.value == "generate":
+        if routed.start_thread and job is not None and job.status is JobStatus.DONE and job.kind is JobKind.GENERATE:
             self._thread_ts = ts  # later lines continue this thread (the same chain of responses)
         return job
 
     async def _finished(self, dedupe_key: str) -> Job | None:
         while True:
             found = [j for j in await self._store.jobs() if j.dedupe_key == dedupe_key]
-            if found and found[0].status in ("done", "failed") and self._worker.busy == 0:
+            if found and found[0].status in (JobStatus.DONE, JobStatus.FAILED) and self._worker.busy == 0:
                 return found[0]
             if not found:
                 return None  # refused before it became a job (a cap, say): already said
@@ -241,7 +241,7 @@ async def run(settings: Settings, argv: list[str], *, stdin: TextIO | None = Non
     try:
         if once:
             job = await console.ask(once)
-            return 0 if job is None or job.status == "done" else 1
+            return 0 if job is None or job.status is JobStatus.DONE else 1
         if interactive:
             print(f"Easel console: say what to draw; the next line changes it. Images go to {out_dir}/. "
                   "Ctrl-D ends.", file=stdout, flush=True)

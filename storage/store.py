@@ -42,11 +42,12 @@ def _one_of(column: Any, values: Sequence[str]) -> Any:
     return column.in_([sa.literal(v) for v in values])
 
 
-_WAITING = ("new", "noticing", "queued")
-_HELD = ("noticing", "running")  # the states in which a job has a lease
+_S = models.JobStatus
+_WAITING = (_S.NEW.value, _S.NOTICING.value, _S.QUEUED.value)
+_HELD = (_S.NOTICING.value, _S.RUNNING.value)  # the states in which a job has a lease
 _NEW_JOB_COLUMNS = ("dedupe_key", "kind", "source", "team_id", "channel_id", "user_id", "message_ts", "thread_ts",
                     "thread_key", "text", "response_url", "options", "files", "force_image", "created_at")
-_ACTIVE = (*_WAITING, "running")
+_ACTIVE = (*_WAITING, _S.RUNNING.value)
 _QUEUE_SHOWN = (  # waiting generate jobs that show a queue message (looked up now and then, mostly to find none)
     sa.select(jobs.c.id, jobs.c.channel_id, jobs.c.queue_ts, jobs.c.queue_pos)
     .where(jobs.c.kind == models.JobKind.GENERATE.value, _one_of(jobs.c.status, _WAITING), jobs.c.queue_ts.is_not(None))
@@ -117,7 +118,7 @@ def _job(row: Any) -> models.Job:
         files=list(m["files"] or []),
         force_image=bool(m["force_image"]),
         response_url=m["response_url"],
-        status=models.JobStatus(m["status"]) if m["status"] in models.JobStatus._value2member_map_ else m["status"],
+        status=models.JobStatus(m["status"]),
         attempts=m["attempts"],
         noticed=bool(m["noticed"]),
         response_id=m["response_id"],
@@ -367,7 +368,7 @@ class Store:
             return sa.bindparam(f"e_{column}", type_=table.c[column].type)
 
         columns = list(_NEW_JOB_COLUMNS)
-        row = sa.select(*(p(c) for c in columns), sa.literal("new"), sa.literal(0), sa.literal(False),
+        row = sa.select(*(p(c) for c in columns), sa.literal(_S.NEW.value), sa.literal(0), sa.literal(False),
                         sa.literal({}, jobs.c.progress.type))
         pending = None
         if check:
@@ -411,7 +412,8 @@ class Store:
         new_job = {c: sa.bindparam(c, type_=jobs.c[c].type) for c in _NEW_JOB_COLUMNS}
         self._enqueue_stmt = (
             insert(jobs)
-            .values(**new_job, status="new", attempts=0, noticed=False, progress=sa.literal({}, jobs.c.progress.type))
+            .values(**new_job, status=_S.NEW.value, attempts=0, noticed=False,
+                    progress=sa.literal({}, jobs.c.progress.type))
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
             .returning(jobs.c.id)
         )
@@ -437,7 +439,7 @@ class Store:
         )
         self._generation_stmt = sa.insert(generations_table)
         self._later_than_job = (  # a later generate job of the same thread (given its key) waits to run
-            jobs.c.id > sa.bindparam("job_id"), jobs.c.status == "queued",
+            jobs.c.id > sa.bindparam("job_id"), jobs.c.status == _S.QUEUED.value,
             jobs.c.kind == models.JobKind.GENERATE.value)
         this_thread = sa.select(jobs.c.thread_key).where(jobs.c.id == sa.bindparam("job_id")).scalar_subquery()
         self._later_queued = sa.select(sa.exists().where(jobs.c.thread_key == this_thread, *self._later_than_job))
@@ -456,13 +458,14 @@ class Store:
             threads.c.team_id == sa.bindparam("t_team"), threads.c.channel_id == sa.bindparam("t_channel"),
             threads.c.thread_ts == sa.bindparam("t_ts"))
         self._noticed_stmt = (
-            sa.update(jobs).where(*_fence(), jobs.c.status == "noticing")
-            .values(status="queued", noticed=True, worker_id=None, lease_until=None)
+            sa.update(jobs).where(*_fence(), jobs.c.status == _S.NOTICING.value)
+            .values(status=_S.QUEUED.value, noticed=True, worker_id=None, lease_until=None)
         )
         self._updates: dict[frozenset[str], Any] = {}  # update_job statements, by the columns they set
         self._update_groups: dict[frozenset[str], _Grouped] = {}
         self._still_held = _landed(_one_of(jobs.c.status, _HELD))
-        self._noticed = _Grouped(self, self._noticed_stmt, landed=_landed(jobs.c.noticed, jobs.c.status != "noticing"))
+        self._noticed = _Grouped(self, self._noticed_stmt, landed=_landed(jobs.c.noticed,
+                                                                             jobs.c.status != _S.NOTICING.value))
         self._holds = _Grouped(self, sa.update(jobs).where(*_fence()).values(
             lease_until=sa.bindparam("h_until", type_=sa.Float)), landed=self._still_held)
         self._ended = sa.select(jobs.c.status).where(jobs.c.id == sa.bindparam("job_id"),
@@ -492,7 +495,7 @@ class Store:
         def work(conn: sa.Connection) -> None:
             conn.execute(self._pending_stmt, {"team": "", "user": ""})
             job_id = conn.execute(self._enqueue_stmt, {
-                "dedupe_key": f"warm-up:{now}", "kind": "notice", "source": "warm-up", "team_id": "",
+                "dedupe_key": f"warm-up:{now}", "kind": models.JobKind.NOTICE.value, "source": "warm-up", "team_id": "",
                 "channel_id": "", "user_id": "", "message_ts": None, "thread_ts": None, "thread_key": "warm-up",
                 "text": "", "response_url": None, "options": {}, "files": [], "force_image": False,
                 "created_at": now,
@@ -556,7 +559,7 @@ class Store:
             )
 
         new = self._takeable_new = sa.or_(
-            jobs.c.status == "new", sa.and_(jobs.c.status == "noticing", jobs.c.lease_until < now))
+            jobs.c.status == _S.NEW.value, sa.and_(jobs.c.status == _S.NOTICING.value, jobs.c.lease_until < now))
         fast = sa.and_(
             sa.bindparam("start", type_=sa.Boolean), jobs.c.kind == models.JobKind.GENERATE.value,
             jobs.c.source != "command", jobs.c.thread_ts.is_not(None), ~_EARLIER_UNFINISHED,
@@ -564,16 +567,16 @@ class Store:
         )
         claim_new = claim(new, (), {
             "lease_no": jobs.c.lease_no + 1,
-            "status": sa.case((fast, "running"), else_="noticing"),
+            "status": sa.case((fast, _S.RUNNING.value), else_=_S.NOTICING.value),
             "noticed": sa.case((fast, True), else_=jobs.c.noticed),
             "attempts": sa.case((fast, jobs.c.attempts + 1), else_=jobs.c.attempts),
             "started_at": sa.case((fast, sa.func.coalesce(jobs.c.started_at, now)), else_=jobs.c.started_at),
         })
         runnable = self._takeable_run = sa.or_(
-            jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.lease_until < now))
+            jobs.c.status == _S.QUEUED.value, sa.and_(jobs.c.status == _S.RUNNING.value, jobs.c.lease_until < now))
         claim_run = claim(runnable, (jobs.c.kind == models.JobKind.GENERATE.value, ~_EARLIER_UNFINISHED), {
             "lease_no": jobs.c.lease_no + 1,
-            "status": "running",
+            "status": _S.RUNNING.value,
             "attempts": jobs.c.attempts + 1,
             "started_at": sa.func.coalesce(jobs.c.started_at, now),
         })
@@ -689,12 +692,12 @@ class Store:
 
         def work(conn: sa.Connection) -> None:
             conn.execute(
-                sa.update(jobs).where(*held, jobs.c.status == "running")
-                .values(status="queued", worker_id=None, lease_until=None)
+                sa.update(jobs).where(*held, jobs.c.status == _S.RUNNING.value)
+                .values(status=_S.QUEUED.value, worker_id=None, lease_until=None)
             )
             conn.execute(
-                sa.update(jobs).where(*held, jobs.c.status == "noticing")
-                .values(status="new", worker_id=None, lease_until=None)
+                sa.update(jobs).where(*held, jobs.c.status == _S.NOTICING.value)
+                .values(status=_S.NEW.value, worker_id=None, lease_until=None)
             )
 
         await self._txn(work)
@@ -710,7 +713,7 @@ class Store:
         if thread_ts is None:
             await self._noticed.write({"job_id": job_id, "held_lease": lease_no})
             return
-        values: dict[str, Any] = {"status": "queued", "noticed": True, "worker_id": None, "lease_until": None}
+        values: dict[str, Any] = {"status": _S.QUEUED.value, "noticed": True, "worker_id": None, "lease_until": None}
 
         def work(conn: sa.Connection) -> None:
             job = _job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
@@ -719,7 +722,7 @@ class Store:
             self._ensure_thread(conn, job.team_id, job.channel_id, thread_ts, job.user_id, time.time(),
                                 thread_options)
             update = sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_no == lease_no,
-                                           jobs.c.status == "noticing")
+                                           jobs.c.status == _S.NOTICING.value)
             if conn.execute(update.values(**values)).rowcount == 0:
                 raise LeaseLost(job_id)  # and the thread's row goes with the transaction
 
@@ -835,7 +838,7 @@ class Store:
     async def queue_place(self, job_id: int) -> tuple[int, int]:
         """(generate jobs running now, generate jobs waiting ahead of this one)."""
         kind = jobs.c.kind == models.JobKind.GENERATE.value
-        running = sa.select(sa.func.count()).where(kind, jobs.c.status == "running")
+        running = sa.select(sa.func.count()).where(kind, jobs.c.status == _S.RUNNING.value)
         ahead = sa.select(sa.func.count()).where(kind, _one_of(jobs.c.status, _WAITING), jobs.c.id < job_id)
         return await self._read(lambda conn: (int(conn.execute(running).scalar_one()),
                                               int(conn.execute(ahead).scalar_one())))
@@ -850,7 +853,8 @@ class Store:
             shown = conn.execute(_QUEUE_SHOWN).all()
             if not shown:
                 return 0, [], []
-            running = conn.execute(sa.select(sa.func.count()).where(kind, jobs.c.status == "running")).scalar_one()
+            running = conn.execute(sa.select(sa.func.count()).where(kind, jobs.c.status == _S.RUNNING.value)
+                                   ).scalar_one()
             ids = conn.execute(sa.select(jobs.c.id).where(waiting).order_by(jobs.c.id)).scalars().all()
             return int(running), list(ids), [tuple(r) for r in shown]  # type: ignore[misc]
 
