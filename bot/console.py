@@ -172,7 +172,7 @@ class Console:
         routed = payloads.route_event(event, team_id=TEAM, bot_user_id=None, thread=thread, ctx=self._ctx)
         if routed is None:
             return None
-        self._publisher.estimate = await self._estimate(routed.job.options.get("tool", {}))
+        self._publisher.estimate = await self._estimate(routed.job.options.tool)
         await self._intake.submit(routed.job, start_thread=routed.start_thread,
                                   thread_options=routed.thread_options)
         job = await self._finished(routed.job.dedupe_key)

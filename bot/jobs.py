@@ -39,7 +39,7 @@ from bot.publishing import (
     sniff,
 )
 from storage import LeaseLost, Store
-from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, Thread
+from storage.models import ChainStep, Generation, Job, JobKind, JobProgress, JobStatus, Thread
 from storage.retention import Retention
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,9 @@ class _Run:
 
     job: Job
     hold: Hold
-    progress: dict[str, Any]
+    progress: JobProgress
     response_id: str | None = None
+    notices: list[str] | None = None  # said with the answer, once the turn has settled them (kept in progress)
     generations: list[Generation] = dataclasses.field(default_factory=list)
     chain: ChainStep | None = None
     arrived: list[str] = dataclasses.field(default_factory=list)  # image call ids, as their events came
@@ -76,6 +77,13 @@ class _Run:
     shared: dict[str, str] = dataclasses.field(default_factory=dict)  # image index -> file id, once in Slack
     upload_ms: dict[str, int] = dataclasses.field(default_factory=dict)
     publications: int = 0  # tries at publishing the answer so far (Slack may be down for a while)
+
+    def saved(self, **changes: Any) -> JobProgress:
+        """The progress with `changes` (and the notices as they are now), as it is to be recorded."""
+        if self.notices is not None:
+            changes["notices"] = tuple(self.notices)
+        self.progress = dataclasses.replace(self.progress, **changes)
+        return self.progress
 
 
 class JobRunner:
@@ -156,9 +164,9 @@ class JobRunner:
             await self._say_queued(job, hold, job.thread_ts)
             await hold.noticed()
             return None
-        root_ts = job.progress.get("root_ts")
+        root_ts = job.progress.root_ts
         if not root_ts:
-            text = messages.command_root(user_id=job.user_id, prompt=job.text, resolved=job.options.get("shown", {}))
+            text = messages.command_root(user_id=job.user_id, prompt=job.text, resolved=job.options.shown or {})
             await hold.confirm()
             try:
                 [root_ts, *_] = await self._slack.post(job.channel_id, None, text)
@@ -167,10 +175,10 @@ class JobRunner:
                     await self._slack.respond(job.response_url, messages.CANNOT_POST)
                 await hold.finish(status=JobStatus.FAILED, error="cannot post in channel")
                 return None
-            await hold.update(progress={**job.progress, "root_ts": root_ts})
+            await hold.update(progress=dataclasses.replace(job.progress, root_ts=root_ts))
         await self._slack.react(job.channel_id, root_ts)
         await self._say_queued(job, hold, root_ts)
-        await hold.noticed(thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
+        await hold.noticed(thread_ts=root_ts, thread_options=job.options.sticky or {})
         return None
 
     async def _fetch_inputs(self, job: Job, hold: Hold) -> None:
@@ -272,7 +280,7 @@ class JobRunner:
         """OpenAI answered 429: the job waits for its turn again (the worker hands it back to the queue, where
         its id keeps its place). Its place is told, in the message that said it was its turn, or a new one."""
         job = run.job
-        run.progress["paced"] = run.progress.get("paced", 0) + 1
+        progress = run.saved(paced=run.progress.paced + 1)
         running, ahead = await run.hold.persist(lambda: self._store.queue_place(job.id))
         position = max(1, ahead + 1 - self._starting(running - 1)[0])  # `running` counts this job
         text, ts = self._queued_text(position, True), job.queue_ts
@@ -285,7 +293,7 @@ class JobRunner:
             self.queue_shown = True
         except Exception as e:  # noqa: BLE001 - the job waits all the same; its place is told when it moves
             log.warning("job %s: could not tell its place in the queue: %s", job.id, type(e).__name__)
-        await run.hold.update(progress=dict(run.progress), queue_ts=ts, queue_pos=position)
+        await run.hold.update(progress=progress, queue_ts=ts, queue_pos=position)
 
     async def refresh_queue(self) -> None:
         """Move the queue messages along: each waiting request shows its current place."""
@@ -303,8 +311,7 @@ class JobRunner:
     async def run(self, job: Job, *, sign: Awaitable[None] | None = None) -> bool:
         """Generate and publish. `sign`, when given, is the sign of work going up meanwhile: it is awaited
         before the sign is taken down. Returns whether the thread's next job is queued (it can run now)."""
-        run = _Run(job=job, hold=self._hold(job), progress=dict(job.progress), response_id=job.response_id,
-                   shared=dict(job.progress.get("files", {})))
+        run = _Run(job=job, hold=self._hold(job), progress=job.progress, response_id=job.response_id)
         try:
             return await self._run(run, sign)
         except LeaseLost:
@@ -329,7 +336,7 @@ class JobRunner:
         except NotInstalled:
             status, error = JobStatus.FAILED, "the workspace uninstalled Easel"
         except Paced as e:  # nothing was generated: the job waits for its turn again (or, often refused, ends)
-            if run.progress.get("paced", 0) < MAX_PACED:
+            if run.progress.paced < MAX_PACED:
                 await self._wait_again(run)
                 raise
             status, error = JobStatus.FAILED, f"rate_limit: {e}"
@@ -385,13 +392,12 @@ class JobRunner:
             log.warning("could not tell job %s's thread about its failure: %s", job.id, type(e).__name__)
 
     async def _save(self, run: _Run, **changes: Any) -> None:
-        run.progress.update(changes)
-        await run.hold.update(progress=dict(run.progress))
+        await run.hold.update(progress=run.saved(**changes))
 
     def _stager(self, run: _Run, key: str) -> Callable[[dict[str, str]], Awaitable[None]]:
         """Records an upload's file id in the job's progress (before the upload is completed)."""
         async def stage(record: dict[str, str]) -> None:
-            await self._save(run, uploads={**run.progress.get("uploads", {}), key: record})
+            await self._save(run, uploads={**run.progress.uploads, key: record})
         return stage
 
     def _image_arrived(self, run: _Run, image: Image) -> None:
@@ -399,7 +405,7 @@ class JobRunner:
         message needs the whole answer) while the answer finishes streaming."""
         key = str(len(run.arrived))
         run.arrived.append(image.call_id)
-        if key in run.progress.get("files", {}) or key in run.progress.get("uploads", {}):
+        if key in run.progress.uploads:
             return  # begun before a restart: the usual path checks what Slack already has
         run.prepared[image.call_id] = asyncio.create_task(self._slack.prepare(
             data=image.data, filename=_filename(run.job, int(key), image.data), on_stage=self._stager(run, key)))
@@ -457,8 +463,8 @@ class JobRunner:
         starts_thread = job.source == "command" or job.message_ts == job.thread_ts
         thread = None if starts_thread and job.source != "command" else await run.hold.persist(
             lambda: self._store.thread(team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts))
-        notices = run.progress.setdefault("notices", list(job.options.get("notices", [])))
-        tool, chat = dict(job.options["tool"]), None
+        notices = run.notices = list(job.options.notices if run.progress.notices is None else run.progress.notices)
+        tool, chat = dict(job.options.tool), None
         if job.response_id is None and self._lineup is not None:  # (a started response is collected as it is)
             tool, chat = await self._lineup.current(job, tool, notices, starts_thread=starts_thread)
         run.tool, run.chat_model = tool, chat
@@ -472,12 +478,12 @@ class JobRunner:
             model=chat,
             safety_identifier=safety_identifier(self._safety_key, job.team_id, job.user_id)
             if self._safety_key else None,
-            web_search=bool(job.options.get("web")),
+            web_search=job.options.web,
         )
 
         async def started(response_id: str) -> None:
             run.response_id = response_id
-            await run.hold.update(response_id=response_id, progress=dict(run.progress))
+            await run.hold.update(response_id=response_id, progress=run.saved())
 
         resume_id, adapted = job.response_id, False
         while True:
@@ -504,21 +510,21 @@ class JobRunner:
     async def _publish(self, run: _Run, outcome: Outcome, *, queued_ms: int, generation_ms: int) -> None:
         job = run.job
         assert job.thread_ts is not None
-        notices = list(run.progress.get("notices", []))
+        notices = list(run.notices or ())
         # The model's words that come with an image go in the image's own message (one message, one upload
         # step, instead of a second message and a record that it was posted); long ones get their own.
         # The words are the model's (escaped where they are shown); the web pages it cited are links under them.
         text = outcome.text.strip()
         links = messages.sources(outcome.sources) if outcome.sources else ""
         caption = text if outcome.images and len(messages.escape(text)) <= messages.CAPTION_LIMIT else ""
-        sent = run.tool or job.options.get("tool", {})
+        sent = run.tool or job.options.tool
         image_model, quality = str(sent.get("model") or "unknown"), str(sent.get("quality") or "auto")
         cost = self._prices.cost(chat_model=run.chat_model or self._images.model, image_model=sent.get("model"),
                                  usage=outcome.usage, tool_usage=outcome.tool_usage)
         files, upload_ms = run.shared, run.upload_ms
         # Uploads recorded before: by a run before a restart, or by this run's earlier tries (Slack failed them,
         # perhaps after it had shared an image: it is asked).
-        records = (run.progress if run.publications else run.job.progress).get("uploads", {})
+        records = (run.progress if run.publications else run.job.progress).uploads
         run.publications += 1
         for i, image in enumerate(outcome.images):
             key = str(i)
@@ -541,11 +547,11 @@ class JobRunner:
                 ),
             )
             upload_ms[key] = _ms(time.time() - t0)
-        if outcome.blocked and outcome.images and not run.progress.get("blocked_posted"):
+        if outcome.blocked and outcome.images and not run.progress.blocked_posted:
             await run.hold.confirm()
             await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
             await self._save(run, blocked_posted=True)
-        if text and not caption and not run.progress.get("text_posted"):
+        if text and not caption and not run.progress.text_posted:
             text = "\n".join(part for part in (messages.escape(outcome.text).rstrip(), links) if part)
             if notices and not outcome.images:
                 text = "\n".join([*(f":information_source: {n}" for n in notices), text])
@@ -586,7 +592,7 @@ class JobRunner:
 
     def _generation(self, run: _Run, outcome: Outcome | None, **timings: Any) -> Generation:
         job = run.job
-        tool = run.tool or job.options.get("tool", {})
+        tool = run.tool or job.options.tool
         return Generation(
             job_id=job.id,
             team_id=job.team_id,

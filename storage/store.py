@@ -114,7 +114,7 @@ def _job(row: Any) -> models.Job:
         thread_ts=m["thread_ts"],
         thread_key=m["thread_key"],
         text=m["text"],
-        options=dict(m["options"] or {}),
+        options=models.JobOptions.from_json(m["options"]),
         files=list(m["files"] or []),
         force_image=bool(m["force_image"]),
         response_url=m["response_url"],
@@ -122,7 +122,7 @@ def _job(row: Any) -> models.Job:
         attempts=m["attempts"],
         noticed=bool(m["noticed"]),
         response_id=m["response_id"],
-        progress=dict(m["progress"] or {}),
+        progress=models.JobProgress.from_json(m["progress"]),
         queue_ts=m["queue_ts"],
         queue_pos=m["queue_pos"],
         error=m["error"],
@@ -350,7 +350,7 @@ class Store:
             "dedupe_key": new.dedupe_key, "kind": new.kind.value, "source": new.source, "team_id": new.team_id,
             "channel_id": new.channel_id, "user_id": new.user_id, "message_ts": new.message_ts,
             "thread_ts": new.thread_ts, "thread_key": new.thread_key, "text": new.text,
-            "response_url": new.response_url, "options": new.options, "files": new.files,
+            "response_url": new.response_url, "options": new.options.to_json(), "files": new.files,
             "force_image": new.force_image, "created_at": now,
         }
 
@@ -730,8 +730,10 @@ class Store:
 
     @_uncancellable
     async def update_job(self, job_id: int, *, lease_no: int, **values: Any) -> None:
-        """Record progress: `response_id`, `progress` (the whole dict: only the job's runner writes it),
+        """Record progress: `response_id`, `progress` (the whole of it: only the job's runner writes it),
         `queue_ts`, `queue_pos`. Raises LeaseLost if the job is no longer held under `lease_no`."""
+        if "progress" in values:
+            values["progress"] = values["progress"].to_json()
         columns = frozenset(values)
         group = self._update_groups.get(columns)
         if group is None:

@@ -158,8 +158,8 @@ async def test_an_unknown_limit_is_learned_from_one_429(paced, clock: ManualCloc
     assert limits.rejected[0][0] - first == pytest.approx(10.5)
     assert [t - first for t in limits.admitted_images[:4]] == pytest.approx([0.0, 6.0, 9.0, 11.0 + 60 / 27])
     # the job that met the 429 went back to the queue, was told it is next, and was drawn
-    [met] = [j for j in await easel.store.jobs() if j.progress.get("paced")]
-    assert met.progress["paced"] == 1
+    [met] = [j for j in await easel.store.jobs() if j.progress.paced]
+    assert met.progress.paced == 1
     assert _places(easel, met.channel_id, threads[int(met.channel_id[1:])])[-1] == 1
 
 
@@ -198,7 +198,7 @@ async def test_a_job_that_keeps_meeting_429s_is_given_up_after_ten_waits(paced, 
     [ts] = await _mentions(easel, 1)
     await _drive(easel, clock, 1)
     [job] = await easel.store.jobs()
-    assert job.status == "failed" and job.error.startswith("rate_limit") and job.progress["paced"] == MAX_PACED
+    assert job.status == "failed" and job.error.startswith("rate_limit") and job.progress.paced == MAX_PACED
     assert len(_creates(easel.openai)) == MAX_PACED + 1
     assert any("rate-limiting" in m.get("text", "") for m in easel.slack.thread("C0000", ts))
     assert _places(easel, "C0000", ts) == [1] * MAX_PACED  # told it was next each time it waited again
