@@ -25,6 +25,7 @@ from bot.inputs import Inputs
 from bot.jobs import JobRunner
 from bot.metrics import Metrics
 from bot.publishing import EXTENSIONS, sniff
+from bot.queue_status import Slots
 from bot.service import Intake
 from bot.worker import Worker
 from handlers import payloads
@@ -227,13 +228,13 @@ async def run(settings: Settings, argv: list[str], *, stdin: TextIO | None = Non
                           deadline=max(settings.openai_timeout * 2, 30.0))
     metrics = Metrics()
     attachments = Inputs(publisher)  # type: ignore[arg-type]
+    slots = Slots(settings.max_concurrent_generations)
     runner = JobRunner(store=store, images=images, slack=publisher,  # type: ignore[arg-type]
-                       capacity=settings.max_concurrent_generations, metrics=metrics,
+                       capacity=settings.max_concurrent_generations, slots=slots, metrics=metrics,
                        safety_key=settings.safety_secret(), attachments=attachments,
                        prices=settings.price_table())
-    worker = Worker(store=store, runner=runner, max_generations=settings.max_concurrent_generations,
+    worker = Worker(store=store, runner=runner, slots=slots,
                     lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds)
-    runner.free_slots = worker.free_generation_slots
     intake = Intake(store=store, wake=worker.wake, max_pending_per_user=settings.max_queued_per_user,
                     metrics=metrics)
     console = Console(store=store, intake=intake, publisher=publisher, worker=worker, settings=settings)

@@ -38,6 +38,7 @@ from bot.publishing import (
     SlackUnavailable,
     sniff,
 )
+from bot.queue_status import QueueStatus, Slots
 from storage import LeaseLost, Store
 from storage.models import ChainStep, Generation, Job, JobKind, JobProgress, JobStatus, Thread
 from storage.retention import Retention
@@ -46,17 +47,6 @@ log = logging.getLogger(__name__)
 
 
 MAX_PACED = 10  # 429s one job may meet (each time it waits for its turn again) before it is given up
-
-
-def queue_position(
-    job_id: int, *, running: int, waiting_ids: list[int], capacity: int, ready: int | None = None
-) -> int:
-    """1 for the next job to start, 2 for the one after, ...; 0 if it can start now. A job starts with a free
-    generation slot and, with `ready` (the pacer's tokens at hand), a token."""
-    if job_id not in waiting_ids:
-        return 0
-    starting = max(0, capacity - running) if ready is None else min(max(0, capacity - running), ready)
-    return max(0, waiting_ids.index(job_id) + 1 - starting)
 
 
 @dataclasses.dataclass
@@ -94,6 +84,7 @@ class JobRunner:
         images: OpenAIImages,
         slack: SlackPublisher,
         capacity: int,
+        slots: Slots,
         metrics: Metrics,
         attachments: Inputs,
         lineup: LineUp | None = None,
@@ -107,7 +98,6 @@ class JobRunner:
         self._store = store
         self._images = images
         self._slack = slack
-        self._capacity = capacity
         self._metrics = metrics
         self._attachments = attachments
         self._lineup = lineup  # the models as OpenAI says they are today (None: requests go as stored)
@@ -116,9 +106,10 @@ class JobRunner:
         self._publish_retry = publish_retry  # how long Slack may fail an answer's publication before it is told
         self._prices = prices or Prices()
         self._admins = admins or Admins(listed=frozenset(), is_workspace_admin=slack.is_workspace_admin)
-        self._pacing: Pacing = pacing or Unpaced()  # the OpenAI account's rate limit: how many may start now
-        self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
-        self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
+        # What a waiting request's thread shows: its place in the queue (given the generation slots here, and
+        # the OpenAI account's rate limit: how many may start now), then its turn.
+        self.queue = QueueStatus(store=store, slack=slack, capacity=capacity, pacing=pacing or Unpaced(),
+                                 slots=slots)
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
@@ -161,7 +152,7 @@ class JobRunner:
             await self._slack.react(job.channel_id, job.message_ts or "")
             if job.files:
                 return self._fetch_inputs(job, hold)
-            await self._say_queued(job, hold, job.thread_ts)
+            await self.queue.say_queued(job, hold, job.thread_ts)
             await hold.noticed()
             return None
         root_ts = job.progress.root_ts
@@ -177,7 +168,7 @@ class JobRunner:
                 return None
             await hold.update(progress=dataclasses.replace(job.progress, root_ts=root_ts))
         await self._slack.react(job.channel_id, root_ts)
-        await self._say_queued(job, hold, root_ts)
+        await self.queue.say_queued(job, hold, root_ts)
         await hold.noticed(thread_ts=root_ts, thread_options=job.options.sticky or {})
         return None
 
@@ -212,7 +203,7 @@ class JobRunner:
             await self._slack.react(job.channel_id, job.message_ts or "", messages.FAILED_REACTION)
             await hold.finish(status=JobStatus.FAILED, error=error)
             return
-        await self._say_queued(job, hold, job.thread_ts)
+        await self.queue.say_queued(job, hold, job.thread_ts)
         await hold.noticed()
 
     async def _forget(self, job: Job, hold: Hold) -> str:
@@ -252,59 +243,10 @@ class JobRunner:
         except LeaseLost:
             log.info("job %s: another worker holds it now; stopping here", job.id)
 
-    async def _say_queued(self, job: Job, hold: Hold, thread_ts: str | None) -> None:
-        """When every generation slot is taken, or the OpenAI account's rate limit holds requests back, say so,
-        with the request's place in the queue."""
-        if job.queue_ts or min(self.free_slots(), self._pacing.ready()) > max(1, self._capacity // 10):
-            return  # far from full here: it starts at once (near capacity, the database says exactly)
-        running, ahead = await hold.persist(lambda: self._store.queue_place(job.id))
-        starting, paced = self._starting(running)
-        position = ahead + 1 - starting
-        if position > 0:
-            await hold.confirm()
-            [ts, *_] = await self._slack.post(job.channel_id, thread_ts, self._queued_text(position, paced))
-            self.queue_shown = True
-            await hold.update(queue_ts=ts, queue_pos=position)
-
-    def _starting(self, running: int) -> tuple[int, bool]:
-        """How many waiting requests start right now (a free generation slot and a token from the pacer each),
-        and whether it is the pacer that holds the others back."""
-        slots, ready = max(0, self._capacity - running), self._pacing.ready()
-        return min(slots, ready), ready < slots
-
-    @staticmethod
-    def _queued_text(position: int, paced: bool) -> str:
-        return messages.paced(position) if paced else messages.queued(position)
-
     async def _wait_again(self, run: _Run) -> None:
         """OpenAI answered 429: the job waits for its turn again (the worker hands it back to the queue, where
-        its id keeps its place). Its place is told, in the message that said it was its turn, or a new one."""
-        job = run.job
-        progress = run.saved(paced=run.progress.paced + 1)
-        running, ahead = await run.hold.persist(lambda: self._store.queue_place(job.id))
-        position = max(1, ahead + 1 - self._starting(running - 1)[0])  # `running` counts this job
-        text, ts = self._queued_text(position, True), job.queue_ts
-        await run.hold.confirm()
-        try:
-            if ts:
-                await self._slack.update(job.channel_id, ts, text)
-            else:
-                [ts, *_] = await self._slack.post(job.channel_id, job.thread_ts, text)
-            self.queue_shown = True
-        except Exception as e:  # noqa: BLE001 - the job waits all the same; its place is told when it moves
-            log.warning("job %s: could not tell its place in the queue: %s", job.id, type(e).__name__)
-        await run.hold.update(progress=progress, queue_ts=ts, queue_pos=position)
-
-    async def refresh_queue(self) -> None:
-        """Move the queue messages along: each waiting request shows its current place."""
-        running, waiting_ids, shown = await self._store.queue_messages()
-        self.queue_shown = bool(shown)
-        ready, paced = self._pacing.ready(), self._starting(running)[1]
-        for job_id, channel, ts, shown_pos in shown:
-            position = max(1, queue_position(job_id, running=running, waiting_ids=waiting_ids,
-                                             capacity=self._capacity, ready=ready))
-            if position != shown_pos and await self._store.move_queue_message(job_id, position):
-                await self._slack.update(channel, ts, self._queued_text(position, paced))
+        its id keeps its place), and its place is told."""
+        await self.queue.waits_again(run.job, run.hold, run.saved(paced=run.progress.paced + 1))
 
     # -- stage 2: the generation itself -----------------------------------------------------------------------
 
@@ -328,8 +270,7 @@ class JobRunner:
         status, error = JobStatus.DONE, None
         try:
             await self._slack.use_team(job.team_id)
-            if job.queue_ts:
-                await self._slack.update(job.channel_id, job.queue_ts, messages.QUEUE_DONE_WAITING)
+            await self.queue.drawing(job)
             await self._generate(run)
         except LeaseLost:
             raise
@@ -368,8 +309,7 @@ class JobRunner:
         if sign is not None:
             await sign
         await self._slack.unreact(job.channel_id, sign_ts)
-        if job.queue_ts:
-            await self._slack.delete(job.channel_id, job.queue_ts)
+        await self.queue.ended(job)
         if status is JobStatus.FAILED:
             await run.hold.confirm()
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
