@@ -21,6 +21,12 @@ from storage.models import Job, JobProgress
 log = logging.getLogger(__name__)
 
 
+def place(ahead: int, starting: int) -> int:
+    """A waiting job's place: 1 for the next to start, 2 for the one after, ...; 0 or less if it starts now.
+    `ahead`: the waiting jobs before it; `starting`: how many waiting jobs start right now."""
+    return ahead + 1 - starting
+
+
 class Slots:
     """This process's generation slots: taken by the jobs generating here and, for a moment, by each job
     being noticed here (it may start generating at once). The worker fills them; a new request asks whether
@@ -69,7 +75,7 @@ class QueueStatus:
             return  # far from full here: it starts at once (near capacity, the database says exactly)
         running, ahead = await hold.persist(lambda: self._store.queue_place(job.id))
         starting, paced = self._starting(running)
-        position = ahead + 1 - starting
+        position = place(ahead, starting)
         if position > 0:
             await hold.confirm()
             [ts, *_] = await self._slack.post(job.channel_id, thread_ts, self._text(position, paced))
@@ -80,7 +86,7 @@ class QueueStatus:
         """The job met OpenAI's rate limit and waits for its turn again: its place is told, in the message that
         said it was its turn, or a new one, and recorded with the job's `progress`."""
         running, ahead = await hold.persist(lambda: self._store.queue_place(job.id))
-        position = max(1, ahead + 1 - self._starting(running - 1)[0])  # `running` counts this job
+        position = max(1, place(ahead, self._starting(running - 1)[0]))  # `running` counts this job
         text, ts = self._text(position, True), job.queue_ts
         await hold.confirm()
         try:
@@ -110,6 +116,6 @@ class QueueStatus:
         starting, paced = self._starting(running)
         for job_id, channel, ts, shown_pos in shown:
             ahead = waiting_ids.index(job_id) if job_id in waiting_ids else None
-            position = 1 if ahead is None else max(1, ahead + 1 - starting)
+            position = 1 if ahead is None else max(1, place(ahead, starting))
             if position != shown_pos and await self._store.move_queue_message(job_id, position):
                 await self._slack.update(channel, ts, self._text(position, paced))
