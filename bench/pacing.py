@@ -87,7 +87,7 @@ async def _database_state(url: str) -> dict[str, Any]:
         await store.close()
     return {
         "statuses": dict(collections.Counter(str(j.status) for j in jobs)),
-        "paced_again": sum(int(j.progress.get("paced", 0)) for j in jobs),
+        "paced_again": sum(j.progress.paced for j in jobs),
         "bucket": None if bucket is None else {
             "rate_per_minute": bucket.rate, "stated": bucket.stated, "probing": bucket.probing,
             "taken": bucket.taken, "rejected": bucket.rejected,

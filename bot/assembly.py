@@ -176,6 +176,7 @@ async def build(
     from bot.jobs import JobRunner
     from bot.lineup import LineUp
     from bot.pacing import Pacer
+    from bot.queue_status import Slots
     from bot.worker import Worker
     from storage.limits import Limits
 
@@ -192,8 +193,10 @@ async def build(
                           deadline=max(settings.openai_timeout * 2, 30.0), pacing=pacing)
     images.warm_up()
     attachments = Inputs(easel.slack)
+    slots = Slots(settings.max_concurrent_generations)  # filled by the worker, read by the runner's queue status
     runner = JobRunner(store=easel.store, images=images, slack=easel.slack,
-                       capacity=settings.max_concurrent_generations, metrics=easel.metrics, pacing=pacing,
+                       capacity=settings.max_concurrent_generations, slots=slots, metrics=easel.metrics,
+                       pacing=pacing,
                        lease=settings.job_lease_seconds, publish_retry=settings.publish_retry_seconds,
                        lineup=LineUp(lifecycle=easel.lifecycle, chat_model=settings.openai_model),
                        safety_key=settings.safety_secret(), attachments=attachments,
@@ -203,10 +206,9 @@ async def build(
     easel.refresher = Refresher(lifecycle=easel.lifecycle, list_models=lambda: list_models(client), now=now,
                                 **timing)
     worker = Worker(
-        store=easel.store, runner=runner, max_generations=settings.max_concurrent_generations,
+        store=easel.store, runner=runner, slots=slots,
         lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds, pacing=pacing,
     )
-    runner.free_slots = worker.free_generation_slots
     built.append(worker)
     easel.worker, easel.openai_client, easel.attachments = worker, client, attachments
     return easel

@@ -25,11 +25,12 @@ from bot.inputs import Inputs
 from bot.intake import Intake
 from bot.jobs import JobRunner
 from bot.metrics import Metrics
+from bot.queue_status import Slots
 from bot.slack import EXTENSIONS, sniff
 from bot.worker import Worker
 from handlers import payloads
 from storage import Store, open_store
-from storage.models import Job
+from storage.models import Job, JobKind, JobStatus
 
 TEAM, CHANNEL, USER = "T0CONSOLE", "D0CONSOLE", "U0CONSOLE"
 DEFAULT_OUT = "easel-out"
@@ -172,18 +173,18 @@ class Console:
         routed = payloads.route_event(event, team_id=TEAM, bot_user_id=None, thread=thread, ctx=self._ctx)
         if routed is None:
             return None
-        self._publisher.estimate = await self._estimate(routed.job.options.get("tool", {}))
+        self._publisher.estimate = await self._estimate(routed.job.options.tool)
         await self._intake.submit(routed.job, start_thread=routed.start_thread,
                                   thread_options=routed.thread_options)
         job = await self._finished(routed.job.dedupe_key)
-        if routed.start_thread and job is not None and job.status == "done" and job.kind.value == "generate":
+        if routed.start_thread and job is not None and job.status is JobStatus.DONE and job.kind is JobKind.GENERATE:
             self._thread_ts = ts  # later lines continue this thread (the same chain of responses)
         return job
 
     async def _finished(self, dedupe_key: str) -> Job | None:
         while True:
             found = [j for j in await self._store.jobs.all() if j.dedupe_key == dedupe_key]
-            if found and found[0].status in ("done", "failed") and self._worker.busy == 0:
+            if found and found[0].status in (JobStatus.DONE, JobStatus.FAILED) and self._worker.busy == 0:
                 return found[0]
             if not found:
                 return None  # refused before it became a job (a cap, say): already said
@@ -227,13 +228,13 @@ async def run(settings: Settings, argv: list[str], *, stdin: TextIO | None = Non
                           deadline=max(settings.openai_timeout * 2, 30.0))
     metrics = Metrics()
     attachments = Inputs(publisher)  # type: ignore[arg-type]
+    slots = Slots(settings.max_concurrent_generations)
     runner = JobRunner(store=store, images=images, slack=publisher,  # type: ignore[arg-type]
-                       capacity=settings.max_concurrent_generations, metrics=metrics,
+                       capacity=settings.max_concurrent_generations, slots=slots, metrics=metrics,
                        safety_key=settings.safety_secret(), attachments=attachments,
                        prices=settings.price_table())
-    worker = Worker(store=store, runner=runner, max_generations=settings.max_concurrent_generations,
+    worker = Worker(store=store, runner=runner, slots=slots,
                     lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds)
-    runner.free_slots = worker.free_generation_slots
     intake = Intake(store=store, wake=worker.wake, max_pending_per_user=settings.max_queued_per_user,
                     metrics=metrics)
     console = Console(store=store, intake=intake, publisher=publisher, worker=worker, settings=settings)
@@ -241,7 +242,7 @@ async def run(settings: Settings, argv: list[str], *, stdin: TextIO | None = Non
     try:
         if once:
             job = await console.ask(once)
-            return 0 if job is None or job.status == "done" else 1
+            return 0 if job is None or job.status is JobStatus.DONE else 1
         if interactive:
             print(f"Easel console: say what to draw; the next line changes it. Images go to {out_dir}/. "
                   "Ctrl-D ends.", file=stdout, flush=True)

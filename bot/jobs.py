@@ -30,6 +30,7 @@ from bot.lineup import LineUp
 from bot.metrics import Metrics
 from bot.pacing import Paced, Pacing, Unpaced
 from bot.prices import Prices
+from bot.queue_status import QueueStatus, Slots
 from bot.slack import (
     EXTENSIONS,
     CannotPost,
@@ -40,7 +41,7 @@ from bot.slack import (
     sniff,
 )
 from storage import LeaseLost, Store
-from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, Thread
+from storage.models import ChainStep, Generation, Job, JobKind, JobProgress, JobStatus, Thread
 from storage.retention import Retention
 
 log = logging.getLogger(__name__)
@@ -49,25 +50,15 @@ log = logging.getLogger(__name__)
 MAX_PACED = 10  # 429s one job may meet (each time it waits for its turn again) before it is given up
 
 
-def queue_position(
-    job_id: int, *, running: int, waiting_ids: list[int], capacity: int, ready: int | None = None
-) -> int:
-    """1 for the next job to start, 2 for the one after, ...; 0 if it can start now. A job starts with a free
-    generation slot and, with `ready` (the pacer's tokens at hand), a token."""
-    if job_id not in waiting_ids:
-        return 0
-    starting = max(0, capacity - running) if ready is None else min(max(0, capacity - running), ready)
-    return max(0, waiting_ids.index(job_id) + 1 - starting)
-
-
 @dataclasses.dataclass
 class _Run:
     """One run of a job: its progress (owned by this run), and what the final transaction will record."""
 
     job: Job
     hold: Hold
-    progress: dict[str, Any]
+    progress: JobProgress
     response_id: str | None = None
+    notices: list[str] | None = None  # said with the answer, once the turn has settled them (kept in progress)
     generations: list[Generation] = dataclasses.field(default_factory=list)
     chain: ChainStep | None = None
     arrived: list[str] = dataclasses.field(default_factory=list)  # image call ids, as their events came
@@ -78,6 +69,13 @@ class _Run:
     upload_ms: dict[str, int] = dataclasses.field(default_factory=dict)
     publications: int = 0  # tries at publishing the answer so far (Slack may be down for a while)
 
+    def saved(self, **changes: Any) -> JobProgress:
+        """The progress with `changes` (and the notices as they are now), as it is to be recorded."""
+        if self.notices is not None:
+            changes["notices"] = tuple(self.notices)
+        self.progress = dataclasses.replace(self.progress, **changes)
+        return self.progress
+
 
 class JobRunner:
     def __init__(
@@ -87,6 +85,7 @@ class JobRunner:
         images: OpenAIImages,
         slack: SlackAdapter,
         capacity: int,
+        slots: Slots,
         metrics: Metrics,
         attachments: Inputs,
         lineup: LineUp | None = None,
@@ -100,7 +99,6 @@ class JobRunner:
         self._store = store
         self._images = images
         self._slack = slack
-        self._capacity = capacity
         self._metrics = metrics
         self._attachments = attachments
         self._lineup = lineup  # the models as OpenAI says they are today (None: requests go as stored)
@@ -109,9 +107,10 @@ class JobRunner:
         self._publish_retry = publish_retry  # how long Slack may fail an answer's publication before it is told
         self._prices = prices or Prices()
         self._admins = admins or Admins(listed=frozenset(), is_workspace_admin=slack.is_workspace_admin)
-        self._pacing: Pacing = pacing or Unpaced()  # the OpenAI account's rate limit: how many may start now
-        self.free_slots: Callable[[], int] = lambda: 0  # this process's idle generation slots (set by the worker)
-        self.queue_shown = False  # queue messages may be up (the last look found some, or one was posted here)
+        # What a waiting request's thread shows: its place in the queue (given the generation slots here, and
+        # the OpenAI account's rate limit: how many may start now), then its turn.
+        self.queue = QueueStatus(store=store, slack=slack, capacity=capacity, pacing=pacing or Unpaced(),
+                                 slots=slots)
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
@@ -154,12 +153,12 @@ class JobRunner:
             await self._slack.react(job.channel_id, job.message_ts or "")
             if job.files:
                 return self._fetch_inputs(job, hold)
-            await self._say_queued(job, hold, job.thread_ts)
+            await self.queue.say_queued(job, hold, job.thread_ts)
             await hold.noticed()
             return None
-        root_ts = job.progress.get("root_ts")
+        root_ts = job.progress.root_ts
         if not root_ts:
-            text = messages.command_root(user_id=job.user_id, prompt=job.text, resolved=job.options.get("shown", {}))
+            text = messages.command_root(user_id=job.user_id, prompt=job.text, resolved=job.options.shown or {})
             await hold.confirm()
             try:
                 [root_ts, *_] = await self._slack.post(job.channel_id, None, text)
@@ -168,10 +167,10 @@ class JobRunner:
                     await self._slack.respond(job.response_url, messages.CANNOT_POST)
                 await hold.finish(status=JobStatus.FAILED, error="cannot post in channel")
                 return None
-            await hold.update(progress={**job.progress, "root_ts": root_ts})
+            await hold.update(progress=dataclasses.replace(job.progress, root_ts=root_ts))
         await self._slack.react(job.channel_id, root_ts)
-        await self._say_queued(job, hold, root_ts)
-        await hold.noticed(thread_ts=root_ts, thread_options=job.options.get("sticky", {}))
+        await self.queue.say_queued(job, hold, root_ts)
+        await hold.noticed(thread_ts=root_ts, thread_options=job.options.sticky or {})
         return None
 
     async def _fetch_inputs(self, job: Job, hold: Hold) -> None:
@@ -205,7 +204,7 @@ class JobRunner:
             await self._slack.react(job.channel_id, job.message_ts or "", messages.FAILED_REACTION)
             await hold.finish(status=JobStatus.FAILED, error=error)
             return
-        await self._say_queued(job, hold, job.thread_ts)
+        await self.queue.say_queued(job, hold, job.thread_ts)
         await hold.noticed()
 
     async def _forget(self, job: Job, hold: Hold) -> str:
@@ -245,67 +244,17 @@ class JobRunner:
         except LeaseLost:
             log.info("job %s: another worker holds it now; stopping here", job.id)
 
-    async def _say_queued(self, job: Job, hold: Hold, thread_ts: str | None) -> None:
-        """When every generation slot is taken, or the OpenAI account's rate limit holds requests back, say so,
-        with the request's place in the queue."""
-        if job.queue_ts or min(self.free_slots(), self._pacing.ready()) > max(1, self._capacity // 10):
-            return  # far from full here: it starts at once (near capacity, the database says exactly)
-        running, ahead = await hold.persist(lambda: self._store.queue.place(job.id))
-        starting, paced = self._starting(running)
-        position = ahead + 1 - starting
-        if position > 0:
-            await hold.confirm()
-            [ts, *_] = await self._slack.post(job.channel_id, thread_ts, self._queued_text(position, paced))
-            self.queue_shown = True
-            await hold.update(queue_ts=ts, queue_pos=position)
-
-    def _starting(self, running: int) -> tuple[int, bool]:
-        """How many waiting requests start right now (a free generation slot and a token from the pacer each),
-        and whether it is the pacer that holds the others back."""
-        slots, ready = max(0, self._capacity - running), self._pacing.ready()
-        return min(slots, ready), ready < slots
-
-    @staticmethod
-    def _queued_text(position: int, paced: bool) -> str:
-        return messages.paced(position) if paced else messages.queued(position)
-
     async def _wait_again(self, run: _Run) -> None:
         """OpenAI answered 429: the job waits for its turn again (the worker hands it back to the queue, where
-        its id keeps its place). Its place is told, in the message that said it was its turn, or a new one."""
-        job = run.job
-        run.progress["paced"] = run.progress.get("paced", 0) + 1
-        running, ahead = await run.hold.persist(lambda: self._store.queue.place(job.id))
-        position = max(1, ahead + 1 - self._starting(running - 1)[0])  # `running` counts this job
-        text, ts = self._queued_text(position, True), job.queue_ts
-        await run.hold.confirm()
-        try:
-            if ts:
-                await self._slack.update(job.channel_id, ts, text)
-            else:
-                [ts, *_] = await self._slack.post(job.channel_id, job.thread_ts, text)
-            self.queue_shown = True
-        except Exception as e:  # noqa: BLE001 - the job waits all the same; its place is told when it moves
-            log.warning("job %s: could not tell its place in the queue: %s", job.id, type(e).__name__)
-        await run.hold.update(progress=dict(run.progress), queue_ts=ts, queue_pos=position)
-
-    async def refresh_queue(self) -> None:
-        """Move the queue messages along: each waiting request shows its current place."""
-        running, waiting_ids, shown = await self._store.queue.messages()
-        self.queue_shown = bool(shown)
-        ready, paced = self._pacing.ready(), self._starting(running)[1]
-        for job_id, channel, ts, shown_pos in shown:
-            position = max(1, queue_position(job_id, running=running, waiting_ids=waiting_ids,
-                                             capacity=self._capacity, ready=ready))
-            if position != shown_pos and await self._store.queue.move_message(job_id, position):
-                await self._slack.update(channel, ts, self._queued_text(position, paced))
+        its id keeps its place), and its place is told."""
+        await self.queue.waits_again(run.job, run.hold, run.saved(paced=run.progress.paced + 1))
 
     # -- stage 2: the generation itself -----------------------------------------------------------------------
 
     async def run(self, job: Job, *, sign: Awaitable[None] | None = None) -> bool:
         """Generate and publish. `sign`, when given, is the sign of work going up meanwhile: it is awaited
         before the sign is taken down. Returns whether the thread's next job is queued (it can run now)."""
-        run = _Run(job=job, hold=self._hold(job), progress=dict(job.progress), response_id=job.response_id,
-                   shared=dict(job.progress.get("files", {})))
+        run = _Run(job=job, hold=self._hold(job), progress=job.progress, response_id=job.response_id)
         try:
             return await self._run(run, sign)
         except LeaseLost:
@@ -322,15 +271,14 @@ class JobRunner:
         status, error = JobStatus.DONE, None
         try:
             await self._slack.use_team(job.team_id)
-            if job.queue_ts:
-                await self._slack.update(job.channel_id, job.queue_ts, messages.QUEUE_DONE_WAITING)
+            await self.queue.drawing(job)
             await self._generate(run)
         except LeaseLost:
             raise
         except NotInstalled:
             status, error = JobStatus.FAILED, "the workspace uninstalled Easel"
         except Paced as e:  # nothing was generated: the job waits for its turn again (or, often refused, ends)
-            if run.progress.get("paced", 0) < MAX_PACED:
+            if run.progress.paced < MAX_PACED:
                 await self._wait_again(run)
                 raise
             status, error = JobStatus.FAILED, f"rate_limit: {e}"
@@ -362,8 +310,7 @@ class JobRunner:
         if sign is not None:
             await sign
         await self._slack.unreact(job.channel_id, sign_ts)
-        if job.queue_ts:
-            await self._slack.delete(job.channel_id, job.queue_ts)
+        await self.queue.ended(job)
         if status is JobStatus.FAILED:
             await run.hold.confirm()
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
@@ -386,13 +333,12 @@ class JobRunner:
             log.warning("could not tell job %s's thread about its failure: %s", job.id, type(e).__name__)
 
     async def _save(self, run: _Run, **changes: Any) -> None:
-        run.progress.update(changes)
-        await run.hold.update(progress=dict(run.progress))
+        await run.hold.update(progress=run.saved(**changes))
 
     def _stager(self, run: _Run, key: str) -> Callable[[dict[str, str]], Awaitable[None]]:
         """Records an upload's file id in the job's progress (before the upload is completed)."""
         async def stage(record: dict[str, str]) -> None:
-            await self._save(run, uploads={**run.progress.get("uploads", {}), key: record})
+            await self._save(run, uploads={**run.progress.uploads, key: record})
         return stage
 
     def _image_arrived(self, run: _Run, image: Image) -> None:
@@ -400,7 +346,7 @@ class JobRunner:
         message needs the whole answer) while the answer finishes streaming."""
         key = str(len(run.arrived))
         run.arrived.append(image.call_id)
-        if key in run.progress.get("files", {}) or key in run.progress.get("uploads", {}):
+        if key in run.progress.uploads:
             return  # begun before a restart: the usual path checks what Slack already has
         run.prepared[image.call_id] = asyncio.create_task(self._slack.prepare(
             data=image.data, filename=_filename(run.job, int(key), image.data), on_stage=self._stager(run, key)))
@@ -458,8 +404,8 @@ class JobRunner:
         starts_thread = job.source == "command" or job.message_ts == job.thread_ts
         thread = None if starts_thread and job.source != "command" else await run.hold.persist(
             lambda: self._store.threads.get(team_id=job.team_id, channel_id=job.channel_id, thread_ts=job.thread_ts))
-        notices = run.progress.setdefault("notices", list(job.options.get("notices", [])))
-        tool, chat = dict(job.options["tool"]), None
+        notices = run.notices = list(job.options.notices if run.progress.notices is None else run.progress.notices)
+        tool, chat = dict(job.options.tool), None
         if job.response_id is None and self._lineup is not None:  # (a started response is collected as it is)
             tool, chat = await self._lineup.current(job, tool, notices, starts_thread=starts_thread)
         run.tool, run.chat_model = tool, chat
@@ -473,12 +419,12 @@ class JobRunner:
             model=chat,
             safety_identifier=safety_identifier(self._safety_key, job.team_id, job.user_id)
             if self._safety_key else None,
-            web_search=bool(job.options.get("web")),
+            web_search=job.options.web,
         )
 
         async def started(response_id: str) -> None:
             run.response_id = response_id
-            await run.hold.update(response_id=response_id, progress=dict(run.progress))
+            await run.hold.update(response_id=response_id, progress=run.saved())
 
         resume_id, adapted = job.response_id, False
         while True:
@@ -505,21 +451,21 @@ class JobRunner:
     async def _publish(self, run: _Run, outcome: Outcome, *, queued_ms: int, generation_ms: int) -> None:
         job = run.job
         assert job.thread_ts is not None
-        notices = list(run.progress.get("notices", []))
+        notices = list(run.notices or ())
         # The model's words that come with an image go in the image's own message (one message, one upload
         # step, instead of a second message and a record that it was posted); long ones get their own.
         # The words are the model's (escaped where they are shown); the web pages it cited are links under them.
         text = outcome.text.strip()
         links = messages.sources(outcome.sources) if outcome.sources else ""
         caption = text if outcome.images and len(messages.escape(text)) <= messages.CAPTION_LIMIT else ""
-        sent = run.tool or job.options.get("tool", {})
+        sent = run.tool or job.options.tool
         image_model, quality = str(sent.get("model") or "unknown"), str(sent.get("quality") or "auto")
         cost = self._prices.cost(chat_model=run.chat_model or self._images.model, image_model=sent.get("model"),
                                  usage=outcome.usage, tool_usage=outcome.tool_usage)
         files, upload_ms = run.shared, run.upload_ms
         # Uploads recorded before: by a run before a restart, or by this run's earlier tries (Slack failed them,
         # perhaps after it had shared an image: it is asked).
-        records = (run.progress if run.publications else run.job.progress).get("uploads", {})
+        records = (run.progress if run.publications else run.job.progress).uploads
         run.publications += 1
         for i, image in enumerate(outcome.images):
             key = str(i)
@@ -542,11 +488,11 @@ class JobRunner:
                 ),
             )
             upload_ms[key] = _ms(time.time() - t0)
-        if outcome.blocked and outcome.images and not run.progress.get("blocked_posted"):
+        if outcome.blocked and outcome.images and not run.progress.blocked_posted:
             await run.hold.confirm()
             await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
             await self._save(run, blocked_posted=True)
-        if text and not caption and not run.progress.get("text_posted"):
+        if text and not caption and not run.progress.text_posted:
             text = "\n".join(part for part in (messages.escape(outcome.text).rstrip(), links) if part)
             if notices and not outcome.images:
                 text = "\n".join([*(f":information_source: {n}" for n in notices), text])
@@ -587,7 +533,7 @@ class JobRunner:
 
     def _generation(self, run: _Run, outcome: Outcome | None, **timings: Any) -> Generation:
         job = run.job
-        tool = run.tool or job.options.get("tool", {})
+        tool = run.tool or job.options.tool
         return Generation(
             job_id=job.id,
             team_id=job.team_id,

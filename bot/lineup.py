@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 _ALL_CHOSEN = ("model", *options.CHECKED)  # a job stored before "chosen" was: take every value as asked for
 
 
+def _chosen(job: Job) -> tuple[str, ...]:
+    return _ALL_CHOSEN if job.options.chosen is None else job.options.chosen
+
+
 def _add(notices: list[str], notice: str | None) -> None:
     if notice and notice not in notices:
         notices.append(notice)
@@ -46,7 +50,7 @@ class LineUp:
         model = str(tool.get("model") or "")
         if model and table.is_shut_down(model):
             try:
-                resolved = options.recheck(tool, job.options.get("chosen", _ALL_CHOSEN), table=table)
+                resolved = options.recheck(tool, _chosen(job), table=table)
             except options.OptionError as e:
                 raise GenerationError("shut_down", messages.not_possible(str(e)), f"{model} is shut down") from None
             log.warning("job %s: %s was shut down on %s; sending %s instead", job.id, model,
@@ -92,7 +96,7 @@ class LineUp:
         else:
             await self.lifecycle.learned_lack(refusal.model, refusal.capability)
         try:
-            tool, notice = refusals.adapt(refusal, tool=turn.tool, chosen=job.options.get("chosen", _ALL_CHOSEN),
+            tool, notice = refusals.adapt(refusal, tool=turn.tool, chosen=_chosen(job),
                                           table=table)
         except options.OptionError as e:
             raise GenerationError("unsupported", messages.not_possible(str(e)),

@@ -74,16 +74,18 @@ def too_many_pending_burst(limit: int) -> str:
     )
 
 
+def _place(position: int) -> str:
+    return "you're next" if position == 1 else f"you're number {position} in the queue"
+
+
 def queued(position: int) -> str:
-    ahead = "you're next" if position == 1 else f"you're number {position} in the queue"
-    return f":hourglass: Every image slot is busy right now; {ahead}. This message moves as the queue does."
+    return f":hourglass: Every image slot is busy right now; {_place(position)}. This message moves as the queue does."
 
 
 def paced(position: int) -> str:
     """The queue message when requests wait for the OpenAI account's rate limit, not for a slot."""
-    ahead = "you're next" if position == 1 else f"you're number {position} in the queue"
-    return (f":hourglass: Easel is keeping to its OpenAI account's image rate limit; {ahead}. This message moves "
-            "as the queue does.")
+    return (f":hourglass: Easel is keeping to its OpenAI account's image rate limit; {_place(position)}. This "
+            "message moves as the queue does.")
 
 
 QUEUE_DONE_WAITING = ":art: Your turn: drawing now."

@@ -1,11 +1,12 @@
 """The job runner: takes jobs from the database and runs them.
 
-Two loops claim work: the noticer shows a sign of work on every new job at once (its own small concurrency,
-never held up by generations), and the runner starts generations while a slot is free (at most
-`max_generations` at a time). When a slot is free already, the noticer starts a new job's generation itself,
-at the same time as its sign of work, instead of handing it on. A heartbeat renews the leases of the jobs
-this worker is working on, so another process can take over only the jobs of a worker that died (or was
-paused past its lease: a run whose job was taken over meanwhile is stopped when the heartbeat finds it).
+Two lanes claim work, each in a loop of its own: the noticer shows a sign of work on every new job at once
+(its own small concurrency, never held up by generations), and the runner starts generations while a slot is
+free (at most the generation slots' capacity at a time). When a slot is free already, the noticer starts a
+new job's generation itself, at the same time as its sign of work, instead of handing it on. A heartbeat
+renews the leases of the jobs this worker is working on, so another process can take over only the jobs of a
+worker that died (or was paused past its lease: a run whose job was taken over meanwhile is stopped when the
+heartbeat finds it).
 """
 
 from __future__ import annotations
@@ -18,10 +19,78 @@ from collections.abc import Awaitable, Callable
 from bot.jobs import JobRunner
 from bot.owners import new_worker_id
 from bot.pacing import Paced, Pacing, Unpaced
+from bot.queue_status import Slots
 from storage import Store
-from storage.models import Job
+from storage.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
+
+
+class _Lane:
+    """One kind of work this worker claims from the database: at most `capacity` jobs at a time, claimed in
+    batches (one query each) while some of its slots are free, each run in a task of its own.
+
+    `claim(limit)` claims up to `limit` jobs and returns them with the pacer's tokens it took for them (a
+    generation starts with one) and the limit it claimed with; tokens not used by a job that went running are
+    given back. `dispatch(jobs, limit)` starts their work. `first`, if given, is waited for before each claim."""
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        wake: asyncio.Event,
+        claim: Callable[[int], Awaitable[tuple[list[Job], int, int]]],
+        dispatch: Callable[[list[Job], int], None],
+        pacing: Pacing,
+        stopping: asyncio.Event,
+        poll: float,
+        first: Callable[[], Awaitable[None]] | None = None,
+        batch: int = 32,
+    ):
+        self.capacity = capacity
+        self.busy = 0
+        self.freed = asyncio.Event()
+        self.idle = asyncio.Event()  # set when its last job ends
+        self.wake = wake
+        self._claim, self._dispatch, self._first = claim, dispatch, first
+        self._pacing, self._stopping, self._poll, self._batch = pacing, stopping, poll, batch
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.busy
+
+    def began(self) -> None:
+        self.busy += 1
+        self.idle.clear()
+
+    def ended(self) -> None:
+        self.busy -= 1
+        self.freed.set()
+        if self.busy == 0:
+            self.idle.set()
+
+    async def loop(self) -> None:
+        """Claim as many jobs as there are free slots (in one query), and start each."""
+        while not self._stopping.is_set():
+            if self._first is not None:
+                await self._first()
+            if self.free <= 0:
+                self.freed.clear()
+                await wait_at_most(self.freed, self._poll)
+                continue
+            self.wake.clear()
+            try:
+                jobs, tokens, limit = await self._claim(min(self.free, self._batch))
+            except Exception:
+                log.exception("claiming jobs failed; retrying")
+                await wait_at_most(self.wake, self._poll)
+                continue
+            await self._pacing.give_back(tokens - sum(1 for job in jobs if job.status is JobStatus.RUNNING))
+            self._dispatch(jobs, limit)
+            if len(jobs) < limit:
+                # Nothing more was there to take. More comes with a wake-up: a request stored, a sign of work
+                # up, a job done whose thread has a next one, or `_look_around` finding work no one told of.
+                await self.wake.wait()
 
 
 class Worker:
@@ -30,7 +99,7 @@ class Worker:
         *,
         store: Store,
         runner: JobRunner,
-        max_generations: int,
+        slots: Slots,
         lease: float = 60.0,
         poll: float = 10.0,
         notice_concurrency: int = 16,
@@ -39,20 +108,23 @@ class Worker:
     ):
         self._store = store
         self._runner = runner
+        self._queue = runner.queue
+        self._slots = slots  # this process's generation slots, as the runner's queue status reads them too
         self._pacing: Pacing = pacing or Unpaced()  # a generation starts with a token from it (the account's limit)
         self._lease = lease
         self._poll = poll
         self.worker_id = worker_id or new_worker_id()
-        self._capacity = {"notice": notice_concurrency, "run": max_generations}
-        self._busy = {"notice": 0, "run": 0, "fetch": 0}  # fetch: a message's attachments, after its notice
-        self._freed = {"notice": asyncio.Event(), "run": asyncio.Event(), "fetch": asyncio.Event()}
-        self._notices_idle = asyncio.Event()
-        self._new_work = asyncio.Event()
-        self._queued_work = asyncio.Event()
+        self._stopping = asyncio.Event()
+        lane = {"pacing": self._pacing, "stopping": self._stopping, "poll": poll}
+        # The noticer: a sign of work on every new job at once (starting its generation too when a slot is free).
+        self._notices = _Lane(notice_concurrency, wake=asyncio.Event(), claim=self._claim_new,
+                              dispatch=self._start_noticed, **lane)
+        # The runner: queued generations while a slot is free, signs of work first.
+        self._generations = _Lane(slots.capacity, wake=asyncio.Event(), claim=self._claim_queued,
+                                  dispatch=self._start_queued, first=self._notices_first, **lane)
         self._more_queued = False  # the runner's last claim took as many as it asked for: more may wait
         self._notices_done = 0  # signs of work put up here so far
         self._notices_at_start: dict[asyncio.Task[bool | None], int] = {}  # of each running job, when it began
-        self._stopping = asyncio.Event()
         self._queue_moved = asyncio.Event()
         self._tasks: dict[asyncio.Task[bool | None], Job] = {}
         self.counts = {"noticed": 0, "ran": 0}  # jobs taken by this worker, for logs and tests
@@ -61,7 +133,7 @@ class Worker:
     def wake(self) -> None:
         """New jobs were stored (by this process): look now instead of at the next poll. (A new job goes to
         the noticer first; the runner hears of it from there.)"""
-        self._new_work.set()
+        self._notices.wake.set()
 
     @property
     def busy(self) -> int:
@@ -69,10 +141,8 @@ class Worker:
 
     def start(self) -> None:
         self._loops = [
-            asyncio.create_task(self._claim_loop("notice", self._store.leases.claim_new_batch, self._new_work,
-                                                 self._notice), name="easel-noticer"),
-            asyncio.create_task(self._claim_loop("run", self._store.leases.claim_batch, self._queued_work, self._run),
-                                name="easel-runner"),
+            asyncio.create_task(self._notices.loop(), name="easel-noticer"),
+            asyncio.create_task(self._generations.loop(), name="easel-runner"),
             asyncio.create_task(self._heartbeat(), name="easel-heartbeat"),
             asyncio.create_task(self._queue_messages(), name="easel-queue"),
             asyncio.create_task(self._look_around(), name="easel-poll"),
@@ -99,96 +169,88 @@ class Worker:
                     await self._store.leases.release(job.id, worker_id=self.worker_id, lease_no=job.lease_no)
                 log.info("job %s handed back unfinished", job.id)
 
-    async def _claim_loop(
-        self,
-        kind: str,
-        claim: Callable[..., Awaitable[list[Job]]],
-        wake: asyncio.Event,
-        work: Callable[[Job], Awaitable[bool | None]],
-        *,
-        batch: int = 32,
-    ) -> None:
-        """Claim as many jobs as there are free slots of this kind (in one query), run each in its own task."""
-        while not self._stopping.is_set():
-            if kind == "run" and self._busy["notice"]:
-                # Signs of work first: a burst of requests should all see the hourglass before the CPU goes
-                # to starting generations (never for long: a notice is one Slack call and a write).
-                await self._wait(self._notices_idle)
-            free = self._capacity[kind] - self._busy[kind]
-            if free <= 0:
-                self._freed[kind].clear()
-                await self._wait(self._freed[kind])
-                continue
-            wake.clear()
-            limit = min(free, batch)
-            # A lone request starts generating at once, beside its sign of work. In a burst (the noticer is
-            # busy) signs of work go first, and generations start behind them: starting hundreds of them
-            # means database writes, and on SQLite those would make new requests wait for the write lock.
-            quiet = self._busy["notice"] == 0 and self._capacity["run"] - self._busy["run"] >= limit
-            # Each generation starts with a token from the pacer (OpenAI's image limit): the runner waits for
-            # one and claims as many jobs as it got; the noticer starts generations only with tokens at hand.
-            tokens = 0
-            try:
-                if kind == "run":
-                    tokens = limit = await self._pacing.take(limit)
-                elif quiet:
-                    tokens = await self._pacing.try_take(limit)
-                    quiet, limit = tokens > 0, tokens or limit
-                extra = {"start": quiet} if kind == "notice" else {}
-                jobs = await claim(worker_id=self.worker_id, lease=self._lease, limit=limit, **extra)
-            except Exception:
-                log.exception("claiming jobs failed; retrying")
-                await self._pacing.give_back(tokens)
-                await self._wait(wake)
-                continue
-            await self._pacing.give_back(tokens - sum(1 for job in jobs if job.status == "running"))
-            if kind == "run":
-                self._more_queued = len(jobs) == limit
-            if kind == "notice" and any(job.status != "running" for job in jobs):
-                self._notices_idle.clear()
-            for job in jobs:
-                if kind == "notice" and job.status == "running":  # a slot was free: it generates at once
-                    self._launch("run", job, self._run_with_sign(job))
-                else:
-                    self._launch(kind, job, work(job))
-            if len(jobs) < limit:
-                # Nothing more was there to take. More comes with a wake-up: a request stored, a sign of work
-                # up, a job done whose thread has a next one, or `_look_around` finding work no one told of.
-                await wake.wait()
+    async def _notices_first(self) -> None:
+        """Signs of work first: a burst of requests should all see the hourglass before the CPU goes to starting
+        generations (never for long: a notice is one Slack call and a write)."""
+        if self._notices.busy:
+            await self._wait(self._notices.idle)
 
-    def _launch(self, kind: str, job: Job, work: Awaitable[bool | None]) -> None:
-        if kind == "run":
+    async def _claim_new(self, limit: int) -> tuple[list[Job], int, int]:
+        # A lone request starts generating at once, beside its sign of work. In a burst (the noticer is busy)
+        # signs of work go first, and generations start behind them: starting hundreds of them means database
+        # writes, and on SQLite those would make new requests wait for the write lock. Each generation starts
+        # with a token from the pacer (OpenAI's image limit): the noticer starts them only with tokens at hand.
+        quiet = self._notices.busy == 0 and self._generations.free >= limit
+        tokens = 0
+        if quiet:
+            tokens = await self._pacing.try_take(limit)
+            quiet, limit = tokens > 0, tokens or limit
+        try:
+            jobs = await self._store.leases.claim_new_batch(worker_id=self.worker_id, lease=self._lease, limit=limit,
+                                                     start=quiet)
+        except Exception:
+            await self._pacing.give_back(tokens)
+            raise
+        return jobs, tokens, limit
+
+    def _start_noticed(self, jobs: list[Job], limit: int) -> None:
+        for job in jobs:
+            if job.status is JobStatus.RUNNING:  # a slot was free: it generates at once
+                self._launch(self._generations, job, self._run_with_sign(job))
+            else:
+                self._launch(self._notices, job, self._notice(job))
+
+    async def _claim_queued(self, limit: int) -> tuple[list[Job], int, int]:
+        # The runner waits for the pacer's tokens and claims as many jobs as it got.
+        tokens = limit = await self._pacing.take(limit)
+        try:
+            jobs = await self._store.leases.claim_batch(worker_id=self.worker_id, lease=self._lease, limit=limit)
+        except Exception:
+            await self._pacing.give_back(tokens)
+            raise
+        return jobs, tokens, limit
+
+    def _start_queued(self, jobs: list[Job], limit: int) -> None:
+        self._more_queued = len(jobs) == limit
+        for job in jobs:
+            self._launch(self._generations, job, self._run(job))
+
+    def _launch(self, lane: _Lane | None, job: Job, work: Awaitable[bool | None]) -> None:
+        """Run `work` for `job` in a task of its own, in a slot of `lane` (None: in no slot, as a message's
+        attachments are fetched after its notice)."""
+        if lane is self._generations:
             self._queue_moved.set()  # a waiting job started: the places behind it moved
-        self._busy[kind] += 1
+        if lane is not None:
+            lane.began()
+            self._count_slots()
         task = asyncio.ensure_future(work)
         task.set_name(f"easel-job-{job.id}")
         self._tasks[task] = job
-        if kind == "run":
+        if lane is self._generations:
             self._notices_at_start[task] = self._notices_done
-        task.add_done_callback(lambda t: self._done(t, kind))
+        task.add_done_callback(lambda t: self._done(t, lane))
 
-    def free_generation_slots(self) -> int:
-        """Generation slots no job here is using or about to use (every job being noticed may want one)."""
-        return self._capacity["run"] - self._busy["run"] - self._busy["notice"]
+    def _count_slots(self) -> None:
+        """The generation slots as the queue status reads them: every job being noticed may want one."""
+        self._slots.generating, self._slots.noticing = self._generations.busy, self._notices.busy
 
-    def _done(self, task: asyncio.Task[bool | None], kind: str) -> None:
+    def _done(self, task: asyncio.Task[bool | None], lane: _Lane | None) -> None:
         self._tasks.pop(task, None)
-        self._busy[kind] -= 1
-        self._freed[kind].set()
-        if kind == "notice" and self._busy[kind] == 0:
-            self._notices_idle.set()
+        if lane is not None:
+            lane.ended()
+            self._count_slots()
         crashed = not task.cancelled() and task.exception() is not None
         if crashed:
             log.error("job task crashed", exc_info=task.exception())
-        if kind == "run":
+        if lane is self._generations:
             self._queue_moved.set()
             # A slot is free: worth a look if queued jobs were left behind, if this thread's next job waits, or
             # if a job was noticed here meanwhile (its claim may have come just before this job's end).
             noticed_meanwhile = self._notices_done > self._notices_at_start.pop(task, 0)
             if self._more_queued or noticed_meanwhile or crashed or (not task.cancelled() and task.result()):
-                self._queued_work.set()
+                self._generations.wake.set()
         else:
-            self._queued_work.set()  # the job it noticed may run now
+            self._generations.wake.set()  # the job it noticed may run now
 
     async def _wait(self, event: asyncio.Event) -> None:
         """Wait for `event`, or at most one poll interval (a safety net: each of these events is set when
@@ -209,11 +271,11 @@ class Worker:
                 log.exception("looking for work failed")
                 continue
             if new:
-                self._new_work.set()
+                self._notices.wake.set()
             if runnable:
-                self._queued_work.set()
+                self._generations.wake.set()
             if queue_shown:
-                self._runner.queue_shown = True
+                self._queue.seen_shown()
                 self._queue_moved.set()
 
     async def _notice(self, job: Job) -> None:
@@ -221,12 +283,12 @@ class Worker:
         try:
             rest = await self._runner.notice(job)
             if rest is not None:  # its attachments: fetched in a task of its own, holding up no slot
-                self._launch("fetch", job, rest)
+                self._launch(None, job, rest)
         except Exception:
             log.exception("job %s: showing a sign of work failed", job.id)
             await self._runner.notice_failed(job)
         self._notices_done += 1
-        self._queued_work.set()
+        self._generations.wake.set()
 
     async def _run(self, job: Job) -> bool:
         self.counts["ran"] += 1
@@ -254,10 +316,10 @@ class Worker:
         while not self._stopping.is_set():
             await self._queue_moved.wait()  # a job finished here, or `_look_around` saw messages up
             self._queue_moved.clear()
-            if not self._runner.queue_shown:
+            if not self._queue.shown:
                 continue  # a job finished, but no queue message is up to move
             try:
-                await self._runner.refresh_queue()
+                await self._queue.refresh()
             except Exception:
                 log.exception("updating queue positions failed")
             await asyncio.sleep(at_most_every)

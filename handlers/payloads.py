@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from bot import image_models, limits, messages, options
-from storage.models import JobKind, NewJob, Thread
+from storage.models import JobKind, JobOptions, NewJob, Thread
 
 HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
 IMAGE_MIMETYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
@@ -224,10 +224,12 @@ def route_event(
     return Routed(job=job, start_thread=start, thread_options=sticky)
 
 
-def _job_options(resolved: options.Resolved, *, fresh: bool) -> dict[str, Any]:
-    """`chosen`: the options the person chose (not defaults), for what a refusal may change at run time."""
-    notices = [*([resolved.replaced] if resolved.replaced else []), *resolved.notices] if fresh else []
-    return {"tool": resolved.tool(), "notices": notices, "chosen": list(resolved.chosen), "web": resolved.web}
+def _job_options(resolved: options.Resolved, *, fresh: bool, **command: dict[str, Any]) -> JobOptions:
+    """`chosen`: the options the person chose (not defaults), for what a refusal may change at run time.
+    `command`: a slash command's `shown` and `sticky` options."""
+    notices = (*([resolved.replaced] if resolved.replaced else []), *resolved.notices) if fresh else ()
+    return JobOptions(tool=resolved.tool(), notices=notices, chosen=tuple(resolved.chosen), web=resolved.web,
+                      **command)
 
 
 def _help(ctx: Context) -> str:
@@ -262,8 +264,8 @@ def route_command(command: dict[str, Any], *, ctx: Context) -> Routed | str:
         channel_id=channel,
         user_id=user,
         text=prompt,
-        options={**_job_options(resolved, fresh=True), "shown": resolved.as_dict(),
-                 "sticky": {**asked.as_dict(), **({"model": resolved.model} if resolved.replaced else {})}},
+        options=_job_options(resolved, fresh=True, shown=resolved.as_dict(),
+                             sticky={**asked.as_dict(), **({"model": resolved.model} if resolved.replaced else {})}),
         force_image=True,
         response_url=_str(command.get("response_url")),
     )

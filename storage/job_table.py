@@ -11,9 +11,10 @@ from storage import models
 from storage.database import one_of
 from storage.schema import jobs
 
-WAITING = ("new", "noticing", "queued")
-HELD = ("noticing", "running")  # the states in which a job has a lease
-ACTIVE = (*WAITING, "running")
+S = models.JobStatus
+WAITING = (S.NEW.value, S.NOTICING.value, S.QUEUED.value)
+HELD = (S.NOTICING.value, S.RUNNING.value)  # the states in which a job has a lease
+ACTIVE = (*WAITING, S.RUNNING.value)
 GENERATE = models.JobKind.GENERATE.value
 NEW_JOB_COLUMNS = ("dedupe_key", "kind", "source", "team_id", "channel_id", "user_id", "message_ts", "thread_ts",
                    "thread_key", "text", "response_url", "options", "files", "force_image", "created_at")
@@ -63,15 +64,15 @@ def to_job(row: Any) -> models.Job:
         thread_ts=m["thread_ts"],
         thread_key=m["thread_key"],
         text=m["text"],
-        options=dict(m["options"] or {}),
+        options=models.JobOptions.from_json(m["options"]),
         files=list(m["files"] or []),
         force_image=bool(m["force_image"]),
         response_url=m["response_url"],
-        status=models.JobStatus(m["status"]) if m["status"] in models.JobStatus._value2member_map_ else m["status"],
+        status=models.JobStatus(m["status"]),
         attempts=m["attempts"],
         noticed=bool(m["noticed"]),
         response_id=m["response_id"],
-        progress=dict(m["progress"] or {}),
+        progress=models.JobProgress.from_json(m["progress"]),
         queue_ts=m["queue_ts"],
         queue_pos=m["queue_pos"],
         error=m["error"],

@@ -27,7 +27,7 @@ from storage import models
 from storage.database import Database, Grouped, one_of, uncancellable
 from storage.errors import DuplicateJob, LeaseLost, TooManyPending
 from storage.generations import Generations
-from storage.job_table import ACTIVE, GENERATE, HELD, NEW_JOB_COLUMNS, fence, landed, to_job
+from storage.job_table import ACTIVE, GENERATE, HELD, NEW_JOB_COLUMNS, S, fence, landed, to_job
 from storage.schema import jobs, threads
 from storage.threads import Threads
 
@@ -38,7 +38,8 @@ class Jobs:
         new_job = {c: sa.bindparam(c, type_=jobs.c[c].type) for c in NEW_JOB_COLUMNS}
         self._enqueue_stmt = (
             db.insert(jobs)
-            .values(**new_job, status="new", attempts=0, noticed=False, progress=sa.literal({}, jobs.c.progress.type))
+            .values(**new_job, status=S.NEW.value, attempts=0, noticed=False,
+                    progress=sa.literal({}, jobs.c.progress.type))
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
             .returning(jobs.c.id)
         )
@@ -54,16 +55,17 @@ class Jobs:
                     worker_id=sa.null(), lease_until=sa.null(), queue_ts=sa.null())
         )
         self._later_than_job = (  # a later generate job of the same thread (given its key) waits to run
-            jobs.c.id > sa.bindparam("job_id"), jobs.c.status == "queued", jobs.c.kind == GENERATE)
+            jobs.c.id > sa.bindparam("job_id"), jobs.c.status == S.QUEUED.value, jobs.c.kind == GENERATE)
         this_thread = sa.select(jobs.c.thread_key).where(jobs.c.id == sa.bindparam("job_id")).scalar_subquery()
         self._later_queued = sa.select(sa.exists().where(jobs.c.thread_key == this_thread, *self._later_than_job))
         self._finish_shapes: dict[tuple[int, bool], Any] = {}
         self._enqueue_shapes: dict[tuple[bool, str | None], Any] = {}
         self._noticed_stmt = (
-            sa.update(jobs).where(*fence(), jobs.c.status == "noticing")
-            .values(status="queued", noticed=True, worker_id=None, lease_until=None)
+            sa.update(jobs).where(*fence(), jobs.c.status == S.NOTICING.value)
+            .values(status=S.QUEUED.value, noticed=True, worker_id=None, lease_until=None)
         )
-        self._noticed = Grouped(db, self._noticed_stmt, landed=landed(jobs.c.noticed, jobs.c.status != "noticing"))
+        self._noticed = Grouped(db, self._noticed_stmt,
+                                landed=landed(jobs.c.noticed, jobs.c.status != S.NOTICING.value))
         self._updates: dict[frozenset[str], Any] = {}  # update statements, by the columns they set
         self._update_groups: dict[frozenset[str], Grouped] = {}
         self._still_held = landed(one_of(jobs.c.status, HELD))
@@ -137,7 +139,7 @@ class Jobs:
             "dedupe_key": new.dedupe_key, "kind": new.kind.value, "source": new.source, "team_id": new.team_id,
             "channel_id": new.channel_id, "user_id": new.user_id, "message_ts": new.message_ts,
             "thread_ts": new.thread_ts, "thread_key": new.thread_key, "text": new.text,
-            "response_url": new.response_url, "options": new.options, "files": new.files,
+            "response_url": new.response_url, "options": new.options.to_json(), "files": new.files,
             "force_image": new.force_image, "created_at": now,
         }
 
@@ -155,7 +157,7 @@ class Jobs:
             return sa.bindparam(f"e_{column}", type_=table.c[column].type)
 
         columns = list(NEW_JOB_COLUMNS)
-        row = sa.select(*(p(c) for c in columns), sa.literal("new"), sa.literal(0), sa.literal(False),
+        row = sa.select(*(p(c) for c in columns), sa.literal(S.NEW.value), sa.literal(0), sa.literal(False),
                         sa.literal({}, jobs.c.progress.type))
         pending = None
         if check:
@@ -211,7 +213,7 @@ class Jobs:
         if thread_ts is None:
             await self._noticed.write({"job_id": job_id, "held_lease": lease_no})
             return
-        values: dict[str, Any] = {"status": "queued", "noticed": True, "worker_id": None, "lease_until": None}
+        values: dict[str, Any] = {"status": S.QUEUED.value, "noticed": True, "worker_id": None, "lease_until": None}
 
         def work(conn: sa.Connection) -> None:
             job = to_job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
@@ -219,7 +221,7 @@ class Jobs:
             values["thread_key"] = f"{job.team_id}:{job.channel_id}:{thread_ts}"
             self._threads.ensure(conn, job.team_id, job.channel_id, thread_ts, job.user_id, thread_options)
             update = sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_no == lease_no,
-                                           jobs.c.status == "noticing")
+                                           jobs.c.status == S.NOTICING.value)
             if conn.execute(update.values(**values)).rowcount == 0:
                 raise LeaseLost(job_id)  # and the thread's row goes with the transaction
 
@@ -236,8 +238,10 @@ class Jobs:
 
     @uncancellable
     async def update(self, job_id: int, *, lease_no: int, **values: Any) -> None:
-        """Record progress: `response_id`, `progress` (the whole dict: only the job's runner writes it),
+        """Record progress: `response_id`, `progress` (the whole of it: only the job's runner writes it),
         `queue_ts`, `queue_pos`. Raises LeaseLost if the job is no longer held under `lease_no`."""
+        if "progress" in values:
+            values["progress"] = values["progress"].to_json()
         columns = frozenset(values)
         group = self._update_groups.get(columns)
         if group is None:
@@ -343,7 +347,7 @@ class Jobs:
         transaction throws away (so that SQLAlchemy has them compiled before the first request)."""
         conn.execute(self._pending_stmt, {"team": "", "user": ""})
         job_id = conn.execute(self._enqueue_stmt, {
-            "dedupe_key": f"warm-up:{now}", "kind": "notice", "source": "warm-up", "team_id": "",
+            "dedupe_key": f"warm-up:{now}", "kind": models.JobKind.NOTICE.value, "source": "warm-up", "team_id": "",
             "channel_id": "", "user_id": "", "message_ts": None, "thread_ts": None, "thread_key": "warm-up",
             "text": "", "response_url": None, "options": {}, "files": [], "force_image": False,
             "created_at": now,

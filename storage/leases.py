@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from storage import models
 from storage.database import Database, Grouped, one_of, uncancellable
-from storage.job_table import EARLIER_UNFINISHED, GENERATE, HELD, QUEUE_SHOWN, fence, landed, to_job
+from storage.job_table import EARLIER_UNFINISHED, GENERATE, HELD, QUEUE_SHOWN, S, fence, landed, to_job
 from storage.schema import jobs
 
 
@@ -25,9 +25,9 @@ class Leases:
         self._db = db
         now = sa.bindparam("now", type_=sa.Float)
         self._takeable_new = sa.or_(
-            jobs.c.status == "new", sa.and_(jobs.c.status == "noticing", jobs.c.lease_until < now))
+            jobs.c.status == S.NEW.value, sa.and_(jobs.c.status == S.NOTICING.value, jobs.c.lease_until < now))
         self._takeable_run = sa.or_(
-            jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.lease_until < now))
+            jobs.c.status == S.QUEUED.value, sa.and_(jobs.c.status == S.RUNNING.value, jobs.c.lease_until < now))
         self._claim_new_stmt, self._claim_run_stmt = self._claims(now)
         self._work_waiting = sa.select(
             sa.exists().where(self._takeable_new),
@@ -63,14 +63,14 @@ class Leases:
         )
         claim_new = claim(self._takeable_new, (), {
             "lease_no": jobs.c.lease_no + 1,
-            "status": sa.case((fast, "running"), else_="noticing"),
+            "status": sa.case((fast, S.RUNNING.value), else_=S.NOTICING.value),
             "noticed": sa.case((fast, True), else_=jobs.c.noticed),
             "attempts": sa.case((fast, jobs.c.attempts + 1), else_=jobs.c.attempts),
             "started_at": sa.case((fast, sa.func.coalesce(jobs.c.started_at, now)), else_=jobs.c.started_at),
         })
         claim_run = claim(self._takeable_run, (jobs.c.kind == GENERATE, ~EARLIER_UNFINISHED), {
             "lease_no": jobs.c.lease_no + 1,
-            "status": "running",
+            "status": S.RUNNING.value,
             "attempts": jobs.c.attempts + 1,
             "started_at": sa.func.coalesce(jobs.c.started_at, now),
         })
@@ -179,12 +179,12 @@ class Leases:
 
         def work(conn: sa.Connection) -> None:
             conn.execute(
-                sa.update(jobs).where(*held, jobs.c.status == "running")
-                .values(status="queued", worker_id=None, lease_until=None)
+                sa.update(jobs).where(*held, jobs.c.status == S.RUNNING.value)
+                .values(status=S.QUEUED.value, worker_id=None, lease_until=None)
             )
             conn.execute(
-                sa.update(jobs).where(*held, jobs.c.status == "noticing")
-                .values(status="new", worker_id=None, lease_until=None)
+                sa.update(jobs).where(*held, jobs.c.status == S.NOTICING.value)
+                .values(status=S.NEW.value, worker_id=None, lease_until=None)
             )
 
         await self._db.txn(work)

@@ -23,6 +23,71 @@ class JobKind(enum.StrEnum):
     REACTION = "reaction"  # only react to the message with the emoji named by `text` (a request not taken)
 
 
+def _known(cls: type, data: Any) -> dict[str, Any]:
+    """The keys of a stored JSON object that name fields of `cls` (rows written by older code may carry keys
+    that are gone, and lack newer ones: those take their defaults)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in (data or {}).items() if k in names}
+
+
+def _non_default(obj: Any) -> dict[str, Any]:
+    """`obj`'s fields that differ from their defaults: what its JSON column keeps (a field left out reads as
+    its default, in this code and in the code before these types)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if value != default:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobOptions:
+    """A generate job's options as the request resolved them (the `options` column)."""
+
+    tool: dict[str, Any] = dataclasses.field(default_factory=dict)  # the image_generation tool as it is sent
+    notices: tuple[str, ...] = ()  # said with the answer (a model replaced, a flag adjusted)
+    chosen: tuple[str, ...] | None = None  # options the person chose (None: stored before this was recorded)
+    web: bool = False  # the web search tool too
+    shown: dict[str, Any] | None = None  # a slash command's: the options its first message shows
+    sticky: dict[str, Any] | None = None  # a slash command's: the options that stick to its new thread
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> JobOptions:
+        known = _known(cls, data)
+        for name in ("notices", "chosen"):
+            if known.get(name) is not None:
+                known[name] = tuple(known[name])
+        return cls(**known)
+
+    def to_json(self) -> dict[str, Any]:
+        return _non_default(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobProgress:
+    """What a job's runs have done so far (the `progress` column): a run taken again after a crash resumes
+    from it. Written only by the worker running the job."""
+
+    root_ts: str | None = None  # a slash command's first message, once posted
+    notices: tuple[str, ...] | None = None  # the answer's notices as the run settled them (None: not yet)
+    paced: int = 0  # 429s met so far (each time the job waited for its turn again)
+    uploads: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # image index -> upload record
+    blocked_posted: bool = False  # the note on images moderation blocked is in the thread
+    text_posted: bool = False  # the model's words are in the thread, in a message of their own
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> JobProgress:
+        known = _known(cls, data)
+        if known.get("notices") is not None:
+            known["notices"] = tuple(known["notices"])
+        return cls(**known)
+
+    def to_json(self) -> dict[str, Any]:
+        return _non_default(self)
+
+
 @dataclasses.dataclass(frozen=True)
 class NewJob:
     """A request accepted from Slack, before it has an id."""
@@ -36,7 +101,7 @@ class NewJob:
     text: str
     message_ts: str | None = None
     thread_ts: str | None = None
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    options: JobOptions = JobOptions()
     files: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     force_image: bool = False
     response_url: str | None = None  # a slash command's, to answer privately when posting fails
@@ -61,7 +126,7 @@ class Job:
     thread_ts: str | None
     thread_key: str
     text: str
-    options: dict[str, Any]
+    options: JobOptions
     files: list[dict[str, Any]]
     force_image: bool
     response_url: str | None
@@ -69,7 +134,7 @@ class Job:
     attempts: int
     noticed: bool
     response_id: str | None
-    progress: dict[str, Any]
+    progress: JobProgress
     queue_ts: str | None
     queue_pos: int | None
     error: str | None

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from storage.database import Database, one_of, uncancellable
-from storage.job_table import GENERATE, QUEUE_SHOWN, WAITING
+from storage.job_table import GENERATE, QUEUE_SHOWN, WAITING, S
 from storage.schema import jobs
 
 
@@ -21,7 +21,7 @@ class Queue:
     async def place(self, job_id: int) -> tuple[int, int]:
         """(generate jobs running now, generate jobs waiting ahead of this one)."""
         kind = jobs.c.kind == GENERATE
-        running = sa.select(sa.func.count()).where(kind, jobs.c.status == "running")
+        running = sa.select(sa.func.count()).where(kind, jobs.c.status == S.RUNNING.value)
         ahead = sa.select(sa.func.count()).where(kind, one_of(jobs.c.status, WAITING), jobs.c.id < job_id)
         return await self._db.read(lambda conn: (int(conn.execute(running).scalar_one()),
                                                  int(conn.execute(ahead).scalar_one())))
@@ -37,7 +37,8 @@ class Queue:
             shown = conn.execute(QUEUE_SHOWN).all()
             if not shown:
                 return 0, [], []
-            running = conn.execute(sa.select(sa.func.count()).where(kind, jobs.c.status == "running")).scalar_one()
+            running = conn.execute(
+                sa.select(sa.func.count()).where(kind, jobs.c.status == S.RUNNING.value)).scalar_one()
             ids = conn.execute(sa.select(jobs.c.id).where(waiting).order_by(jobs.c.id)).scalars().all()
             return int(running), list(ids), [tuple(r) for r in shown]  # type: ignore[misc]
 

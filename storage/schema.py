@@ -5,9 +5,20 @@ Times are Unix seconds (float) so both dialects compare them the same way.
 
 from __future__ import annotations
 
+import enum
+
 import sqlalchemy as sa
 
+from storage.models import JobKind, JobStatus
+
 metadata = sa.MetaData()
+
+
+def _one_of(column: str, values: type[enum.StrEnum]) -> sa.CheckConstraint:
+    """`column` holds a member of `values` (a migration adds a state or kind to the check with the enum)."""
+    listed = ", ".join(f"'{member.value}'" for member in values)
+    return sa.CheckConstraint(f"{column} IN ({listed})", name=f"ck_jobs_{column}")
+
 
 threads = sa.Table(
     "threads",
@@ -29,7 +40,7 @@ jobs = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("dedupe_key", sa.String(200), nullable=False, unique=True),  # one Slack message, one job
-    sa.Column("kind", sa.String(16), nullable=False),  # generate | notice | reaction
+    sa.Column("kind", sa.String(16), nullable=False),  # a JobKind
     sa.Column("source", sa.String(16), nullable=False),  # mention | reply | dm | command
     sa.Column("team_id", sa.String(32), nullable=False),
     sa.Column("channel_id", sa.String(32), nullable=False),
@@ -42,7 +53,7 @@ jobs = sa.Table(
     sa.Column("options", sa.JSON, nullable=False),
     sa.Column("files", sa.JSON, nullable=False),
     sa.Column("force_image", sa.Boolean, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # queued | running | done | failed
+    sa.Column("status", sa.String(16), nullable=False),  # a JobStatus
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("noticed", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("response_id", sa.String(128)),
@@ -60,6 +71,8 @@ jobs = sa.Table(
     sa.Index("ix_jobs_thread_key", "thread_key", "id"),
     sa.Index("ix_jobs_user_status", "team_id", "user_id", "status"),
     sa.Index("ix_jobs_finished", "finished_at"),
+    _one_of("status", JobStatus),
+    _one_of("kind", JobKind),
 )
 
 generations = sa.Table(

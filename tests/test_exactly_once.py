@@ -298,3 +298,31 @@ async def test_the_jobs_of_a_killed_instance_are_taken_at_once_when_it_starts_ag
     assert await easel.bot.terminate() == 0
     assert_exactly_once(figures(slack, threads), "restart after SIGKILL")
     assert f"taking {n} unfinished job(s) of 1 stopped worker(s)" in easel.bot.log.read_text()
+
+
+async def test_an_image_shared_before_a_kill_is_not_posted_again(
+    fakes: tuple[FakeSlack, FakeOpenAI], instances: Callable[..., Instance], database_url: str,
+) -> None:
+    """SIGKILL once the image is in the thread, before the job's end is recorded. The next start resumes the job
+    from its progress: the same response is collected again by its id, and the upload recorded before sharing
+    is looked up in Slack, which has it: the image is not posted a second time, nor paid for again."""
+    slack, openai = fakes
+    easel = instances(database_url, JOB_LEASE_SECONDS="600")
+    await easel.bot.start()
+    held = slack.gate("reactions.remove")  # the sign of work comes down after the share, before the job's end
+    threads = await mentions(easel.sender, 1, "S")
+    await slack.wait_for("reactions.remove", timeout=60)
+    assert len(slack.shared_files) == 1
+    await easel.bot.kill()
+    held.set()
+    await easel.bot.start()
+    store = await open_store(database_url)
+    try:
+        assert await unfinished(store, 1, timeout=30) == 0
+        [job] = await store.jobs.all()
+    finally:
+        await store.close()
+    assert await easel.bot.terminate() == 0
+    assert job.status == "done" and job.attempts == 2 and job.progress.uploads
+    assert len(openai.create_requests()) == 1
+    assert_exactly_once(figures(slack, threads), "restart after the image was shared")

@@ -60,7 +60,7 @@ async def test_a_rate_limit_is_waited_out_not_failed(easel_factory) -> None:
     await easel.sender.message("again", thread_ts=ts)
     await easel.slack.wait_for("files.completeUploadExternal", count=2)
     jobs = await easel.jobs_settled(2)
-    assert jobs[1].status == "done" and jobs[1].progress["paced"] == 2
+    assert jobs[1].status == "done" and jobs[1].progress.paced == 2
     assert not any("rate-limiting" in t or ":warning:" in t for t in await _thread_texts(easel, ts))
     said = [c.args.get("text", "") for c in easel.slack.calls if c.method in ("chat.postMessage", "chat.update")]
     assert any("rate limit; you're next" in t for t in said)  # it was told its place while it waited

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from storage import LeaseLost, Store
-from storage.models import ChainStep, Generation, Job, JobKind, JobStatus
+from storage.models import ChainStep, Generation, Job, JobKind, JobProgress, JobStatus
 from storage.schema import jobs as jobs_table
 from tests.conftest import Running, wait_until
 from tests.test_store import CHANNEL, TEAM, USER, enqueue, new_job, own_thread, queued
@@ -28,9 +28,10 @@ async def _taken_over(store: Store, thread_ts: str) -> tuple[Job, Job]:
 async def test_the_former_holder_writes_nothing(store: Store) -> None:
     await own_thread(store, "1.0")
     old, new = await _taken_over(store, "1.0")
-    await store.jobs.update(new.id, lease_no=new.lease_no, response_id="resp_new", progress={"by": "new"})
+    await store.jobs.update(new.id, lease_no=new.lease_no, response_id="resp_new", progress=JobProgress(root_ts="new"))
     with pytest.raises(LeaseLost):
-        await store.jobs.update(old.id, lease_no=old.lease_no, response_id="resp_old", progress={"by": "old"})
+        await store.jobs.update(old.id, lease_no=old.lease_no, response_id="resp_old",
+                               progress=JobProgress(root_ts="old"))
     with pytest.raises(LeaseLost):
         await store.leases.hold(old.id, lease_no=old.lease_no, lease=60)
     gen = Generation(job_id=old.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="1.0", user_id=USER,
@@ -41,8 +42,8 @@ async def test_the_former_holder_writes_nothing(store: Store) -> None:
                            chain=step)
     await store.leases.release(old.id, worker_id="old", lease_no=old.lease_no)
     after = await store.jobs.get(new.id)
-    assert (after.status, after.response_id, after.progress, after.error) == ("running", "resp_new", {"by": "new"},
-                                                                               None)
+    assert (after.status, after.response_id, after.progress, after.error) == (
+        "running", "resp_new", JobProgress(root_ts="new"), None)
     assert await store.generations.all(job_id=new.id) == []
     assert (await store.threads.get(team_id=TEAM, channel_id=CHANNEL, thread_ts="1.0")).last_response_id is None
     # the new holder's writes still land
@@ -50,7 +51,7 @@ async def test_the_former_holder_writes_nothing(store: Store) -> None:
     await store.jobs.finish(new.id, lease_no=new.lease_no, status=JobStatus.DONE)
     assert (await store.jobs.get(new.id)).status == "done"
     with pytest.raises(LeaseLost):  # and a job that ended is no one's to write about
-        await store.jobs.update(new.id, lease_no=new.lease_no, progress={})
+        await store.jobs.update(new.id, lease_no=new.lease_no, progress=JobProgress())
     with pytest.raises(LeaseLost):
         await store.leases.hold(new.id, lease_no=new.lease_no, lease=60)
 
@@ -106,7 +107,7 @@ async def test_grouped_writes_tell_each_caller_whether_its_own_landed(store: Sto
 
     async def write(job: Job) -> str:
         try:
-            await store.jobs.update(job.id, lease_no=job.lease_no, progress={"lease": job.lease_no})
+            await store.jobs.update(job.id, lease_no=job.lease_no, progress=JobProgress(paced=job.lease_no))
             await store.leases.hold(job.id, lease_no=job.lease_no, lease=60)
             await store.jobs.noticed(job.id, lease_no=job.lease_no)
         except LeaseLost:
@@ -118,7 +119,8 @@ async def test_grouped_writes_tell_each_caller_whether_its_own_landed(store: Sto
     assert [by_job[i] for i in first] == ["lost" if i in again else "landed" for i in first]
     assert all(by_job[f"again-{i}"] == "landed" for i in again)
     for job in await store.jobs.all():
-        assert job.status == "queued" and job.progress == {"lease": (again.get(job.id) or first[job.id]).lease_no}
+        lease_no = (again.get(job.id) or first[job.id]).lease_no
+        assert job.status == "queued" and job.progress == JobProgress(paced=lease_no)
 
 
 async def test_hold_extends_the_lease(store: Store) -> None:

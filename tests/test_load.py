@@ -16,8 +16,8 @@ async def test_waiting_requests_show_their_place_and_it_moves(easel_factory) -> 
     await wait_until(lambda: easel.openai.in_flight == 1, what="first generation")
 
     def queued() -> set[str]:
-        posted = easel.slack.calls_to("chat.postMessage")
-        return {c.args["channel"] for c in posted if "queue" in c.args.get("text", "")}
+        return {c.args["channel"] for c in easel.slack.calls_to("chat.postMessage")
+                if "queue" in c.args.get("text", "")}
 
     await wait_until(lambda: queued() == {"C2", "C3"}, what="two queue messages")
     easel.openai.gate.set()

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot import assembly as easel_app
-from bot import web as easel_web
+from bot import app as easel_app
 from bot.jobs import MAX_PACED
 from bot.pacing import BUCKET
 from storage.limits import Limits
@@ -48,12 +47,12 @@ async def paced(
             fake = FakeOpenAI(limits=limits)
             await fake.start()
         easel = await easel_app.build(settings_for(fake_slack, fake, database_url, **env), clock=clock)
-        runner = web.AppRunner(easel_web.web_app(easel))
+        runner = web.AppRunner(easel_app.web_app(easel))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         easel.worker.start()
-        sender = SlackSender(url=url + easel_web.EVENTS_PATH, signing_secret=SIGNING_SECRET,
+        sender = SlackSender(url=url + easel_app.EVENTS_PATH, signing_secret=SIGNING_SECRET,
                              team_id=fake_slack.team_id, bot_user_id=fake_slack.bot_user_id)
         running = Running(easel=easel, slack=fake_slack, openai=fake, sender=sender, url=url)
         started.append((running, runner, fake))
@@ -159,8 +158,8 @@ async def test_an_unknown_limit_is_learned_from_one_429(paced, clock: ManualCloc
     assert limits.rejected[0][0] - first == pytest.approx(10.5)
     assert [t - first for t in limits.admitted_images[:4]] == pytest.approx([0.0, 6.0, 9.0, 11.0 + 60 / 27])
     # the job that met the 429 went back to the queue, was told it is next, and was drawn
-    [met] = [j for j in await easel.store.jobs.all() if j.progress.get("paced")]
-    assert met.progress["paced"] == 1
+    [met] = [j for j in await easel.store.jobs.all() if j.progress.paced]
+    assert met.progress.paced == 1
     assert _places(easel, met.channel_id, threads[int(met.channel_id[1:])])[-1] == 1
 
 
@@ -199,7 +198,7 @@ async def test_a_job_that_keeps_meeting_429s_is_given_up_after_ten_waits(paced, 
     [ts] = await _mentions(easel, 1)
     await _drive(easel, clock, 1)
     [job] = await easel.store.jobs.all()
-    assert job.status == "failed" and job.error.startswith("rate_limit") and job.progress["paced"] == MAX_PACED
+    assert job.status == "failed" and job.error.startswith("rate_limit") and job.progress.paced == MAX_PACED
     assert len(_creates(easel.openai)) == MAX_PACED + 1
     assert any("rate-limiting" in m.get("text", "") for m in easel.slack.thread("C0000", ts))
     assert _places(easel, "C0000", ts) == [1] * MAX_PACED  # told it was next each time it waited again

@@ -170,7 +170,7 @@ def test_channel_mention_starts_a_thread() -> None:
     assert job.force_image is False
     assert routed.start_thread is True
     assert routed.thread_options == {}
-    assert job.options["tool"]["model"] == "gpt-image-2"
+    assert job.options.tool["model"] == "gpt-image-2"
     assert job.thread_key == f"{TEAM}:{CHANNEL}:1700000000.000100"
 
 
@@ -205,16 +205,16 @@ def test_reply_in_an_owned_thread_keeps_its_sticky_options() -> None:
     thread = _thread("1.0", {"model": "gpt-image-2.5-sunburst"})
     routed = _route(_message("now in the rain", ts="2.0", thread_ts="1.0"), thread=thread)
     assert routed is not None
-    assert routed.job.options["tool"]["model"] == "gpt-image-2.5-sunburst"
+    assert routed.job.options.tool["model"] == "gpt-image-2.5-sunburst"
     assert routed.thread_options == {"model": "gpt-image-2.5-sunburst"}
-    assert routed.job.options["chosen"] == ["model"]
+    assert routed.job.options.chosen == ("model",)
 
 
 def test_reply_flags_merge_into_sticky_options() -> None:
     thread = _thread("1.0", {"model": "gpt-image-2.5-sunburst", "quality": "low"})
     routed = _route(_message("bigger --quality xhigh --format webp", ts="2.0", thread_ts="1.0"), thread=thread)
     assert routed is not None
-    tool = routed.job.options["tool"]
+    tool = routed.job.options.tool
     assert (tool["model"], tool["quality"], tool["output_format"]) == ("gpt-image-2.5-sunburst", "xhigh", "webp")
     assert routed.thread_options == {"model": "gpt-image-2.5-sunburst", "quality": "xhigh", "format": "webp"}
 
@@ -222,25 +222,25 @@ def test_reply_flags_merge_into_sticky_options() -> None:
 def test_sticky_transparent_fallback_notice_is_shown_once() -> None:
     first = _route(_mention("<@UBOT> a logo --background transparent"))
     assert first is not None
-    assert first.job.options["tool"]["model"] == "gpt-image-2.5-flare"
-    assert any("gpt-image-2" in n and "gpt-image-2.5-flare" in n for n in first.job.options["notices"])
+    assert first.job.options.tool["model"] == "gpt-image-2.5-flare"
+    assert any("gpt-image-2" in n and "gpt-image-2.5-flare" in n for n in first.job.options.notices)
     later = _route(_message("smaller", ts="2.0", thread_ts=first.job.thread_ts),
                    thread=_thread(first.job.thread_ts, first.thread_options))
     assert later is not None
-    assert later.job.options["tool"]["model"] == "gpt-image-2.5-flare"
-    assert later.job.options["notices"] == []
+    assert later.job.options.tool["model"] == "gpt-image-2.5-flare"
+    assert later.job.options.notices == ()
 
 
 def test_a_thread_on_a_shut_down_model_moves_to_its_replacement_and_is_told_once() -> None:
     thread = _thread("1.0", {"model": "gpt-image-1.5", "quality": "low"})
     routed = _route(_message("again", ts="2.0", thread_ts="1.0"), thread=thread)
     assert routed is not None and routed.job.kind is JobKind.GENERATE
-    assert routed.job.options["tool"]["model"] == "gpt-image-2.6-sunburst"
-    [notice] = routed.job.options["notices"]
+    assert routed.job.options.tool["model"] == "gpt-image-2.6-sunburst"
+    [notice] = routed.job.options.notices
     assert "gpt-image-1.5" in notice and "2026-12-01" in notice and "gpt-image-2.6-sunburst" in notice
     assert routed.thread_options == {"model": "gpt-image-2.6-sunburst", "quality": "low"}
     later = _route(_message("and again", ts="3.0", thread_ts="1.0"), thread=_thread("1.0", routed.thread_options))
-    assert later is not None and later.job.options["notices"] == []
+    assert later is not None and later.job.options.notices == ()
 
 
 def test_a_shut_down_model_asked_for_in_a_message_is_refused_in_the_thread() -> None:
@@ -253,9 +253,9 @@ def test_web_and_chosen_options_are_stored_with_the_job() -> None:
     routed = _route(_mention("<@UBOT> tomorrow's weather in Lyon --web --quality high"))
     assert routed is not None
     assert routed.job.text == "tomorrow's weather in Lyon"
-    assert routed.job.options["web"] is True and routed.job.options["chosen"] == ["quality", "web"]
+    assert routed.job.options.web is True and routed.job.options.chosen == ("quality", "web")
     assert routed.thread_options == {"web": True, "quality": "high"}
-    assert _route(_mention("<@UBOT> a cat"), ).job.options["web"] is False
+    assert _route(_mention("<@UBOT> a cat"), ).job.options.web is False
 
 
 def test_reply_in_a_thread_that_is_not_easels_is_chatter() -> None:
@@ -456,10 +456,10 @@ def test_command_is_a_forced_generate_job() -> None:
     assert job.response_url == "https://hooks.slack.com/commands/T0001/123/abc"
     assert job.thread_ts is None and job.message_ts is None
     assert (job.team_id, job.channel_id, job.user_id) == (TEAM, CHANNEL, USER)
-    tool = job.options["tool"]
+    tool = job.options.tool
     assert tool["type"] == "image_generation"
     assert (tool["size"], tool["output_format"], tool["model"]) == ("1536x1024", "jpeg", "gpt-image-2")
-    assert job.options["sticky"] == {"size": "1536x1024", "format": "jpeg"}
+    assert job.options.sticky == {"size": "1536x1024", "format": "jpeg"}
     assert routed.start_thread is False
 
 
@@ -534,7 +534,7 @@ def test_routing_never_raises_on_arbitrary_events(
         assert job.text
         if job.kind is JobKind.GENERATE:
             assert len(job.text) <= payloads.MAX_PROMPT_CHARS
-            assert job.options["tool"]["type"] == "image_generation"
+            assert job.options.tool["type"] == "image_generation"
         else:
             assert routed.start_thread is False
 

@@ -4,15 +4,19 @@ on SQLite and PostgreSQL. And the migrations build exactly the schema the code d
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
+import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
 from bot.processes import purge_periodically
-from storage import Store
-from storage.models import ChainStep, Generation, JobStatus
+from storage import MIGRATIONS, Store, make_engine, open_store
+from storage.models import ChainStep, Generation, JobKind, JobStatus
 from storage.retention import Retention
 from storage.schema import generations, jobs, metadata, threads
 from tests.conftest import wait_until
@@ -104,9 +108,55 @@ async def test_the_periodic_purge_runs_until_stopped(store: Store) -> None:
     await asyncio.wait_for(task, 5)
 
 
-async def test_the_migrations_build_the_declared_schema(store: Store) -> None:
-    def differences(conn: sa.Connection) -> list:
-        return compare_metadata(MigrationContext.configure(conn), metadata)
+async def test_the_migrations_build_the_declared_schema(database_url: str) -> None:
+    """Migrated from the revision before the last, with rows in it: the schema is the declared one, its checks
+    on a job's status and kind (which alembic does not compare) list every state and kind of the enums, and the
+    rows are kept, the generations' references to their jobs too."""
+    engine = make_engine(database_url)
+    now = time.time()
+    job_row = {"dedupe_key": "old", "kind": "generate", "source": "mention", "team_id": TEAM, "channel_id": CHANNEL,
+               "user_id": USER, "thread_ts": "1.0", "thread_key": f"{TEAM}:{CHANNEL}:1.0", "text": "a cat",
+               "options": {"tool": {"model": "gpt-image-2"}}, "files": [], "force_image": False, "status": "done",
+               "progress": {"paced": 1}, "created_at": now}
 
-    async with store.engine.connect() as conn:
-        assert await conn.run_sync(differences) == []
+    def before(conn: sa.Connection) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0010")
+        job_id = conn.execute(sa.insert(jobs).values(**job_row).returning(jobs.c.id)).scalar_one()
+        conn.execute(sa.insert(generations).values(
+            job_id=job_id, team_id=TEAM, channel_id=CHANNEL, thread_ts="1.0", user_id=USER, request_text="a cat",
+            options={}, model="gpt-5.4", status="posted", created_at=now))
+
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(before)
+    finally:
+        await engine.dispose()
+    store = await open_store(database_url)
+    try:
+        def differences(conn: sa.Connection) -> list:
+            return compare_metadata(MigrationContext.configure(conn), metadata)
+
+        def checks(conn: sa.Connection) -> dict[str, set[str]]:
+            found = {c["name"]: set(re.findall(r"'(\w+)'", c["sqltext"]))
+                     for c in sa.inspect(conn).get_check_constraints("jobs")}
+            declared = {c.name: set(re.findall(r"'(\w+)'", str(c.sqltext)))
+                        for c in jobs.constraints if isinstance(c, sa.CheckConstraint)}
+            assert found == declared
+            return found
+
+        async with store.engine.connect() as conn:
+            assert await conn.run_sync(differences) == []
+            assert await conn.run_sync(checks) == {"ck_jobs_status": {s.value for s in JobStatus},
+                                                   "ck_jobs_kind": {k.value for k in JobKind}}
+        [job] = await store.jobs.all()
+        assert (job.dedupe_key, job.status, job.options.tool, job.progress.paced) == (
+            "old", JobStatus.DONE, {"model": "gpt-image-2"}, 1)
+        assert [g["job_id"] for g in await store.generations.all()] == [job.id]
+        with pytest.raises(sa.exc.IntegrityError):
+            async with store.engine.begin() as conn:
+                await conn.execute(sa.insert(jobs).values(**{**job_row, "dedupe_key": "new", "status": "paused"}))
+    finally:
+        await store.close()

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from storage import DuplicateJob, Store, TooManyPending, open_store
-from storage.models import ChainStep, Generation, Job, JobKind, JobStatus, NewJob
+from storage.models import ChainStep, Generation, Job, JobKind, JobOptions, JobProgress, JobStatus, NewJob
 from storage.schema import jobs as jobs_table
 from tests.conftest import wait_until
 
@@ -71,7 +71,7 @@ async def lease_until(store: Store, job_id: int) -> float | None:
 
 
 async def test_enqueue_returns_a_new_job(store: Store) -> None:
-    new = new_job(options={"tool": {"model": "gpt-image-2"}}, files=[{"id": "F1", "url": "https://f"}],
+    new = new_job(options=JobOptions(tool={"model": "gpt-image-2"}), files=[{"id": "F1", "url": "https://f"}],
                   force_image=True, response_url="https://hooks.example/x")
     job = await enqueue(store, new)
     assert job.id > 0
@@ -82,11 +82,11 @@ async def test_enqueue_returns_a_new_job(store: Store) -> None:
     )
     assert job.thread_ts == "1.0"
     assert job.thread_key == f"{TEAM}:{CHANNEL}:1.0"
-    assert job.options == {"tool": {"model": "gpt-image-2"}}
+    assert job.options == JobOptions(tool={"model": "gpt-image-2"})
     assert job.files == [{"id": "F1", "url": "https://f"}]
     assert job.force_image is True
     assert job.response_url == "https://hooks.example/x"
-    assert job.attempts == 0 and job.noticed is False and job.progress == {} and job.error is None
+    assert job.attempts == 0 and job.noticed is False and job.progress == JobProgress() and job.error is None
     assert job.started_at is None
     assert await store.jobs.get(job.id) == job
     assert [j.id for j in await store.jobs.all()] == [job.id]
@@ -449,16 +449,28 @@ async def test_update_job_writes_progress_whole_and_leaves_other_columns(store: 
     """Only the job's runner writes progress, from its own copy: the store writes what it is given."""
     job = await queued(store, new_job())
     held = (await store.leases.claim(worker_id="w", lease=60)).lease_no
-    await store.jobs.update(job.id, lease_no=held, progress={"posted": ["F1"], "stage": "generating"})
-    await store.jobs.update(job.id, lease_no=held, progress={"posted": ["F1"], "stage": "uploading", "seq": 7},
+    record = {"file_id": "F1", "upload_url": "https://files.example/1"}
+    await store.jobs.update(job.id, lease_no=held, progress=JobProgress(notices=("n",)))
+    await store.jobs.update(job.id, lease_no=held, progress=JobProgress(notices=("n",), uploads={"0": record}),
                            response_id="resp_1")
     after = await store.jobs.get(job.id)
-    assert after.progress == {"posted": ["F1"], "stage": "uploading", "seq": 7}
+    assert after.progress == JobProgress(notices=("n",), uploads={"0": record})
     assert after.response_id == "resp_1"
     await store.jobs.update(job.id, lease_no=held, response_id="resp_2", queue_ts="9.9", queue_pos=2)
     after = await store.jobs.get(job.id)
-    assert after.response_id == "resp_2" and after.progress["seq"] == 7
+    assert after.response_id == "resp_2" and after.progress.uploads == {"0": record}
     assert (after.queue_ts, after.queue_pos) == ("9.9", 2)
+    # Rows as the code before the typed progress and options wrote them still load: keys that are gone are
+    # passed over, keys that are missing take their defaults.
+    old_progress = {"notices": [], "paced": 2, "files": {"0": "F0"}, "text_posted": True}
+    old_options = {"tool": {"model": "gpt-image-2"}, "notices": ["note"], "web": True, "stage": "x"}
+    async with store.engine.begin() as conn:
+        await conn.execute(sa.update(jobs_table).where(jobs_table.c.id == job.id)
+                           .values(progress=old_progress, options=old_options))
+    after = await store.jobs.get(job.id)
+    assert after.progress == JobProgress(notices=(), paced=2, text_posted=True)
+    assert after.options == JobOptions(tool={"model": "gpt-image-2"}, notices=("note",), web=True)
+    assert after.options.chosen is None  # stored before "chosen" was: every value counts as chosen
 
 
 async def test_finish_records_status_and_error(store: Store) -> None:
@@ -738,7 +750,8 @@ async def test_concurrent_small_writes_are_made_together_and_each_lands(store: S
     held = {j.id: j.lease_no for j in await store.leases.claim_new_batch(worker_id="n", lease=60, limit=40)}
 
     async def both(job: Job, i: int) -> None:
-        await store.jobs.update(job.id, lease_no=held[job.id], response_id=f"resp_{i}", progress={"n": i})
+        await store.jobs.update(job.id, lease_no=held[job.id], response_id=f"resp_{i}",
+                               progress=JobProgress(paced=i))
         await store.jobs.noticed(job.id, lease_no=held[job.id])
         assert (await store.jobs.get(job.id)).status == "queued"  # committed by the time noticed() returned
 
@@ -746,7 +759,7 @@ async def test_concurrent_small_writes_are_made_together_and_each_lands(store: S
     after = {j.id: j for j in await store.jobs.all()}
     for i, job in enumerate(made):
         assert after[job.id].status == "queued" and after[job.id].noticed
-        assert after[job.id].response_id == f"resp_{i}" and after[job.id].progress == {"n": i}
+        assert after[job.id].response_id == f"resp_{i}" and after[job.id].progress == JobProgress(paced=i)
 
 
 async def test_postgres_writes_survive_their_connections_being_cut(
