@@ -22,6 +22,7 @@ from typing import Any
 from bot import messages, prices
 from bot.admins import Admins
 from bot.answers import GenerationError, Image, Outcome
+from bot.budgets import AwaitsConfirmation, Budgets, NotSent, OverBudget
 from bot.holding import Hold
 from bot.identity import safety_identifier
 from bot.imaging import OpenAIImages, Turn
@@ -68,6 +69,7 @@ class _Run:
     shared: dict[str, str] = dataclasses.field(default_factory=dict)  # image index -> file id, once in Slack
     upload_ms: dict[str, int] = dataclasses.field(default_factory=dict)
     publications: int = 0  # tries at publishing the answer so far (Slack may be down for a while)
+    cost_micros: int | None = None  # what the answer cost, once OpenAI has answered
 
     def saved(self, **changes: Any) -> JobProgress:
         """The progress with `changes` (and the notices as they are now), as it is to be recorded."""
@@ -95,6 +97,7 @@ class JobRunner:
         prices: Prices | None = None,
         admins: Admins | None = None,
         pacing: Pacing | None = None,
+        budgets: Budgets | None = None,
     ):
         self._store = store
         self._images = images
@@ -107,6 +110,7 @@ class JobRunner:
         self._publish_retry = publish_retry  # how long Slack may fail an answer's publication before it is told
         self._prices = prices or Prices()
         self._admins = admins or Admins(listed=frozenset(), is_workspace_admin=slack.is_workspace_admin)
+        self._budgets = budgets  # None: nothing is counted or limited
         # What a waiting request's thread shows: its place in the queue (given the generation slots here, and
         # the OpenAI account's rate limit: how many may start now), then its turn.
         self.queue = QueueStatus(store=store, slack=slack, capacity=capacity, pacing=pacing or Unpaced(),
@@ -284,6 +288,8 @@ class JobRunner:
             status, error = JobStatus.FAILED, f"rate_limit: {e}"
             run.generations.append(dataclasses.replace(self._generation(run, None), status="failed", error=error))
             await self._tell(run, messages.RATE_LIMITED)
+        except NotSent as e:
+            status, error = await self._not_sent(run, e)
         except GenerationError as e:
             status, error = JobStatus.FAILED, f"{e.kind}: {e.detail}"
             self._metrics.openai_errors.labels(e.kind).inc()
@@ -307,6 +313,9 @@ class JobRunner:
         for leftover in run.prepared.values():  # uploads begun for images the answer did not keep
             leftover.cancel()
         await asyncio.gather(*run.prepared.values(), return_exceptions=True)
+        if self._budgets is not None:
+            await run.hold.persist(lambda: self._budgets.settle(job.id, cost_micros=run.cost_micros,
+                                                                failed=status is JobStatus.FAILED))
         if sign is not None:
             await sign
         await self._slack.unreact(job.channel_id, sign_ts)
@@ -321,6 +330,24 @@ class JobRunner:
         level = logging.ERROR if error and error.startswith("auth:") else logging.INFO
         log.log(level, "job %s %s%s", job.id, status.value, f" ({error})" if error else "")
         return later
+
+    async def _not_sent(self, run: _Run, e: NotSent) -> tuple[JobStatus, str]:
+        """A request kept from OpenAI by a budget: over a limit (the requester is told, privately for a slash
+        command), or awaiting its requester's confirmation (a button in the thread; the job ends here, and a
+        click starts its copy)."""
+        job = run.job
+        if isinstance(e, AwaitsConfirmation):
+            await run.hold.confirm()
+            ts = await self._slack.post_blocks(job.channel_id, job.thread_ts, e.text, e.blocks or [])
+            await self._save(run, confirm_ts=ts)
+            return JobStatus.DONE, "awaits confirmation"
+        assert isinstance(e, OverBudget)
+        if job.source == "command" and job.response_url:
+            await run.hold.confirm()
+            await self._slack.respond(job.response_url, e.text)
+        else:
+            await self._tell(run, e.text)
+        return JobStatus.FAILED, f"budget: {e.refused.counter.scope.split(':', 1)[0]} limit"
 
     async def _tell(self, run: _Run, text: str) -> None:
         """Say what happened in the thread, if the job is still this worker's (LeaseLost otherwise); never
@@ -426,6 +453,10 @@ class JobRunner:
             run.response_id = response_id
             await run.hold.update(response_id=response_id, progress=run.saved())
 
+        if job.response_id is None and self._budgets is not None:  # (a started response was reserved for)
+            await run.hold.persist(lambda: self._budgets.before_send(
+                job, tool=tool, chat_model=chat, confirmed=job.options.confirmed_from is not None,
+                input_images=len(turn.images) + (1 if turn.previous_response_id else 0)))
         resume_id, adapted = job.response_id, False
         while True:
             try:
@@ -462,6 +493,7 @@ class JobRunner:
         image_model, quality = str(sent.get("model") or "unknown"), str(sent.get("quality") or "auto")
         cost = self._prices.cost(chat_model=run.chat_model or self._images.model, image_model=sent.get("model"),
                                  usage=outcome.usage, tool_usage=outcome.tool_usage)
+        run.cost_micros = cost.micros
         files, upload_ms = run.shared, run.upload_ms
         # Uploads recorded before: by a run before a restart, or by this run's earlier tries (Slack failed them,
         # perhaps after it had shared an image: it is asked).
