@@ -293,7 +293,9 @@ class JobRunner:
         except GenerationError as e:
             status, error = JobStatus.FAILED, f"{e.kind}: {e.detail}"
             self._metrics.openai_errors.labels(e.kind).inc()
-            run.generations.append(dataclasses.replace(self._generation(run, None), status="failed", error=error))
+            billed = self._billed(run, e)
+            run.generations.append(dataclasses.replace(self._generation(run, None), status="failed", error=error,
+                                                       cost_micros=billed, usage=e.usage, tool_usage=e.tool_usage))
             await self._tell(run, e.user_message)
         except DownloadError as e:
             status, error = JobStatus.FAILED, f"download: {e}"
@@ -330,6 +332,17 @@ class JobRunner:
         level = logging.ERROR if error and error.startswith("auth:") else logging.INFO
         log.log(level, "job %s %s%s", job.id, status.value, f" ({error})" if error else "")
         return later
+
+    def _billed(self, run: _Run, e: GenerationError) -> int | None:
+        """What a failed turn cost, when OpenAI reported it (a moderation block is billed)."""
+        if e.usage is None and e.tool_usage is None:
+            return None
+        sent = run.tool or run.job.options.tool
+        cost = self._prices.cost(chat_model=run.chat_model or self._images.model, image_model=sent.get("model"),
+                                 usage=e.usage, tool_usage=e.tool_usage)
+        self._metrics.cost_dollars.labels(str(sent.get("model") or "unknown")).inc(cost.micros / 1_000_000)
+        run.cost_micros = cost.micros
+        return cost.micros
 
     async def _not_sent(self, run: _Run, e: NotSent) -> tuple[JobStatus, str]:
         """A request kept from OpenAI by a budget: over a limit (the requester is told, privately for a slash

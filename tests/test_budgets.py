@@ -165,14 +165,18 @@ async def test_a_failed_request_releases_its_reservation(easel_factory) -> None:
 
 
 async def test_a_moderation_block_costs_what_openai_billed(easel_factory) -> None:
-    """Moderation that blocks one image of two: the answer (and its usage) comes back, and that is counted."""
+    """Moderation blocks the image: the request fails, and what OpenAI billed for the turn is what it cost."""
     easel = await easel_factory(BUDGET_USER_DAILY_USD="5")
-    await easel.sender.mention("two foxes [[two]] [[moderation]]")
+    await easel.sender.mention("a fox [[moderation]]")
     [job] = await easel.jobs_settled(1, timeout=30)
+    assert job.status == "failed" and job.error.startswith("moderation")
     held = await Spend(easel.store.db).reservation(job.id)
-    generations = await easel.store.generations.all()
-    assert held.state in ("settled", "released")
-    assert held.cost_micros == sum(g["cost_micros"] or 0 for g in generations)
+    [generation] = await easel.store.generations.all()
+    assert held.state == "released"
+    assert held.cost_micros == generation["cost_micros"] > 0
+    day, _ = _today()
+    user = scopes(easel.slack.team_id, "C0001", "U0001")[0]
+    assert await _counter(easel, user, day) == (held.cost_micros, 0)
 
 
 # -- asking first --------------------------------------------------------------------------------------------------
