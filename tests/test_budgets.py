@@ -179,6 +179,20 @@ async def test_a_moderation_block_costs_what_openai_billed(easel_factory) -> Non
     assert await _counter(easel, user, day) == (held.cost_micros, 0)
 
 
+async def test_a_job_taken_again_after_429s_reserves_once(easel_factory) -> None:
+    """A job that met 429s runs again (twice) in its turn: its reservation is found, not made again (under a
+    limit with room for one and a half of it, a second reservation would refuse the job)."""
+    easel = await easel_factory(BUDGET_USER_DAILY_USD=dollars(WORST + WORST // 2), OPENAI_MAX_RETRIES="1")
+    easel.openai.add_fault(Fault(status=429, code="rate_limit_exceeded", retry_after=0.01, times=2))
+    await easel.sender.mention("a fox in a bowler hat")
+    [job] = await easel.jobs_settled(1, timeout=30)
+    assert job.status == "done" and job.progress.paced == 2
+    held = await Spend(easel.store.db).reservation(job.id)
+    assert held.state == "settled" and held.reserved_micros == WORST
+    day, _ = _today()
+    assert await _counter(easel, scopes(easel.slack.team_id, "C0001", "U0001")[0], day) == (held.cost_micros, 0)
+
+
 # -- asking first --------------------------------------------------------------------------------------------------
 
 def _button(message: dict) -> dict:
