@@ -26,6 +26,7 @@ from bot.config import Settings
 from bot.image_models import utc_today
 from bot.installs import INSTALL_PATH, REDIRECT_PATH, Installations
 from bot.intake import Intake
+from bot.interactions import Interactions
 from bot.lifecycle import Lifecycle, Refresher
 from bot.metrics import Metrics
 from bot.openai_client import openai_client
@@ -127,8 +128,9 @@ async def build_intake(
                     lifecycle=lifecycle,
                     forget_workspace=(lambda team: installs.remove(team_id=team)) if installs else None,
                     purge_on_uninstall=settings.purge_on_uninstall)
-    register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table))
     slack = SlackAdapter(web_client, session=http, tokens=installs.token if installs else None)
+    register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table),
+                      interactions=Interactions(store=store, slack=slack))
     return Easel(settings=settings, store=store, bolt=bolt, slack=slack, metrics=metrics, lifecycle=lifecycle)
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot import messages, prices
+from bot import buttons, messages, prices
 from bot.admins import Admins
 from bot.answers import GenerationError, Image, Outcome
 from bot.holding import Hold
@@ -68,6 +68,7 @@ class _Run:
     shared: dict[str, str] = dataclasses.field(default_factory=dict)  # image index -> file id, once in Slack
     upload_ms: dict[str, int] = dataclasses.field(default_factory=dict)
     publications: int = 0  # tries at publishing the answer so far (Slack may be down for a while)
+    parent: str | None = None  # the response the turn chained on
 
     def saved(self, **changes: Any) -> JobProgress:
         """The progress with `changes` (and the notices as they are now), as it is to be recorded."""
@@ -409,12 +410,14 @@ class JobRunner:
         if job.response_id is None and self._lineup is not None:  # (a started response is collected as it is)
             tool, chat = await self._lineup.current(job, tool, notices, starts_thread=starts_thread)
         run.tool, run.chat_model = tool, chat
+        images, mask = buttons.split_mask(job, await self._inputs(job))
         turn = Turn(
             prompt=job.text,
             tool=tool,
             force_image=job.force_image,
-            images=await self._inputs(job),
-            previous_response_id=thread.last_response_id if thread else None,
+            images=images,
+            mask=mask,
+            previous_response_id=buttons.chain_on(job, thread),
             metadata={"easel_job": str(job.id)},
             model=chat,
             safety_identifier=safety_identifier(self._safety_key, job.team_id, job.user_id)
@@ -429,8 +432,10 @@ class JobRunner:
         resume_id, adapted = job.response_id, False
         while True:
             try:
-                return await self._images.run(turn, resume_id=resume_id, on_started=started,
-                                              on_image=lambda image: self._image_arrived(run, image))
+                answer = await self._images.run(turn, resume_id=resume_id, on_started=started,
+                                                on_image=lambda image: self._image_arrived(run, image))
+                run.parent = turn.previous_response_id
+                return answer
             except GenerationError as e:
                 if e.kind == "chain_expired" and turn.previous_response_id:
                     log.info("job %s: chain %s expired; starting a new chain", job.id, turn.previous_response_id)
@@ -488,6 +493,11 @@ class JobRunner:
                 ),
             )
             upload_ms[key] = _ms(time.time() - t0)
+        if outcome.images and not run.progress.buttons_posted:
+            await run.hold.confirm()
+            await self._slack.post_blocks(job.channel_id, job.thread_ts, buttons.FALLBACK_TEXT,
+                                          buttons.blocks([files[str(i)] for i in range(len(outcome.images))]))
+            await self._save(run, buttons_posted=True)
         if outcome.blocked and outcome.images and not run.progress.blocked_posted:
             await run.hold.confirm()
             await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
@@ -509,9 +519,12 @@ class JobRunner:
         if outcome.images:
             self._metrics.images_posted.labels(image_model).inc(len(outcome.images))
         for i, image in enumerate(outcome.images):
+            width, height = buttons.dimensions(image.data)
             run.generations.append(dataclasses.replace(
                 base,
                 status="posted",
+                width=width,
+                height=height,
                 image_call_id=image.call_id or None,
                 revised_prompt=image.revised_prompt,
                 slack_file_id=files[str(i)],
@@ -545,6 +558,7 @@ class JobRunner:
             model=run.chat_model or self._images.model,
             image_model=tool.get("model"),
             response_id=outcome.response_id if outcome else run.response_id,
+            parent_response_id=run.parent,
             usage=outcome.usage if outcome else None,
             tool_usage=outcome.tool_usage if outcome else None,
             status="failed",

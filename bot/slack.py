@@ -211,6 +211,12 @@ class SlackAdapter:
             stamps.append(response["ts"])
         return stamps
 
+    async def post_blocks(self, channel: str, thread_ts: str | None, text: str, blocks: list[dict[str, Any]]) -> str:
+        """Post one message with blocks (`text` is what notifications show); returns its timestamp."""
+        response = await self._call("chat_postMessage", channel=channel, thread_ts=thread_ts, text=text,
+                                    blocks=blocks, unfurl_links=False)
+        return str(response["ts"])
+
     async def prepare(
         self,
         *,
