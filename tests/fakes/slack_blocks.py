@@ -107,8 +107,8 @@ def blocks_problems(blocks: Any, *, kinds: tuple[str, ...], limit: int,
         return [f"[ERROR] no more than {limit} items allowed [json-pointer:/blocks]"]
     out: list[str] = []
     block_ids: set[str] = set()
-    action_ids: set[str] = set()
     for i, block in enumerate(blocks):
+        action_ids: set[str] = set()  # an action_id is unique within its block
         where = f"/blocks/{i}"
         if not isinstance(block, dict) or block.get("type") not in kinds:
             out.append(f"[ERROR] unsupported type [json-pointer:{where}/type]")
