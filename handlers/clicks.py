@@ -86,7 +86,8 @@ def click(body: dict[str, Any]) -> Click | None:
     team = body.get("team") or {}
     user = body.get("user") or {}
     channel = body.get("channel") or {}
-    team_id = slack_id(team.get("id") if isinstance(team, dict) else None) or slack_id(user.get("team_id"))
+    team_id = slack_id(team.get("id") if isinstance(team, dict) else None) or \
+        slack_id(user.get("team_id") if isinstance(user, dict) else None)
     channel_id = slack_id(container.get("channel_id")) or slack_id(channel.get("id") if isinstance(channel, dict)
                                                                     else None)
     user_id = slack_id(user.get("id") if isinstance(user, dict) else None)

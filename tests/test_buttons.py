@@ -3,6 +3,7 @@ signed HTTP, real Bolt, slack_sdk and openai, against the fakes, on both databas
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from typing import Any
@@ -141,7 +142,13 @@ async def test_a_double_click_is_one_job(easel: Running) -> None:
     jobs = await easel.jobs_settled(4)
     assert sorted((j.user_id, j.text == buttons.VARY_PROMPT) for j in jobs[1:]) == [
         ("U0001", False), ("U0001", True), ("U0002", False)]
-    assert len(easel.openai.create_requests()) == 4
+    # two deliveries at the same moment, a little apart in Slack's clock: one job
+    later = now + 10
+    await asyncio.gather(_click(easel, buttons.HD, shared["file_id"], message, action_ts=later),
+                         _click(easel, buttons.HD, shared["file_id"], message, action_ts=later + 0.6))
+    await easel.jobs_settled(5)
+    assert len(await easel.store.jobs.all()) == 5
+    assert len(easel.openai.create_requests()) == 5
 
 
 async def test_clicks_two_and_a_half_seconds_apart_are_two(store: Store) -> None:
@@ -308,3 +315,18 @@ async def test_the_shortcut_on_a_message_without_an_image_says_so(easel: Running
     [reply] = await easel.slack.wait_for("response_url")
     assert "carries no image" in reply.args["text"]
     assert easel.slack.views == {} and await easel.store.jobs.all() == []
+
+
+async def test_clicks_count_towards_the_per_person_cap(easel_factory: Any) -> None:
+    easel = await easel_factory(MAX_QUEUED_PER_USER="1")
+    _, message = await _image(easel)
+    [shared] = easel.slack.shared_files
+    gate = easel.slack.gate("files.completeUploadExternal")  # the reroll's image waits to be shared
+    await _click(easel, buttons.REROLL, shared["file_id"], message)
+    await easel.slack.wait_for("files.completeUploadExternal", count=2)
+    await _click(easel, buttons.VARY, shared["file_id"], message)
+    await easel.slack.wait_until(lambda: "no_entry_sign" in easel.slack.reactions[("C0001", message["ts"])])
+    gate.set()
+    await easel.jobs_settled()
+    assert len(easel.openai.create_requests()) == 2  # the vary over the cap went nowhere
+    assert any("You already have 1 requests in progress" in m["text"] for m in easel.slack.messages)
