@@ -24,6 +24,7 @@ from collections.abc import Awaitable
 from bot import buttons, messages
 from bot.admins import Admins
 from bot.answers import GenerationError, Outcome
+from bot.budgets import Budgets, NotSent
 from bot.holding import Hold
 from bot.identity import safety_identifier
 from bot.imaging import OpenAIImages, Turn
@@ -42,6 +43,7 @@ from bot.slack import (
     SlackAdapter,
     SlackUnavailable,
 )
+from bot.spending import Spending
 from storage import LeaseLost, Store
 from storage.models import Job, JobStatus, Thread
 
@@ -69,6 +71,7 @@ class JobRunner:
         prices: Prices | None = None,
         admins: Admins | None = None,
         pacing: Pacing | None = None,
+        budgets: Budgets | None = None,
     ):
         self._store = store
         self._images = images
@@ -88,6 +91,7 @@ class JobRunner:
         self._noticer = Noticer(store=store, slack=slack, attachments=attachments, admins=self._admins,
                                 queue=self.queue, lease=lease)
         self._publisher = Publisher(slack=slack, prices=self._prices, metrics=metrics, chat_model=images.model)
+        self._spending = Spending(budgets=budgets, slack=slack) if budgets else None  # None: nothing counted
 
     # -- stage 1: a visible sign of work, within a second of the request (bot/noticing.py) ----------------------
 
@@ -147,10 +151,13 @@ class JobRunner:
             status, error = JobStatus.FAILED, f"rate_limit: {e}"
             run.generations.append(self._publisher.failure(run, error))
             await self._tell(run, messages.RATE_LIMITED)
+        except NotSent as e:
+            assert self._spending is not None
+            status, error = await self._spending.not_sent(run, e, self._tell)
         except GenerationError as e:
             status, error = JobStatus.FAILED, f"{e.kind}: {e.detail}"
             self._metrics.openai_errors.labels(e.kind).inc()
-            run.generations.append(self._publisher.failure(run, error))
+            run.generations.append(self._publisher.failure(run, error, usage=e.usage, tool_usage=e.tool_usage))
             await self._tell(run, e.user_message)
         except DownloadError as e:
             status, error = JobStatus.FAILED, f"download: {e}"
@@ -170,6 +177,8 @@ class JobRunner:
         for leftover in run.prepared.values():  # uploads begun for images the answer did not keep
             leftover.cancel()
         await asyncio.gather(*run.prepared.values(), return_exceptions=True)
+        if self._spending is not None:
+            await self._spending.settle(run, status)
         if sign is not None:
             await sign
         await self._slack.unreact(job.channel_id, sign_ts)
@@ -272,6 +281,8 @@ class JobRunner:
             run.response_id = response_id
             await run.hold.update(response_id=response_id, progress=run.saved())
 
+        if job.response_id is None and self._spending is not None:  # (a started response was reserved for)
+            await self._spending.before_send(run, turn)
         resume_id, adapted = job.response_id, False
         while True:
             try:

@@ -41,6 +41,7 @@ class Run:
     upload_ms: dict[str, int] = dataclasses.field(default_factory=dict)
     publications: int = 0  # tries at publishing the answer so far (Slack may be down for a while)
     parent: str | None = None  # the response the turn chained on
+    cost_micros: int | None = None  # what the turn cost, once OpenAI has said (for the job's budget)
 
     def saved(self, **changes: Any) -> JobProgress:
         """The progress with `changes` (and the notices as they are now), as it is to be recorded."""
@@ -91,6 +92,7 @@ class Publisher:
         image_model, quality = str(sent.get("model") or "unknown"), str(sent.get("quality") or "auto")
         cost = self._prices.cost(chat_model=run.chat_model or self._chat_model, image_model=sent.get("model"),
                                  usage=outcome.usage, tool_usage=outcome.tool_usage)
+        run.cost_micros = cost.micros
         files, upload_ms = run.shared, run.upload_ms
         # Uploads recorded before: by a run before a restart, or by this run's earlier tries (Slack failed them,
         # perhaps after it had shared an image: it is asked).
@@ -168,9 +170,20 @@ class Publisher:
             image_file_id=files[str(len(outcome.images) - 1)] if outcome.images else None,
         )
 
-    def failure(self, run: Run, error: str) -> Generation:
-        """The record of a turn that produced no answer."""
-        return dataclasses.replace(self.generation(run, None), status="failed", error=error)
+    def failure(self, run: Run, error: str, *, usage: dict[str, Any] | None = None,
+                tool_usage: dict[str, Any] | None = None) -> Generation:
+        """The record of a turn that produced no answer; with what OpenAI billed for it, if it said (a
+        moderation block is billed)."""
+        failed = dataclasses.replace(self.generation(run, None), status="failed", error=error)
+        if usage is None and tool_usage is None:
+            return failed
+        sent = run.tool or run.job.options.tool
+        cost = self._prices.cost(chat_model=run.chat_model or self._chat_model, image_model=sent.get("model"),
+                                 usage=usage, tool_usage=tool_usage)
+        self._metrics.cost_dollars.labels(str(sent.get("model") or "unknown")).inc(cost.micros / 1_000_000)
+        run.cost_micros = cost.micros
+        return dataclasses.replace(failed, usage=usage, tool_usage=tool_usage, cost_micros=cost.micros,
+                                   cost_unpriced=bool(cost.unpriced))
 
     def generation(self, run: Run, outcome: Outcome | None, **timings: Any) -> Generation:
         job = run.job

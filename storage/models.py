@@ -55,6 +55,7 @@ class JobOptions:
     branch: bool = False  # a button's: chain on `chain_on` (None: a new chain), not on the thread's newest
     chain_on: str | None = None
     mask: bool = False  # the last of the job's files is a mask for the first (the tool's input_image_mask)
+    confirmed_from: int | None = None  # a request its requester confirmed (over CONFIRM_ABOVE_USD): that job's id
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> JobOptions:
@@ -80,6 +81,7 @@ class JobProgress:
     blocked_posted: bool = False  # the note on images moderation blocked is in the thread
     text_posted: bool = False  # the model's words are in the thread, in a message of their own
     buttons_posted: bool = False  # the images' buttons are in the thread
+    confirm_ts: str | None = None  # the job ended asking its requester to confirm its cost: that message
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> JobProgress:
