@@ -85,6 +85,10 @@ class ConsolePublisher:
         self._say(_plain(text))
         return [self.next_ts()]
 
+    async def post_blocks(self, channel: str, thread_ts: str | None, text: str, blocks: list[dict[str, Any]]) -> str:
+        self._say(_plain(text))  # a terminal shows the words; it has nothing to click
+        return self.next_ts()
+
     async def respond(self, response_url: str, text: str) -> None:
         self._say(_plain(text))
 
@@ -232,7 +236,7 @@ async def run(settings: Settings, argv: list[str], *, stdin: TextIO | None = Non
     runner = JobRunner(store=store, images=images, slack=publisher,  # type: ignore[arg-type]
                        capacity=settings.max_concurrent_generations, slots=slots, metrics=metrics,
                        safety_key=settings.safety_secret(), attachments=attachments,
-                       prices=settings.price_table())
+                       prices=settings.price_table(), buttons=False)
     worker = Worker(store=store, runner=runner, slots=slots,
                     lease=settings.job_lease_seconds, poll=settings.worker_poll_seconds)
     intake = Intake(store=store, wake=worker.wake, max_pending_per_user=settings.max_queued_per_user,

@@ -72,6 +72,7 @@ class JobRunner:
         admins: Admins | None = None,
         pacing: Pacing | None = None,
         budgets: Budgets | None = None,
+        buttons: bool = True,
     ):
         self._store = store
         self._images = images
@@ -90,7 +91,8 @@ class JobRunner:
                                  slots=slots)
         self._noticer = Noticer(store=store, slack=slack, attachments=attachments, admins=self._admins,
                                 queue=self.queue, lease=lease)
-        self._publisher = Publisher(slack=slack, prices=self._prices, metrics=metrics, chat_model=images.model)
+        self._publisher = Publisher(slack=slack, prices=self._prices, metrics=metrics, chat_model=images.model,
+                                    buttons=buttons)
         self._spending = Spending(budgets=budgets, slack=slack) if budgets else None  # None: nothing counted
 
     # -- stage 1: a visible sign of work, within a second of the request (bot/noticing.py) ----------------------

@@ -53,8 +53,10 @@ class Run:
 
 
 class Publisher:
-    def __init__(self, *, slack: SlackAdapter, prices: Prices, metrics: Metrics, chat_model: str):
+    def __init__(self, *, slack: SlackAdapter, prices: Prices, metrics: Metrics, chat_model: str,
+                 buttons: bool = True):
         self._slack = slack
+        self._buttons = buttons  # the images' buttons follow them (not in a terminal: nothing could click them)
         self._prices = prices
         self._metrics = metrics
         self._chat_model = chat_model  # the configured conversational model (a run may have used another)
@@ -119,7 +121,7 @@ class Publisher:
                 ),
             )
             upload_ms[key] = elapsed_ms(time.time() - t0)
-        if outcome.images and not run.progress.buttons_posted:
+        if self._buttons and outcome.images and not run.progress.buttons_posted:
             await run.hold.confirm()
             await self._slack.post_blocks(job.channel_id, job.thread_ts, buttons.FALLBACK_TEXT,
                                           buttons.blocks([files[str(i)] for i in range(len(outcome.images))]))
