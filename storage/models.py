@@ -53,6 +53,9 @@ class JobOptions:
     shown: dict[str, Any] | None = None  # a slash command's: the options its first message shows
     sticky: dict[str, Any] | None = None  # a slash command's: the options that stick to its new thread
     confirmed_from: int | None = None  # a request its requester confirmed (over CONFIRM_ABOVE_USD): that job's id
+    branch: bool = False  # a button's: chain on `chain_on` (None: a new chain), not on the thread's newest
+    chain_on: str | None = None
+    mask: bool = False  # the last of the job's files is a mask for the first (the tool's input_image_mask)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> JobOptions:
@@ -78,6 +81,7 @@ class JobProgress:
     blocked_posted: bool = False  # the note on images moderation blocked is in the thread
     text_posted: bool = False  # the model's words are in the thread, in a message of their own
     confirm_ts: str | None = None  # the job ended asking its requester to confirm its cost: that message
+    buttons_posted: bool = False  # the images' buttons are in the thread
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> JobProgress:
@@ -182,6 +186,9 @@ class Generation:
     upload_ms: int | None = None
     cost_micros: int | None = None  # what OpenAI billed for the response, in millionths of a dollar (exact)
     cost_unpriced: bool = False  # a model had no price in the table: counted at a stand-in rate
+    parent_response_id: str | None = None  # the response this turn chained on (None: a new chain)
+    width: int | None = None  # the posted image's size in pixels
+    height: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import itertools
 import json
 import mimetypes
@@ -28,6 +29,9 @@ from urllib.parse import parse_qsl
 
 import yaml
 from aiohttp import WSCloseCode, WSMsgType, web
+from PIL import Image
+
+from . import slack_blocks
 
 __all__ = ["Call", "FakeSlack", "DEFAULT_SCOPES", "next_ts"]
 
@@ -49,6 +53,7 @@ _LATER_METHODS: dict[str, dict[str, Any]] = {  # methods newer than the spec, fr
 _HISTORY_SCOPES = {"C": "channels:history", "G": "groups:history", "D": "im:history"}  # by channel id prefix
 
 MAX_TEXT_LEN = 40_000
+TRIGGER_SECONDS = 3  # a trigger id opens a view only this long after the interaction
 MAX_REQUEST_LINE = 8192  # bytes Slack's front end accepts in a request line ("POST /api/...?args HTTP/1.1")
 _LOGIN_PAGE = (
     "<!DOCTYPE html><html><head><title>Slack</title></head>"
@@ -188,6 +193,9 @@ class FakeSlack:
         self.uploads: dict[str, bytes] = {}
         self.shared_files: list[dict[str, Any]] = []
         self.reactions: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.views: dict[str, dict[str, Any]] = {}  # view id -> the view as views.open returned it
+        self.deleted_files: list[str] = []
+        self._triggers_used: set[str] = set()
 
         self._timeline: list[dict[str, Any]] = []  # messages, file shares and seeded messages, in order
         self._files: dict[str, _StoredFile] = {}
@@ -578,6 +586,12 @@ class FakeSlack:
             "url_private_download": url,
             "permalink": f"{self.url}/files/{f.user}/{f.id}/{f.name}",
         }
+        if f.mimetype.startswith("image/"):
+            try:
+                with Image.open(io.BytesIO(f.content)) as image:
+                    obj["original_w"], obj["original_h"] = image.size
+            except (OSError, ValueError):
+                pass
         if f.shares:
             obj["shares"] = {"public": {ch: [dict(s) for s in lst] for ch, lst in f.shares.items()}}
             obj["channels"] = list(f.shares)
@@ -734,6 +748,8 @@ class FakeSlack:
             "files.getUploadURLExternal": self._files_get_upload_url,
             "files.completeUploadExternal": self._files_complete_upload,
             "files.info": self._files_info,
+            "files.delete": self._files_delete,
+            "views.open": self._views_open,
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
             "assistant.threads.setStatus": self._ok,
@@ -787,6 +803,19 @@ class FakeSlack:
             return "no_text"
         return None
 
+    def _file_type(self, file_id: str) -> str | None:
+        f = self._files.get(file_id)
+        return f.mimetype if f is not None else None
+
+    def _blocks_refused(self, args: Mapping[str, Any]) -> web.Response | None:
+        if "blocks" not in args:
+            return None
+        problems = slack_blocks.blocks_problems(_maybe_json(args["blocks"]), kinds=slack_blocks.MESSAGE_BLOCKS,
+                                                limit=slack_blocks.MAX_MESSAGE_BLOCKS, file_type=self._file_type)
+        if problems:
+            return self._error("invalid_blocks", response_metadata={"messages": problems})
+        return None
+
     def _chat_post_message(self, args: dict[str, Any]) -> web.Response:
         channel = args.get("channel")
         if not channel:
@@ -794,6 +823,9 @@ class FakeSlack:
         problem = self._check_text(args)
         if problem:
             return self._error(problem)
+        refused = self._blocks_refused(args)
+        if refused is not None:
+            return refused
         ts = next_ts()
         msg = self._bot_message(str(channel), ts, args)
         self.messages.append(msg)
@@ -812,6 +844,9 @@ class FakeSlack:
         problem = self._check_text(args)
         if problem:
             return self._error(problem)
+        refused = self._blocks_refused(args)
+        if refused is not None:
+            return refused
         if "text" in args:
             msg["text"] = args.get("text") or ""
         for key in ("blocks", "attachments", "metadata"):
@@ -979,6 +1014,51 @@ class FakeSlack:
         if f is None:
             return self._error("file_not_found")
         return self._json({"ok": True, "file": self._file_object(f), "comments": [], "response_metadata": {}})
+
+    def _files_delete(self, args: dict[str, Any]) -> web.Response:
+        f = self._files.get(str(args.get("file") or ""))
+        if f is None:
+            return self._error("file_not_found")
+        if f.user != self.bot_user_id:  # a bot token deletes only the files it uploaded
+            return self._error("cant_delete_file")
+        del self._files[f.id]
+        self.uploads.pop(f.id, None)
+        self.deleted_files.append(f.id)
+        for entry in self._timeline:
+            if entry.get("files"):
+                entry["files"] = [x if x.get("id") != f.id else {"id": f.id, "mode": "tombstone"}
+                                  for x in entry["files"]]
+        return self._json({"ok": True})
+
+    def trigger_problem(self, trigger_id: str) -> str | None:
+        """Slack's trigger ids are good once, for 3 seconds: `<unix time>.<n>.<hex>` as its payloads carry."""
+        issued, _, rest = trigger_id.partition(".")
+        if not issued.isdigit() or not rest:
+            return "invalid_trigger_id"
+        if trigger_id in self._triggers_used:
+            return "exchanged_trigger_id"
+        if time.time() - int(issued) > TRIGGER_SECONDS:
+            return "expired_trigger_id"
+        return None
+
+    def _views_open(self, args: dict[str, Any]) -> web.Response:
+        trigger = str(args.get("trigger_id") or "")
+        view = _maybe_json(args.get("view"))
+        if not trigger:
+            return self._error("invalid_arguments", response_metadata={"messages": ["[ERROR] missing trigger_id"]})
+        problem = self.trigger_problem(trigger)
+        if problem:
+            return self._error(problem)
+        problems = slack_blocks.view_problems(view, self._file_type)
+        if problems:
+            return self._error("invalid_arguments", response_metadata={"messages": problems})
+        self._triggers_used.add(trigger)
+        view_id = self._new_id("V")
+        opened = {**view, "id": view_id, "team_id": self.team_id, "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
+                  "app_id": "A0001", "bot_id": self.bot_id, "state": {"values": {}},
+                  "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", "")}
+        self.views[view_id] = opened
+        return self._json({"ok": True, "view": opened})
 
     @staticmethod
     def _public(m: Mapping[str, Any]) -> dict[str, Any]:
