@@ -38,6 +38,7 @@ from handlers import register_handlers
 from handlers.payloads import Context
 from storage import Store, open_store
 from storage.retention import Retention
+from storage.settings import Settings as SettingsStore
 from storage.spend import Spend
 
 if TYPE_CHECKING:
@@ -128,13 +129,14 @@ async def build_intake(
         **_oauth(settings, installs),
     )
     metrics = Metrics()
+    place_settings = SettingsStore(store.db)
     intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user, metrics=metrics,
                     lifecycle=lifecycle,
                     forget_workspace=(lambda team: installs.remove(team_id=team)) if installs else None,
-                    purge_on_uninstall=settings.purge_on_uninstall)
+                    purge_on_uninstall=settings.purge_on_uninstall, settings=place_settings)
     slack = SlackAdapter(web_client, session=http, tokens=installs.token if installs else None)
     budgets = Budgets(spend=Spend(store.db), limits=settings.budget_limits(), prices=settings.price_table(),
-                      chat_model=settings.openai_model)
+                      chat_model=settings.openai_model, settings=place_settings)
     desk = BudgetDesk(store=store, budgets=budgets, slack=slack, wake=wake, max_pending=settings.max_queued_per_user,
                       admins=Admins(listed=settings.easel_admins, is_workspace_admin=slack.is_workspace_admin))
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table),

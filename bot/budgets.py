@@ -19,6 +19,7 @@ from typing import Any
 
 from bot.prices import MILLION, Prices
 from storage.models import Job
+from storage.settings import Settings
 from storage.spend import Counter, Refused, Reservation, Spend, Tally, scopes
 
 CONFIRM_ACTION = "easel.confirm"  # the action_id of the "Draw it" button (its value: the job's id)
@@ -118,8 +119,10 @@ def confirm_blocks(job_id: int, worst: int) -> tuple[str, list[dict[str, Any]]]:
 
 class Budgets:
     def __init__(self, *, spend: Spend, limits: BudgetLimits, prices: Prices, chat_model: str,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, settings: Settings | None = None):
+        """`settings`: the channels' own daily limits (over BUDGET_CHANNEL_DAILY_USD), set by admins."""
         self._spend = spend
+        self._settings = settings
         self.limits = limits
         self._prices = prices
         self._chat_model = chat_model
@@ -134,9 +137,18 @@ class Budgets:
             quality=str(tool.get("quality") or "auto"), size=str(tool.get("size") or "auto"),
             previews=int(tool.get("partial_images") or 0), input_images=input_images)
 
-    def _counters(self, job: Job, p: Periods) -> list[Counter]:
+    async def channel_daily(self, team_id: str, channel_id: str) -> int | None:
+        """The channel's daily limit: its own (or its workspace's for every channel), else the environment's."""
+        if self._settings is not None:
+            own = (await self._settings.place(team_id, channel_id)).effective.daily_limit_micros
+            if own is not None:
+                return own
+        return self.limits.channel_daily
+
+    async def _counters(self, job: Job, p: Periods) -> list[Counter]:
         user, channel, team = scopes(job.team_id, job.channel_id, job.user_id)
-        found = [(user, p.day, self.limits.user_daily), (channel, p.day, self.limits.channel_daily),
+        channel_daily = await self.channel_daily(job.team_id, job.channel_id)
+        found = [(user, p.day, self.limits.user_daily), (channel, p.day, channel_daily),
                  (team, p.month, self.limits.workspace_monthly)]
         return [Counter(s, period, limit) for s, period, limit in found if limit is not None]
 
@@ -155,7 +167,7 @@ class Budgets:
         found = await self._spend.reserve(
             job_id=job.id, team_id=job.team_id, channel_id=job.channel_id, user_id=job.user_id,
             model=str(tool.get("model") or "unknown"), day=p.day, month=p.month, amount_micros=worst,
-            limits=self._counters(job, p), now=self._clock())
+            limits=await self._counters(job, p), now=self._clock())
         if isinstance(found, Refused):
             raise OverBudget(refusal_text(found, worst=worst, p=p), found)
         return found
@@ -179,7 +191,7 @@ class Budgets:
             lines.append("*This channel*")
             lines += await self._lines(
                 "Today", await self._spend.by_model(team_id=team_id, channel_id=channel_id, day=p.day),
-                t[(channel, p.day)], self.limits.channel_daily, p.day_ends, p.zone)
+                t[(channel, p.day)], await self.channel_daily(team_id, channel_id), p.day_ends, p.zone)
             lines.append("*The workspace*")
             lines += await self._lines(
                 "This month", await self._spend.by_model(team_id=team_id, month=p.month), t[(team, p.month)],

@@ -18,7 +18,9 @@ def register(app: AsyncApp, *, intake: Intake, ctx: payloads.Context, name: str 
         if desk is not None and await _budget_command(ack, command, desk):
             return
         await intake.models()
-        routed = payloads.route_command(command, ctx=ctx)
+        team, channel = payloads.slack_id(command.get("team_id")), payloads.slack_id(command.get("channel_id"))
+        policy = await intake.policy(team_id=team, channel_id=channel) if team and channel else None
+        routed = payloads.route_command(command, ctx=ctx, policy=policy)
         if isinstance(routed, str):
             await ack(text=routed)
             return

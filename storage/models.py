@@ -56,6 +56,7 @@ class JobOptions:
     branch: bool = False  # a button's: chain on `chain_on` (None: a new chain), not on the thread's newest
     chain_on: str | None = None
     mask: bool = False  # the last of the job's files is a mask for the first (the tool's input_image_mask)
+    show_cost: bool = True  # the cost under the image (a channel's settings may turn it off)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> JobOptions:
