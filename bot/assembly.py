@@ -32,6 +32,7 @@ from bot.interactions import Interactions
 from bot.lifecycle import Lifecycle, Refresher
 from bot.metrics import Metrics
 from bot.openai_client import openai_client
+from bot.settings_desk import SettingsDesk
 from bot.slack import SlackAdapter, retry_handlers
 from bot.web import WellFormed
 from handlers import register_handlers
@@ -139,8 +140,9 @@ async def build_intake(
                       chat_model=settings.openai_model, settings=place_settings)
     desk = BudgetDesk(store=store, budgets=budgets, slack=slack, wake=wake, max_pending=settings.max_queued_per_user,
                       admins=Admins(listed=settings.easel_admins, is_workspace_admin=slack.is_workspace_admin))
+    settings_desk = SettingsDesk(settings=place_settings, is_admin=desk.is_admin)
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table),
-                      interactions=Interactions(store=store, slack=slack), desk=desk)
+                      interactions=Interactions(store=store, slack=slack), desk=desk, settings_desk=settings_desk)
     return Easel(settings=settings, store=store, bolt=bolt, slack=slack, metrics=metrics, lifecycle=lifecycle,
                  budgets=budgets)
 

@@ -217,13 +217,18 @@ class Budgets:
 
     async def set_time_zone(self, *, team_id: str, zone: str, by: str) -> str:
         """An admin's `/imagine settings tz <zone>`: the text to answer with."""
-        name = zone.strip()
-        if name.upper() in ("UTC", "NONE", "RESET"):
-            await self._spend.set_time_zone(team_id, None, by=by, now=self._clock())
-            return "Days and months are now counted in UTC."
-        try:
-            zoneinfo.ZoneInfo(name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            return f":warning: `{name}` is not a time zone I know. Use an IANA name like `Europe/Paris`, or `UTC`."
+        name: str | None = zone.strip()
+        if name is not None and name.upper() in ("UTC", "NONE", "RESET"):
+            name = None
+        elif name is not None:
+            try:
+                zoneinfo.ZoneInfo(name)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                return (f":warning: `{name}` is not a time zone I know. Use an IANA name like `Europe/Paris`, "
+                        "or `UTC`.")
+        before = await self._spend.time_zone(team_id)
         await self._spend.set_time_zone(team_id, name, by=by, now=self._clock())
-        return f"Days and months are now counted in {name}."
+        if self._settings is not None and before != name:
+            await self._settings.record(team_id, "", field="time_zone", before=before, after=name, by=by,
+                                        now=self._clock())
+        return f"Days and months are now counted in {name or 'UTC'}."

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Collection
 
 from bot import options
-from storage.settings import ChannelSettings
+from storage.models import ChannelSettings
 
 QUALITY_ORDER = ("low", "medium", "high", "xhigh", "max")
 """Qualities from the cheapest; `auto` lets OpenAI pick, which may be the dearest, so a highest quality allowed

@@ -5,10 +5,14 @@ daily limit and costs hidden. On SQLite and PostgreSQL, through signed HTTP and 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
+import pytest
+
 from storage import Store
-from storage.settings import WORKSPACE, ChannelSettings, Settings
+from storage.models import ChannelSettings
+from storage.settings import WORKSPACE, Settings
 from storage.spend import Spend
 from tests.test_budgets import WORST, dollars
 
@@ -146,3 +150,115 @@ async def test_costs_hidden_under_images_when_a_channel_says_so(easel_factory) -
     comments = {c.args.get("channel_id") or c.args.get("channel"): str(c.args.get("initial_comment", ""))
                 for c in easel.slack.calls_to("files.completeUploadExternal")}
     assert "≈ $" not in comments["C0001"] and "≈ $" in comments["C0002"]
+
+
+# -- the modal: /imagine settings ----------------------------------------------------------------------------------
+
+def _values(view: dict, **chosen) -> dict:
+    """A submission's values: each field as the modal shows it, but for `chosen` (a value, a list, or None)."""
+    elements = {b["block_id"]: b["element"] for b in view["blocks"] if b["type"] == "input"}
+    values = {}
+    for field, el in elements.items():
+        given = chosen.get(field, el.get("initial_value", el.get("initial_option", el.get(
+            "initial_options", el.get("initial_users")))))
+        if el["type"] == "static_select":
+            opt = next((o for o in el["options"] if o["value"] == given), given) if isinstance(given, str) else given
+            values[field] = {"type": "static_select", "selected_option": opt}
+        elif el["type"] == "multi_static_select":
+            values[field] = {"type": "multi_static_select", "selected_options": [
+                o for o in el["options"] if o["value"] in (given or [])]}
+        elif el["type"] == "multi_users_select":
+            values[field] = {"type": "multi_users_select", "selected_users": list(given or [])}
+        else:
+            values[field] = {"type": "plain_text_input", "value": given or None}
+    return values
+
+
+async def _open(easel, user: str = "U0009", channel: str = "C0001") -> tuple[dict, object]:
+    before = len(easel.slack.calls_to("views.open"))
+    result = await easel.sender.command("settings", user=user, channel=channel)
+    calls = await easel.slack.wait_for("views.open", count=before + 1)
+    view = calls[-1].args["view"]
+    view = json.loads(view) if isinstance(view, str) else view
+    [opened] = [v for v in easel.slack.views.values() if v["blocks"] == view["blocks"]][-1:]
+    return opened, result
+
+
+async def test_an_admin_opens_the_settings_modal_and_saves_it_with_an_audit_entry(easel_factory) -> None:
+    easel = await easel_factory()
+    easel.slack.users["U0009"] = {"is_admin": True}
+    view, result = await _open(easel)
+    assert result.status == 200 and not result.body_text.strip()  # nothing said: the modal is open
+    assert view["callback_id"] == "easel.settings" and view["submit"]
+    fields = [b["block_id"] for b in view["blocks"] if b["type"] == "input"]
+    assert fields == ["enabled", "model", "quality", "size", "models", "max_quality", "users",
+                      "daily_limit_micros", "show_costs"]
+    values = _values(view, model="gpt-image-2", quality="medium", models=["gpt-image-2"], max_quality="medium",
+                     users=["U0001", "U0009"], daily_limit_micros="2.50", show_costs="no", size="portrait")
+    saved = await easel.sender.action(easel.sender.view_submission_payload(view, values, user="U0009"))
+    assert saved.status == 200 and not (saved.json or {}).get("errors")
+    stored = await Settings(easel.store.db).get(easel.slack.team_id, "C0001")
+    assert stored == ChannelSettings(model="gpt-image-2", quality="medium", size="1024x1536",
+                                     models=("gpt-image-2",), max_quality="medium", users=("U0001", "U0009"),
+                                     daily_limit_micros=2_500_000, show_costs=False)
+    log = await Settings(easel.store.db).log(easel.slack.team_id)
+    assert {c.field for c in log} == {"model", "quality", "size", "models", "max_quality", "users",
+                                      "daily_limit_micros", "show_costs"}
+    assert all(c.user_id == "U0009" and c.channel_id == "C0001" and c.before is None for c in log)
+    again, _ = await _open(easel)  # the modal shows what was saved, and the changes
+    elements = {b["block_id"]: b["element"] for b in again["blocks"] if b["type"] == "input"}
+    assert elements["model"]["initial_option"]["value"] == "gpt-image-2"
+    assert elements["users"]["initial_users"] == ["U0001", "U0009"]
+    assert elements["daily_limit_micros"]["initial_value"] == "2.5"
+    assert any("Changes" in (b.get("text") or {}).get("text", "") and "<@U0009>" in b["text"]["text"]
+               for b in again["blocks"])
+    text = (await easel.sender.command("settings log", user="U0009")).body_text
+    assert "daily_limit_micros" in text and "<#C0001>" in text and "2500000" in text
+    await easel.sender.mention("a fox")  # the saved policy is in force
+    await easel.jobs_settled(1)
+    assert [(t["model"], t["quality"], t["size"]) for t in _tools(easel)] == [("gpt-image-2", "medium",
+                                                                                "1024x1536")]
+
+
+async def test_others_see_the_settings_read_only_and_cannot_save(easel_factory) -> None:
+    easel = await easel_factory()
+    await _set(easel, models=("gpt-image-2",))
+    view, _ = await _open(easel, user="U0001")
+    assert "submit" not in view and not [b for b in view["blocks"] if b["type"] == "input"]
+    text = view["blocks"][0]["text"]["text"]
+    assert "gpt-image-2" in text and "Only Easel's admins" in text and "Changes" not in text
+    easel.slack.users["U0009"] = {"is_admin": True}
+    admin_view, _ = await _open(easel, user="U0009")
+    forged = easel.sender.view_submission_payload(admin_view, _values(admin_view, enabled="off"), user="U0001")
+    refused = await easel.sender.action(forged)
+    assert refused.json["response_action"] == "errors" and "Only Easel's admins" in refused.json["errors"]["enabled"]
+    assert (await Settings(easel.store.db).get(easel.slack.team_id, "C0001")).enabled is None
+    assert "Only Easel's admins" in (await easel.sender.command("settings log")).body_text
+
+
+@pytest.mark.parametrize(("chosen", "field", "said"), [
+    ({"daily_limit_micros": "lots"}, "daily_limit_micros", "A number of dollars"),
+    ({"daily_limit_micros": "-1"}, "daily_limit_micros", "A number of dollars"),
+    ({"size": "huge"}, "size", "is not a size"),
+    ({"model": "gpt-image-2.6-flare", "models": ["gpt-image-2"]}, "model", "one of the models allowed"),
+    ({"quality": "high", "max_quality": "low"}, "quality", "above the highest allowed"),
+])
+async def test_a_bad_submission_is_shown_on_its_field_and_nothing_is_saved(easel_factory, chosen: dict, field: str,
+                                                                          said: str) -> None:
+    easel = await easel_factory()
+    easel.slack.users["U0009"] = {"is_owner": True}
+    view, _ = await _open(easel)
+    result = await easel.sender.action(easel.sender.view_submission_payload(view, _values(view, **chosen),
+                                                                            user="U0009"))
+    assert result.json["response_action"] == "errors" and said in result.json["errors"][field]
+    assert await Settings(easel.store.db).log(easel.slack.team_id) == []
+
+
+async def test_the_time_zone_still_changes_and_is_in_the_audit_log(easel_factory) -> None:
+    easel = await easel_factory()
+    easel.slack.users["U0009"] = {"is_admin": True}
+    result = await easel.sender.command("settings tz Europe/Paris", user="U0009")
+    assert "now counted in Europe/Paris" in result.body_text
+    [entry] = await Settings(easel.store.db).log(easel.slack.team_id)
+    assert (entry.field, entry.before, entry.after, entry.user_id, entry.channel_id) == (
+        "time_zone", None, "Europe/Paris", "U0009", "")
