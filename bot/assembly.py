@@ -25,6 +25,7 @@ from bot.admins import Admins
 from bot.budgets import Budgets
 from bot.config import Settings
 from bot.confirming import BudgetDesk
+from bot.home import HomeDesk
 from bot.image_models import utc_today
 from bot.installs import INSTALL_PATH, REDIRECT_PATH, Installations
 from bot.intake import Intake
@@ -38,6 +39,7 @@ from bot.web import WellFormed
 from handlers import register_handlers
 from handlers.payloads import Context
 from storage import Store, open_store
+from storage.home import Recent
 from storage.retention import Retention
 from storage.settings import Settings as SettingsStore
 from storage.spend import Spend
@@ -141,8 +143,10 @@ async def build_intake(
     desk = BudgetDesk(store=store, budgets=budgets, slack=slack, wake=wake, max_pending=settings.max_queued_per_user,
                       admins=Admins(listed=settings.easel_admins, is_workspace_admin=slack.is_workspace_admin))
     settings_desk = SettingsDesk(settings=place_settings, is_admin=desk.is_admin)
+    home_desk = HomeDesk(recent=Recent(store.db), budgets=budgets, settings=place_settings, is_admin=desk.is_admin)
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table),
-                      interactions=Interactions(store=store, slack=slack), desk=desk, settings_desk=settings_desk)
+                      interactions=Interactions(store=store, slack=slack), desk=desk, settings_desk=settings_desk,
+                      home_desk=home_desk)
     return Easel(settings=settings, store=store, bolt=bolt, slack=slack, metrics=metrics, lifecycle=lifecycle,
                  budgets=budgets)
 

@@ -203,6 +203,27 @@ class Budgets:
                         f"{mention.format(who)} {usd(amount, up=True)}" for who, amount in top))
         return "\n".join(lines)
 
+    async def summary(self, *, team_id: str, user_id: str, admin: bool) -> tuple[list[str], list[str]]:
+        """App Home's figures: the person's spend and what is left; for admins, the workspace's month."""
+        p = await self.periods(team_id)
+        user, _, team = scopes(team_id, "", user_id)
+        t = await self._spend.tallies([(user, p.day), (team, p.month)])
+        mine = await self._lines("Today", await self._spend.by_model(team_id=team_id, user_id=user_id, day=p.day),
+                                 t[(user, p.day)], self.limits.user_daily, p.day_ends, p.zone)
+        mine += await self._lines("This month", await self._spend.by_model(team_id=team_id, user_id=user_id,
+                                                                            month=p.month), None, None,
+                                  p.month_ends, p.zone)
+        if not admin:
+            return mine, []
+        workspace = await self._lines("This month", await self._spend.by_model(team_id=team_id, month=p.month),
+                                      t[(team, p.month)], self.limits.workspace_monthly, p.month_ends, p.zone)
+        for by, label, mention in (("user_id", "Top users", "<@{}>"), ("channel_id", "Top channels", "<#{}>")):
+            top = await self._spend.top(team_id=team_id, month=p.month, by=by, limit=TOP)
+            if top:
+                workspace.append(f"• {label}: " + ", ".join(
+                    f"{mention.format(who)} {usd(amount, up=True)}" for who, amount in top))
+        return mine, workspace
+
     async def _lines(self, label: str, models: dict[str, int], tally: Tally | None, limit: int | None,
                      ends: float, zone: str) -> list[str]:
         total = sum(models.values())

@@ -262,3 +262,96 @@ async def test_the_time_zone_still_changes_and_is_in_the_audit_log(easel_factory
     [entry] = await Settings(easel.store.db).log(easel.slack.team_id)
     assert (entry.field, entry.before, entry.after, entry.user_id, entry.channel_id) == (
         "time_zone", None, "Europe/Paris", "U0009", "")
+
+
+# -- App Home ----------------------------------------------------------------------------------------------------
+
+async def _home(easel, user: str) -> dict:
+    before = len(easel.slack.calls_to("views.publish"))
+    assert (await easel.sender.app_home_opened(user)).status == 200
+    calls = await easel.slack.wait_for("views.publish", count=before + 1)
+    assert calls[-1].args["user_id"] == user
+    return easel.slack.homes[user]
+
+
+def _text_of(view: dict) -> str:
+    return "\n".join((b.get("text") or {}).get("text", "") for b in view["blocks"])
+
+
+async def test_app_home_shows_a_person_their_images_and_spend(easel_factory) -> None:
+    easel = await easel_factory(BUDGET_USER_DAILY_USD="2")
+    ts, _ = await easel.sender.mention("a fox in a bowler hat")
+    await easel.sender.mention("a red balloon", user="U0002")
+    await easel.jobs_settled(2)
+    view = await _home(easel, "U0001")
+    text = _text_of(view)
+    assert view["type"] == "home"
+    assert "a fox in a bowler hat" in text and "a red balloon" not in text
+    [link] = [c.args for c in easel.slack.calls_to("chat.getPermalink")]
+    assert link["channel"] == "C0001" and link["message_ts"] == ts  # the link goes to the image's thread
+    assert "Your spend" in text and "left of $2.00" in text
+    assert "The workspace" not in text and not [b for b in view["blocks"] if b["type"] == "actions"]
+    again = await _home(easel, "U0001")  # opened again: the same Home view, updated
+    assert again["id"] == view["id"]
+    assert (await easel.sender.app_home_opened("U0001", tab="messages")).status == 200
+    assert len(easel.slack.calls_to("views.publish")) == 2  # the Messages tab publishes nothing
+
+
+async def test_app_home_shows_admins_the_workspaces_month_and_the_changes(easel_factory) -> None:
+    easel = await easel_factory(BUDGET_WORKSPACE_MONTHLY_USD="100")
+    easel.slack.users["U0009"] = {"is_admin": True}
+    await easel.sender.mention("a fox")
+    await easel.jobs_settled(1)
+    await _set(easel, enabled=False)
+    text = _text_of(await _home(easel, "U0009"))
+    assert "The workspace this month" in text and "left of $100.00" in text and "Top users: <@U0001>" in text
+    assert "Recent changes" in text and "<#C0001> enabled: null → false" in text
+
+
+async def test_the_workspace_settings_open_from_app_home_and_apply_to_every_channel(easel_factory) -> None:
+    easel = await easel_factory()
+    easel.slack.users["U0009"] = {"is_admin": True}
+    home = await _home(easel, "U0009")
+    [actions] = [b for b in home["blocks"] if b["type"] == "actions"]
+    [button] = actions["elements"]
+    click = {"type": "block_actions", "team": {"id": easel.slack.team_id, "domain": "t"},
+             "user": {"id": "U0009", "team_id": easel.slack.team_id}, "api_app_id": easel.sender.api_app_id,
+             "token": easel.sender.verification_token, "trigger_id": f"{int(time.time())}.1.abc",
+             "container": {"type": "view", "view_id": home["id"]}, "view": home,
+             "actions": [{"action_id": button["action_id"], "block_id": actions["block_id"], "type": "button",
+                          "value": button["value"], "action_ts": str(time.time())}]}
+    assert (await easel.sender.action(click)).status == 200
+    [opened] = await easel.slack.wait_for("views.open")
+    view = [v for v in easel.slack.views.values()][-1]
+    assert json.loads(view["private_metadata"])["channel"] == ""
+    saved = await easel.sender.action(easel.sender.view_submission_payload(
+        view, _values(view, quality="low"), user="U0009"))
+    assert saved.status == 200 and not (saved.json or {}).get("errors")
+    assert (await Settings(easel.store.db).get(easel.slack.team_id, WORKSPACE)).quality == "low"
+    await easel.sender.mention("a fox", channel="C0007")
+    await easel.jobs_settled(1)
+    assert [t["quality"] for t in _tools(easel)] == ["low"]
+
+
+async def test_the_fake_publishes_home_views_strictly(easel_factory) -> None:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    easel = await easel_factory()
+    client = AsyncWebClient(token=easel.slack.bot_token, base_url=easel.slack.api_url)
+    home = {"type": "home", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}]}
+    for args, error in (({"user_id": "", "view": home}, "invalid_arguments"),
+                        ({"user_id": "C0001", "view": home}, "not_found"),
+                        ({"user_id": "U0001", "view": {**home, "type": "modal"}}, "invalid_arguments"),
+                        ({"user_id": "U0001", "view": {**home, "submit": {"type": "plain_text", "text": "x"}}},
+                         "invalid_arguments"),
+                        ({"user_id": "U0001", "view": {"type": "home", "blocks": [{"type": "nope"}]}},
+                         "invalid_arguments"),
+                        ({"user_id": "U0001", "view": home, "hash": "stale"}, "hash_conflict")):
+        with pytest.raises(SlackApiError) as e:
+            await client.views_publish(**args)
+        assert e.value.response["error"] == error
+    published = await client.views_publish(user_id="U0001", view=home)
+    assert published["view"]["type"] == "home" and easel.slack.homes["U0001"]["id"] == published["view"]["id"]
+    again = await client.views_publish(user_id="U0001", view=home, hash=published["view"]["hash"])
+    assert again["view"]["id"] == published["view"]["id"]

@@ -165,7 +165,11 @@ def view_problems(view: Any, file_type: Callable[[str], str | None]) -> list[str
         return ["[ERROR] view must be an object [json-pointer:/view]"]
     if view.get("type") not in ("modal", "home"):
         return ["[ERROR] must be modal or home [json-pointer:/view/type]"]
-    out = _text(view.get("title"), "/view/title", plain=True, limit=MAX_TITLE)
+    if view["type"] == "home":  # a Home tab has no title, no submit and no close (those are a modal's)
+        out = [f"[ERROR] a home view has no {key} [json-pointer:/view/{key}]"
+               for key in ("title", "submit", "close") if key in view]
+    else:
+        out = _text(view.get("title"), "/view/title", plain=True, limit=MAX_TITLE)
     blocks = view.get("blocks")
     out += blocks_problems(blocks, kinds=VIEW_BLOCKS, limit=MAX_VIEW_BLOCKS, file_type=file_type)
     has_input = isinstance(blocks, list) and any(isinstance(b, dict) and b.get("type") == "input" for b in blocks)
