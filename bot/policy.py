@@ -65,6 +65,16 @@ class Policy:
         return resolved
 
 
+    def tool_problem(self, tool: dict[str, object]) -> str | None:
+        """Why a stored request's tool (a button's: Reroll, Vary, HD) may not run here now (None: it may)."""
+        s, model, quality = self.settings, str(tool.get("model") or ""), str(tool.get("quality") or "auto")
+        if s.models and model not in s.models:
+            return f"This channel allows only these image models now: {', '.join(s.models)} (not {model})."
+        if s.max_quality and quality != "auto" and not _within(quality, s.max_quality):
+            return f"Quality {quality} is above this channel's highest quality, {s.max_quality}."
+        return None
+
+
 def _within(quality: str, highest: str) -> bool:
     if quality not in QUALITY_ORDER or highest not in QUALITY_ORDER:
         return quality == highest

@@ -14,6 +14,7 @@ from storage import Store
 from storage.models import ChannelSettings
 from storage.settings import WORKSPACE, Settings
 from storage.spend import Spend
+from tests.conftest import wait_until
 from tests.test_budgets import WORST, dollars
 
 
@@ -355,3 +356,25 @@ async def test_the_fake_publishes_home_views_strictly(easel_factory) -> None:
     assert published["view"]["type"] == "home" and easel.slack.homes["U0001"]["id"] == published["view"]["id"]
     again = await client.views_publish(user_id="U0001", view=home, hash=published["view"]["hash"])
     assert again["view"]["id"] == published["view"]["id"]
+
+
+# -- the buttons under images follow the channel's policy too -------------------------------------------------------
+
+async def test_buttons_follow_the_channels_policy(easel_factory) -> None:
+    from bot import buttons
+    from tests.test_buttons import _click, _image
+
+    easel = await easel_factory()
+    _, message = await _image(easel, "a lighthouse --quality low")
+    [shared] = easel.slack.shared_files
+    await _set(easel, max_quality="medium")
+    await _click(easel, buttons.HD, shared["file_id"], message, key="hd")
+    [told] = await easel.slack.wait_for("response_url")
+    assert "above this channel's highest quality, medium" in told.args["text"]
+    await _set(easel, max_quality="medium", users=("U0002",))
+    await _click(easel, buttons.REROLL, shared["file_id"], message, key="reroll")
+    calls = await easel.slack.wait_for("response_url", count=2)
+    assert "not one of them" in calls[-1].args["text"]
+    assert len(easel.openai.create_requests()) == 1  # neither click drew anything
+    await _click(easel, buttons.REROLL, shared["file_id"], message, user="U0002", key="reroll2")
+    await wait_until(lambda: len(easel.openai.create_requests()) == 2, what="the listed person's reroll")
