@@ -40,8 +40,8 @@ class Run:
     shared: dict[str, str] = dataclasses.field(default_factory=dict)  # image index -> file id, once in Slack
     upload_ms: dict[str, int] = dataclasses.field(default_factory=dict)
     publications: int = 0  # tries at publishing the answer so far (Slack may be down for a while)
-    cost_micros: int | None = None  # what the turn cost, once OpenAI has said (for the job's budget)
     parent: str | None = None  # the response the turn chained on
+    cost_micros: int | None = None  # what the turn cost, once OpenAI has said (for the job's budget)
 
     def saved(self, **changes: Any) -> JobProgress:
         """The progress with `changes` (and the notices as they are now), as it is to be recorded."""

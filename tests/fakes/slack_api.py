@@ -18,6 +18,7 @@ import io
 import itertools
 import json
 import mimetypes
+import struct
 import time
 import uuid
 from collections import defaultdict, deque
@@ -588,11 +589,9 @@ class FakeSlack:
             "permalink": f"{self.url}/files/{f.user}/{f.id}/{f.name}",
         }
         if f.mimetype.startswith("image/"):
-            try:
-                with Image.open(io.BytesIO(f.content)) as image:
-                    obj["original_w"], obj["original_h"] = image.size
-            except (OSError, ValueError):
-                pass
+            size = _header_size(f.content)
+            if size is not None:
+                obj["original_w"], obj["original_h"] = size
         if f.shares:
             obj["shares"] = {"public": {ch: [dict(s) for s in lst] for ch, lst in f.shares.items()}}
             obj["channels"] = list(f.shares)
@@ -1259,6 +1258,23 @@ class FakeSlack:
             args = {"_json": args}
         await self._record(Call("response_url", args, _CIDict(request.headers.items()), raw, request.path))
         return self._json({"ok": True})
+
+
+def _header_size(content: bytes) -> tuple[int, int] | None:
+    """An image's dimensions from its header, as Slack reports them (`original_w`, `original_h`). PNG and GIF
+    are read by hand: their header says it whatever the size (a decompression bomb has dimensions too), and
+    Pillow's bomb limit is a process-wide setting the app under test relies on."""
+    if content[:8] == b"\x89PNG\r\n\x1a\n" and len(content) >= 24:
+        width, height = struct.unpack(">II", content[16:24])
+        return width, height
+    if content[:6] in (b"GIF87a", b"GIF89a") and len(content) >= 10:
+        width, height = struct.unpack("<HH", content[6:10])
+        return width, height
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            return image.size
+    except Exception:  # noqa: BLE001 - not an image Slack can measure: no dimensions
+        return None
 
 
 def _maybe_json(value: Any) -> Any:

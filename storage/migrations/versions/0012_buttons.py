@@ -1,8 +1,8 @@
 """Buttons on images: what a generation chained on and its size, an index to find an image by its Slack
 file, and the clicks table that makes a double click one job.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0012_buttons
+Revises: 0013_budgets (merged after it: main had 0013_budgets on 0011 first)
 Create Date: 2026-12-01
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0012_buttons"
+down_revision = "0013_budgets"
 branch_labels = None
 depends_on = None
 

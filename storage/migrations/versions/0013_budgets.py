@@ -1,7 +1,7 @@
 """Budgets: spend counters per scope and period, one reservation per generate job, and a workspace's time zone.
 
 Revision ID: 0013_budgets
-Revises: 0012
+Revises: 0011
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013_budgets"
-down_revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Settings per channel (and per workspace), and the audit log of their changes.
 
 Revision ID: 0014_settings
-Revises: 0013_budgets
+Revises: 0012_buttons
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_settings"
-down_revision = "0013_budgets"
+down_revision = "0012_buttons"
 branch_labels = None
 depends_on = None
 
