@@ -378,3 +378,14 @@ async def test_buttons_follow_the_channels_policy(easel_factory) -> None:
     assert len(easel.openai.create_requests()) == 1  # neither click drew anything
     await _click(easel, buttons.REROLL, shared["file_id"], message, user="U0002", key="reroll2")
     await wait_until(lambda: len(easel.openai.create_requests()) == 2, what="the listed person's reroll")
+
+
+async def test_a_workspace_purged_loses_its_settings_and_their_log(store: Store) -> None:
+    from storage.retention import Retention
+
+    settings = Settings(store.db)
+    for team in ("T1", "T2"):
+        await settings.change(team, "C1", ChannelSettings(enabled=False), by="U9", now=1.0)
+    await Retention(store.db).workspace_removed("T1", now=2.0, purge=True)
+    assert (await settings.get("T1", "C1")) == ChannelSettings() and await settings.log("T1") == []
+    assert (await settings.get("T2", "C1")).enabled is False and len(await settings.log("T2")) == 1
