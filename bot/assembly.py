@@ -25,6 +25,7 @@ from bot.admins import Admins
 from bot.budgets import Budgets
 from bot.config import Settings
 from bot.confirming import BudgetDesk
+from bot.home import HomeDesk
 from bot.image_models import utc_today
 from bot.installs import INSTALL_PATH, REDIRECT_PATH, Installations
 from bot.intake import Intake
@@ -32,12 +33,15 @@ from bot.interactions import Interactions
 from bot.lifecycle import Lifecycle, Refresher
 from bot.metrics import Metrics
 from bot.openai_client import openai_client
+from bot.settings_desk import SettingsDesk
 from bot.slack import SlackAdapter, retry_handlers
 from bot.web import WellFormed
 from handlers import register_handlers
 from handlers.payloads import Context
 from storage import Store, open_store
+from storage.home import Recent
 from storage.retention import Retention
+from storage.settings import Settings as SettingsStore
 from storage.spend import Spend
 
 if TYPE_CHECKING:
@@ -128,17 +132,21 @@ async def build_intake(
         **_oauth(settings, installs),
     )
     metrics = Metrics()
+    place_settings = SettingsStore(store.db)
     intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user, metrics=metrics,
                     lifecycle=lifecycle,
                     forget_workspace=(lambda team: installs.remove(team_id=team)) if installs else None,
-                    purge_on_uninstall=settings.purge_on_uninstall)
+                    purge_on_uninstall=settings.purge_on_uninstall, settings=place_settings)
     slack = SlackAdapter(web_client, session=http, tokens=installs.token if installs else None)
     budgets = Budgets(spend=Spend(store.db), limits=settings.budget_limits(), prices=settings.price_table(),
-                      chat_model=settings.openai_model)
+                      chat_model=settings.openai_model, settings=place_settings)
     desk = BudgetDesk(store=store, budgets=budgets, slack=slack, wake=wake, max_pending=settings.max_queued_per_user,
                       admins=Admins(listed=settings.easel_admins, is_workspace_admin=slack.is_workspace_admin))
+    settings_desk = SettingsDesk(settings=place_settings, is_admin=desk.is_admin)
+    home_desk = HomeDesk(recent=Recent(store.db), budgets=budgets, settings=place_settings, is_admin=desk.is_admin)
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table),
-                      desk=desk, interactions=Interactions(store=store, slack=slack))
+                      interactions=Interactions(store=store, slack=slack), desk=desk, settings_desk=settings_desk,
+                      home_desk=home_desk)
     return Easel(settings=settings, store=store, bolt=bolt, slack=slack, metrics=metrics, lifecycle=lifecycle,
                  budgets=budgets)
 

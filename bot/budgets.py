@@ -19,6 +19,7 @@ from typing import Any
 
 from bot.prices import MILLION, Prices
 from storage.models import Job
+from storage.settings import Settings
 from storage.spend import Counter, Refused, Reservation, Spend, Tally, scopes
 
 CONFIRM_ACTION = "easel.confirm"  # the action_id of the "Draw it" button (its value: the job's id)
@@ -118,8 +119,10 @@ def confirm_blocks(job_id: int, worst: int) -> tuple[str, list[dict[str, Any]]]:
 
 class Budgets:
     def __init__(self, *, spend: Spend, limits: BudgetLimits, prices: Prices, chat_model: str,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, settings: Settings | None = None):
+        """`settings`: the channels' own daily limits (over BUDGET_CHANNEL_DAILY_USD), set by admins."""
         self._spend = spend
+        self._settings = settings
         self.limits = limits
         self._prices = prices
         self._chat_model = chat_model
@@ -134,9 +137,18 @@ class Budgets:
             quality=str(tool.get("quality") or "auto"), size=str(tool.get("size") or "auto"),
             previews=int(tool.get("partial_images") or 0), input_images=input_images)
 
-    def _counters(self, job: Job, p: Periods) -> list[Counter]:
+    async def channel_daily(self, team_id: str, channel_id: str) -> int | None:
+        """The channel's daily limit: its own (or its workspace's for every channel), else the environment's."""
+        if self._settings is not None:
+            own = (await self._settings.place(team_id, channel_id)).effective.daily_limit_micros
+            if own is not None:
+                return own
+        return self.limits.channel_daily
+
+    async def _counters(self, job: Job, p: Periods) -> list[Counter]:
         user, channel, team = scopes(job.team_id, job.channel_id, job.user_id)
-        found = [(user, p.day, self.limits.user_daily), (channel, p.day, self.limits.channel_daily),
+        channel_daily = await self.channel_daily(job.team_id, job.channel_id)
+        found = [(user, p.day, self.limits.user_daily), (channel, p.day, channel_daily),
                  (team, p.month, self.limits.workspace_monthly)]
         return [Counter(s, period, limit) for s, period, limit in found if limit is not None]
 
@@ -155,7 +167,7 @@ class Budgets:
         found = await self._spend.reserve(
             job_id=job.id, team_id=job.team_id, channel_id=job.channel_id, user_id=job.user_id,
             model=str(tool.get("model") or "unknown"), day=p.day, month=p.month, amount_micros=worst,
-            limits=self._counters(job, p), now=self._clock())
+            limits=await self._counters(job, p), now=self._clock())
         if isinstance(found, Refused):
             raise OverBudget(refusal_text(found, worst=worst, p=p), found)
         return found
@@ -179,7 +191,7 @@ class Budgets:
             lines.append("*This channel*")
             lines += await self._lines(
                 "Today", await self._spend.by_model(team_id=team_id, channel_id=channel_id, day=p.day),
-                t[(channel, p.day)], self.limits.channel_daily, p.day_ends, p.zone)
+                t[(channel, p.day)], await self.channel_daily(team_id, channel_id), p.day_ends, p.zone)
             lines.append("*The workspace*")
             lines += await self._lines(
                 "This month", await self._spend.by_model(team_id=team_id, month=p.month), t[(team, p.month)],
@@ -190,6 +202,27 @@ class Budgets:
                     lines.append(f"{label} this month: " + ", ".join(
                         f"{mention.format(who)} {usd(amount, up=True)}" for who, amount in top))
         return "\n".join(lines)
+
+    async def summary(self, *, team_id: str, user_id: str, admin: bool) -> tuple[list[str], list[str]]:
+        """App Home's figures: the person's spend and what is left; for admins, the workspace's month."""
+        p = await self.periods(team_id)
+        user, _, team = scopes(team_id, "", user_id)
+        t = await self._spend.tallies([(user, p.day), (team, p.month)])
+        mine = await self._lines("Today", await self._spend.by_model(team_id=team_id, user_id=user_id, day=p.day),
+                                 t[(user, p.day)], self.limits.user_daily, p.day_ends, p.zone)
+        mine += await self._lines("This month", await self._spend.by_model(team_id=team_id, user_id=user_id,
+                                                                            month=p.month), None, None,
+                                  p.month_ends, p.zone)
+        if not admin:
+            return mine, []
+        workspace = await self._lines("This month", await self._spend.by_model(team_id=team_id, month=p.month),
+                                      t[(team, p.month)], self.limits.workspace_monthly, p.month_ends, p.zone)
+        for by, label, mention in (("user_id", "Top users", "<@{}>"), ("channel_id", "Top channels", "<#{}>")):
+            top = await self._spend.top(team_id=team_id, month=p.month, by=by, limit=TOP)
+            if top:
+                workspace.append(f"• {label}: " + ", ".join(
+                    f"{mention.format(who)} {usd(amount, up=True)}" for who, amount in top))
+        return mine, workspace
 
     async def _lines(self, label: str, models: dict[str, int], tally: Tally | None, limit: int | None,
                      ends: float, zone: str) -> list[str]:
@@ -205,13 +238,18 @@ class Budgets:
 
     async def set_time_zone(self, *, team_id: str, zone: str, by: str) -> str:
         """An admin's `/imagine settings tz <zone>`: the text to answer with."""
-        name = zone.strip()
-        if name.upper() in ("UTC", "NONE", "RESET"):
-            await self._spend.set_time_zone(team_id, None, by=by, now=self._clock())
-            return "Days and months are now counted in UTC."
-        try:
-            zoneinfo.ZoneInfo(name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            return f":warning: `{name}` is not a time zone I know. Use an IANA name like `Europe/Paris`, or `UTC`."
+        name: str | None = zone.strip()
+        if name is not None and name.upper() in ("UTC", "NONE", "RESET"):
+            name = None
+        elif name is not None:
+            try:
+                zoneinfo.ZoneInfo(name)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                return (f":warning: `{name}` is not a time zone I know. Use an IANA name like `Europe/Paris`, "
+                        "or `UTC`.")
+        before = await self._spend.time_zone(team_id)
         await self._spend.set_time_zone(team_id, name, by=by, now=self._clock())
-        return f"Days and months are now counted in {name}."
+        if self._settings is not None and before != name:
+            await self._settings.record(team_id, "", field="time_zone", before=before, after=name, by=by,
+                                        now=self._clock())
+        return f"Days and months are now counted in {name or 'UTC'}."

@@ -13,9 +13,11 @@ from typing import Any
 from bot import messages
 from bot.lifecycle import Lifecycle
 from bot.metrics import Metrics
+from bot.policy import Policy
 from storage import DuplicateJob, Store, TooManyPending
 from storage.models import JobKind, NewJob, Thread
 from storage.retention import Retention
+from storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class Intake:
         lifecycle: Lifecycle | None = None,
         forget_workspace: Callable[[str], Awaitable[None]] | None = None,
         purge_on_uninstall: bool = False,
+        settings: Settings | None = None,
     ):
         """`forget_workspace(team_id)` removes a workspace's installation (OAuth installs; None with one token)."""
         self._store = store
@@ -48,6 +51,7 @@ class Intake:
         self._lifecycle = lifecycle
         self._forget_workspace = forget_workspace
         self._purge_on_uninstall = purge_on_uninstall
+        self._settings = settings
 
     async def models(self) -> None:
         """Bring the model table up to date with what the worker learned from OpenAI (read from the database
@@ -67,6 +71,12 @@ class Intake:
 
     async def thread(self, *, team_id: str, channel_id: str, thread_ts: str) -> Thread | None:
         return await self._store.threads.get(team_id=team_id, channel_id=channel_id, thread_ts=thread_ts)
+
+    async def policy(self, *, team_id: str, channel_id: str) -> Policy:
+        """The channel's settings in force (the workspace's under the channel's)."""
+        if self._settings is None:
+            return Policy()
+        return Policy((await self._settings.place(team_id, channel_id)).effective)
 
     async def submit(
         self, job: NewJob, *, start_thread: bool = False, thread_options: dict[str, Any] | None = None

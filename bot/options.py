@@ -136,6 +136,11 @@ def _value(flag: str, value: str) -> str | int:
     return value  # model: checked against the table when resolving
 
 
+def parse_size(value: str) -> str:
+    """A size as `--size` takes it ("portrait", "1024x1536", "auto"), or OptionError."""
+    return str(_value("size", value))
+
+
 def parse(text: str) -> tuple[str, ImageOptions]:
     """Split `text` into the prompt and its flags. Raises OptionError naming the first bad flag."""
     found: dict[str, Any] = {}

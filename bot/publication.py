@@ -117,7 +117,7 @@ class Publisher:
                 comment=messages.image_comment(
                     revised_prompt=image.revised_prompt, notices=notices, index=i, count=len(outcome.images),
                     caption=caption, links=links if caption or not text else "",
-                    cost=prices.shown(cost.micros),
+                    cost=prices.shown(cost.micros) if job.options.show_cost else "",
                 ),
             )
             upload_ms[key] = elapsed_ms(time.time() - t0)

@@ -6,18 +6,25 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.confirming import BudgetDesk
+from bot.home import HomeDesk
 from bot.intake import Intake
 from bot.interactions import Interactions
-from handlers import actions, commands, confirm, events, installs, views
+from bot.settings_desk import SettingsDesk
+from handlers import actions, commands, confirm, events, home, installs, settings, views
 from handlers.payloads import Context
 
 
 def register_handlers(app: AsyncApp, *, intake: Intake, ctx: Context, interactions: Interactions,
-                      desk: BudgetDesk | None = None) -> None:
+                      desk: BudgetDesk | None = None, settings_desk: SettingsDesk | None = None,
+                      home_desk: HomeDesk | None = None) -> None:
     events.register(app, intake=intake, ctx=ctx)
-    commands.register(app, intake=intake, ctx=ctx, desk=desk)
+    commands.register(app, intake=intake, ctx=ctx, desk=desk, settings_desk=settings_desk)
     installs.register(app, intake=intake)
     actions.register(app, intake=intake, interactions=interactions, ctx=ctx)
     views.register(app, intake=intake, interactions=interactions, ctx=ctx)
     if desk is not None:
         confirm.register(app, desk=desk)
+    if settings_desk is not None:
+        settings.register(app, desk=settings_desk, ctx=ctx)
+        if home_desk is not None:
+            home.register(app, home=home_desk, settings_desk=settings_desk, ctx=ctx)

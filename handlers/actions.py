@@ -45,7 +45,7 @@ def register(app: AsyncApp, *, intake: Intake, interactions: Interactions, ctx: 
                                                                             image.options or {}, ctx))
             return
         await intake.models()
-        job = clicks.click_job(c, image, ctx)
+        job = clicks.click_job(c, image, ctx, await intake.policy(team_id=c.team_id, channel_id=c.channel_id))
         if isinstance(job, str):
             await ack()
             await _refuse(respond, job)

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from bot import buttons, options
+from bot.policy import Policy
 from handlers.payloads import Context, _str, _ts, _without_nul, slack_id
 from storage.models import Generation, JobKind, JobOptions, NewJob
 
@@ -105,9 +106,19 @@ def click(body: dict[str, Any]) -> Click | None:
                  trigger_id=_str(body.get("trigger_id")), response_url=_str(body.get("response_url")))
 
 
-def click_job(c: Click, image: Generation, ctx: Context) -> NewJob | str:
-    """The job of a Reroll, Vary or HD click on `image` (Easel's record of it), or why there is none."""
+def click_job(c: Click, image: Generation, ctx: Context, policy: Policy | None = None) -> NewJob | str:
+    """The job of a Reroll, Vary or HD click on `image` (Easel's record of it), or why there is none (the
+    channel's `policy` may refuse it)."""
+    policy = policy or Policy()
+    if (refusal := policy.refusal(c.user_id)) is not None:
+        return refusal
     tool = dict(image.options or {})
+    if c.action_id == buttons.HD:
+        tool = buttons.hd_tool(tool, ctx.table, image.width, image.height)
+    if (problem := policy.tool_problem(tool)) is not None:
+        return f":no_entry_sign: {problem}"
+    if policy.settings.max_quality and tool.get("quality") == "auto":
+        tool["quality"] = policy.settings.max_quality
     base = {
         "dedupe_key": f"{c.claim_key}:{c.action_ts:.6f}",
         "kind": JobKind.GENERATE,
@@ -122,14 +133,14 @@ def click_job(c: Click, image: Generation, ctx: Context) -> NewJob | str:
     if c.action_id == buttons.REROLL:
         if not image.request_text:
             return TOO_OLD
-        return NewJob(text=image.request_text, options=JobOptions(tool=tool, branch=True,
-                                                                  chain_on=image.parent_response_id), **base)
+        return NewJob(text=image.request_text, options=JobOptions(
+            tool=tool, branch=True, chain_on=image.parent_response_id, show_cost=policy.show_costs), **base)
     if c.action_id == buttons.VARY:
         return NewJob(text=buttons.VARY_PROMPT, options=JobOptions(
-            tool={**tool, "action": "edit"}, branch=True, chain_on=image.response_id), **base)
+            tool={**tool, "action": "edit"}, branch=True, chain_on=image.response_id, show_cost=policy.show_costs),
+            **base)
     return NewJob(text=buttons.HD_PROMPT, options=JobOptions(
-        tool=buttons.hd_tool(tool, ctx.table, image.width, image.height), branch=True,
-        chain_on=image.response_id), **base)
+        tool=tool, branch=True, chain_on=image.response_id, show_cost=policy.show_costs), **base)
 
 
 def easel_target(c: Click, image: Generation) -> Target:
@@ -252,8 +263,13 @@ def submission(body: dict[str, Any]) -> Submission | None:
 _FIELDS = ("size", "quality", "format", "background")
 
 
-def submission_job(s: Submission, image: Generation | None, ctx: Context) -> NewJob | dict[str, str]:
-    """The job of a submitted Edit modal, or the errors to show in it (block id -> sentence)."""
+def submission_job(s: Submission, image: Generation | None, ctx: Context,
+                   policy: Policy | None = None) -> NewJob | dict[str, str]:
+    """The job of a submitted Edit modal, or the errors to show in it (block id -> sentence); the channel's
+    `policy` applies as to a message."""
+    policy = policy or Policy()
+    if (refusal := policy.refusal(s.user_id)) is not None:
+        return {"instruction": refusal.removeprefix(":no_entry_sign: ")}
     if not s.instruction:
         return {"instruction": "Say what to change, e.g. “make the sky stormy”."}
     if len(s.instruction) > MAX_INSTRUCTION:
@@ -263,8 +279,10 @@ def submission_job(s: Submission, image: Generation | None, ctx: Context) -> New
     try:
         _, asked = options.parse(" ".join(f"--{k} {v}" for k, v in chosen.items()))
         model = tool.get("model")
-        resolved = options.resolve(dataclasses.replace(asked, model=model, action="edit"), defaults=ctx.defaults,
-                                   table=ctx.table, explicit=[*_FIELDS, *(["model"] if model else [])])
+        resolved = options.resolve(dataclasses.replace(asked, model=model, action="edit"),
+                                   defaults=policy.defaults(ctx.defaults), table=ctx.table,
+                                   explicit=[*_FIELDS, *(["model"] if model else [])])
+        resolved = policy.clamp(resolved, resolved.chosen)
     except options.OptionError as e:
         text = str(e)
         block = next((f for f in _FIELDS[1:] if f in text.lower()), "size")
@@ -290,7 +308,7 @@ def submission_job(s: Submission, image: Generation | None, ctx: Context) -> New
         thread_ts=t.thread_ts,
         options=JobOptions(tool=resolved.tool(), notices=tuple(resolved.notices), chosen=tuple(resolved.chosen),
                            branch=True, chain_on=image.response_id if image is not None else None,
-                           mask=s.mask is not None),
+                           mask=s.mask is not None, show_cost=policy.show_costs),
         files=files,
         force_image=True,
     )

@@ -44,8 +44,11 @@ async def handle_event(
     thread = None
     if (thread_ts := payloads.thread_of(event)) is not None:
         thread = await intake.thread(team_id=team_id, channel_id=event["channel"], thread_ts=thread_ts)
+    if not payloads.addressed(event, bot_user_id=context.bot_user_id, thread=thread):
+        return
+    policy = await intake.policy(team_id=team_id, channel_id=event["channel"])
     routed = payloads.route_event(
-        event, team_id=team_id, bot_user_id=context.bot_user_id, thread=thread, ctx=ctx
+        event, team_id=team_id, bot_user_id=context.bot_user_id, thread=thread, ctx=ctx, policy=policy
     )
     if routed is not None:
         await intake.submit(routed.job, start_thread=routed.start_thread, thread_options=routed.thread_options)

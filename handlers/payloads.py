@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from bot import image_models, limits, messages, options
+from bot.policy import Policy
 from storage.models import JobKind, JobOptions, NewJob, Thread
 
 HANDLED_SUBTYPES = (None, "file_share", "thread_broadcast")
@@ -151,6 +152,12 @@ def attachments(event: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
     return kept, None
 
 
+def addressed(event: dict[str, Any], *, bot_user_id: str | None, thread: Thread | None) -> bool:
+    """Whether a message is for Easel at all (a reply in its thread, a mention, a DM): only then is the
+    channel's policy read."""
+    return thread is not None or _mentions(event, bot_user_id) or _is_dm(event)
+
+
 def route_event(
     event: dict[str, Any],
     *,
@@ -158,9 +165,12 @@ def route_event(
     bot_user_id: str | None,
     thread: Thread | None,
     ctx: Context,
+    policy: Policy | None = None,
 ) -> Routed | None:
     """Decide what a message or app_mention event asks of Easel. `thread` is Easel's record of the thread the
-    message was posted in (None when it is not a reply, or the thread is not Easel's)."""
+    message was posted in (None when it is not a reply, or the thread is not Easel's); `policy`, the
+    channel's settings."""
+    policy = policy or Policy()
     event = _without_nul(event)
     channel, ts, user = event["channel"], event["ts"], event["user"]
     if not (channel and ts and user):
@@ -188,6 +198,8 @@ def route_event(
     def notice(text: str) -> Routed:
         return Routed(job=NewJob(kind=JobKind.NOTICE, text=text, **base), start_thread=False)
 
+    if (refusal := policy.refusal(user)) is not None:
+        return notice(refusal)
     files, problem = attachments(event)
     if problem:
         return notice(problem)
@@ -207,8 +219,9 @@ def route_event(
         return notice(f":warning: That prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
     sticky = {**(thread.options if thread else {}), **asked.as_dict()}
     try:
-        resolved = options.resolve(options.ImageOptions(**sticky), defaults=ctx.defaults, table=ctx.table,
-                                   explicit=asked.as_dict())
+        resolved = options.resolve(options.ImageOptions(**sticky), defaults=policy.defaults(ctx.defaults),
+                                   table=ctx.table, explicit=asked.as_dict())
+        resolved = policy.clamp(resolved, resolved.chosen)
     except options.OptionError as e:
         return notice(messages.bad_option(e))
     if resolved.replaced:  # a shut-down model: its replacement sticks to the thread, which is told once
@@ -216,7 +229,8 @@ def route_event(
     job = NewJob(
         kind=JobKind.GENERATE,
         text=prompt or "Use the attached image(s).",
-        options=_job_options(resolved, fresh=bool(asked.as_dict()) or resolved.replaced is not None),
+        options=_job_options(resolved, fresh=bool(asked.as_dict()) or resolved.replaced is not None,
+                             show_cost=policy.show_costs),
         files=files,
         force_image=False,
         **base,
@@ -224,12 +238,13 @@ def route_event(
     return Routed(job=job, start_thread=start, thread_options=sticky)
 
 
-def _job_options(resolved: options.Resolved, *, fresh: bool, **command: dict[str, Any]) -> JobOptions:
+def _job_options(resolved: options.Resolved, *, fresh: bool, show_cost: bool = True,
+                 **command: dict[str, Any]) -> JobOptions:
     """`chosen`: the options the person chose (not defaults), for what a refusal may change at run time.
     `command`: a slash command's `shown` and `sticky` options."""
     notices = (*([resolved.replaced] if resolved.replaced else []), *resolved.notices) if fresh else ()
     return JobOptions(tool=resolved.tool(), notices=notices, chosen=tuple(resolved.chosen), web=resolved.web,
-                      **command)
+                      show_cost=show_cost, **command)
 
 
 def _help(ctx: Context) -> str:
@@ -237,9 +252,11 @@ def _help(ctx: Context) -> str:
                               web=ctx.defaults.web)
 
 
-def route_command(command: dict[str, Any], *, ctx: Context) -> Routed | str:
-    """`/imagine ...`: a job, or the text to answer privately (help, or what is wrong with the flags)."""
+def route_command(command: dict[str, Any], *, ctx: Context, policy: Policy | None = None) -> Routed | str:
+    """`/imagine ...`: a job, or the text to answer privately (help, what is wrong with the flags, or why the
+    channel's `policy` refuses it)."""
     command = _without_nul(command)
+    policy = policy or Policy()
     text = clean_text(command.get("text"), None)
     if text.lower() in ("", "help", "-h", "--help"):
         return _help(ctx)
@@ -249,7 +266,10 @@ def route_command(command: dict[str, Any], *, ctx: Context) -> Routed | str:
             raise options.OptionError("There is no prompt, only options. Say what to draw, e.g. `/imagine a red fox`.")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise options.OptionError(f"That prompt is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
-        resolved = options.resolve(asked, defaults=ctx.defaults, table=ctx.table)
+        if (refusal := policy.refusal(str(command.get("user_id")))) is not None:
+            return refusal
+        resolved = options.resolve(asked, defaults=policy.defaults(ctx.defaults), table=ctx.table)
+        resolved = policy.clamp(resolved, resolved.chosen)
     except options.OptionError as e:
         return messages.bad_option(e)
     team, channel, user = command.get("team_id"), command.get("channel_id"), command.get("user_id")
@@ -264,7 +284,7 @@ def route_command(command: dict[str, Any], *, ctx: Context) -> Routed | str:
         channel_id=channel,
         user_id=user,
         text=prompt,
-        options=_job_options(resolved, fresh=True, shown=resolved.as_dict(),
+        options=_job_options(resolved, fresh=True, shown=resolved.as_dict(), show_cost=policy.show_costs,
                              sticky={**asked.as_dict(), **({"model": resolved.model} if resolved.replaced else {})}),
         force_image=True,
         response_url=_str(command.get("response_url")),

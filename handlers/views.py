@@ -55,7 +55,7 @@ def register(app: AsyncApp, *, intake: Intake, interactions: Interactions, ctx: 
             await ack(response_action="errors", errors={"instruction": clicks.NOT_EASELS.removeprefix(":wave: ")})
             return
         await intake.models()
-        job = clicks.submission_job(s, image, ctx)
+        job = clicks.submission_job(s, image, ctx, await intake.policy(team_id=t.team_id, channel_id=t.channel_id))
         if isinstance(job, dict):
             await ack(response_action="errors", errors=job)
             return

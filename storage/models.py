@@ -56,6 +56,7 @@ class JobOptions:
     chain_on: str | None = None
     mask: bool = False  # the last of the job's files is a mask for the first (the tool's input_image_mask)
     confirmed_from: int | None = None  # a request its requester confirmed (over CONFIRM_ABOVE_USD): that job's id
+    show_cost: bool = True  # the cost under the image (a channel's settings may turn it off)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> JobOptions:
@@ -200,3 +201,34 @@ class ChainStep:
     thread_ts: str
     response_id: str
     image_file_id: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelSettings:
+    """One place's settings; None everywhere means "as the workspace (or the environment) says"."""
+
+    model: str | None = None  # the default image model
+    quality: str | None = None  # the default quality
+    size: str | None = None  # the default size
+    models: tuple[str, ...] | None = None  # the image models allowed (None: all)
+    max_quality: str | None = None  # the highest quality allowed (None: any)
+    users: tuple[str, ...] | None = None  # who may use Easel here (None: everyone)
+    daily_limit_micros: int | None = None  # the channel's daily limit (None: BUDGET_CHANNEL_DAILY_USD)
+    show_costs: bool | None = None  # the cost under each image (None: shown)
+    enabled: bool | None = None  # Easel answers here (None: on)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> ChannelSettings:
+        known = {f.name: (data or {}).get(f.name) for f in dataclasses.fields(cls)}
+        for name in ("models", "users"):
+            if known[name] is not None:
+                known[name] = tuple(known[name])
+        return cls(**known)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if v is not None}
+
+    def over(self, base: ChannelSettings) -> ChannelSettings:
+        """These settings where set, `base`'s elsewhere."""
+        return dataclasses.replace(base, **{k: v for k, v in dataclasses.asdict(self).items() if v is not None})

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from storage import models
 from storage.database import Database
-from storage.schema import generations, jobs, threads, workspaces_removed
+from storage.schema import channel_settings, generations, jobs, settings_audit, threads, workspaces_removed
 
 FINISHED = (models.JobStatus.DONE.value, models.JobStatus.FAILED.value)
 
@@ -91,6 +91,8 @@ class Retention:
         gone.generations = conn.execute(sa.delete(generations).where(generations.c.team_id == team_id)).rowcount
         gone.jobs = conn.execute(sa.delete(jobs).where(jobs.c.team_id == team_id)).rowcount
         gone.threads = conn.execute(sa.delete(threads).where(threads.c.team_id == team_id)).rowcount
+        for table in (channel_settings, settings_audit):  # its settings, and who changed them
+            conn.execute(sa.delete(table).where(table.c.team_id == team_id))
         conn.execute(sa.delete(workspaces_removed).where(workspaces_removed.c.team_id == team_id))
         return gone
 

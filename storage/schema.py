@@ -249,3 +249,30 @@ workspace_settings = sa.Table(
     sa.Column("updated_by", sa.String(32)),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+# Settings per channel, and a workspace's own (channel_id ""): the fields of storage.settings.ChannelSettings
+# that are set, as JSON (the others follow the workspace, then the environment).
+channel_settings = sa.Table(
+    "channel_settings",
+    metadata,
+    sa.Column("team_id", sa.String(32), primary_key=True),
+    sa.Column("channel_id", sa.String(32), primary_key=True),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("updated_by", sa.String(32), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# Every change of a setting or a limit: who, when, which field of which place, before and after (JSON).
+settings_audit = sa.Table(
+    "settings_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("team_id", sa.String(32), nullable=False),
+    sa.Column("channel_id", sa.String(32), nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("field", sa.String(32), nullable=False),
+    sa.Column("before", sa.JSON),
+    sa.Column("after", sa.JSON),
+    sa.Index("ix_settings_audit_team_at", "team_id", "at"),
+)

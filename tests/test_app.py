@@ -49,7 +49,8 @@ def test_manifest_matches_the_listeners() -> None:
     settings = manifest["settings"]
     events = set(settings["event_subscriptions"]["bot_events"])
     assert events == {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim",
-                      "app_uninstalled", "tokens_revoked"}
+                      "app_uninstalled", "tokens_revoked", "app_home_opened"}
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
     [redirect] = manifest["oauth_config"]["redirect_urls"]
     assert redirect.endswith("/slack/oauth_redirect")
     assert settings["event_subscriptions"]["request_url"].endswith(easel_web.EVENTS_PATH)
@@ -101,6 +102,7 @@ async def test_every_manifest_event_reaches_a_listener(easel: Running) -> None:
         assert result.status == 200, name
     _, result = await easel.sender.mention("hello", channel="C9")
     assert result.status == 200
+    assert (await easel.sender.app_home_opened("U7")).status == 200
     for event in ({"type": "tokens_revoked", "tokens": {"oauth": ["U7"], "bot": []}}, {"type": "app_uninstalled"}):
         assert (await easel.sender.post_event(event)).status == 200, event["type"]
 

@@ -195,6 +195,7 @@ class FakeSlack:
         self.shared_files: list[dict[str, Any]] = []
         self.reactions: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.views: dict[str, dict[str, Any]] = {}  # view id -> the view as views.open returned it
+        self.homes: dict[str, dict[str, Any]] = {}  # user id -> their Home tab as views.publish returned it
         self.deleted_files: list[str] = []
         self._triggers_used: set[str] = set()
 
@@ -749,6 +750,7 @@ class FakeSlack:
             "files.info": self._files_info,
             "files.delete": self._files_delete,
             "views.open": self._views_open,
+            "views.publish": self._views_publish,
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
             "assistant.threads.setStatus": self._ok,
@@ -1058,6 +1060,32 @@ class FakeSlack:
                   "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", "")}
         self.views[view_id] = opened
         return self._json({"ok": True, "view": opened})
+
+    def _views_publish(self, args: dict[str, Any]) -> web.Response:
+        """A user's Home tab: `user_id` (required, a user), `view` of type home (checked as views.open checks a
+        modal); an optional `hash` must be the one the user's current Home view has."""
+        user = str(args.get("user_id") or "")
+        view = _maybe_json(args.get("view"))
+        if not user:
+            return self._error("invalid_arguments",
+                               response_metadata={"messages": ["[ERROR] missing required field: user_id"]})
+        if not user.startswith(("U", "W")):
+            return self._error("not_found")
+        if isinstance(view, dict) and view.get("type") != "home":
+            return self._error("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] must be home [json-pointer:/view/type]"]})
+        problems = slack_blocks.view_problems(view, self._file_type)
+        if problems:
+            return self._error("invalid_arguments", response_metadata={"messages": problems})
+        current = self.homes.get(user)
+        if args.get("hash") and (current is None or current["hash"] != args["hash"]):
+            return self._error("hash_conflict")
+        published = {**view, "id": (current or {}).get("id") or self._new_id("V"), "team_id": self.team_id,
+                     "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}", "app_id": "A0001", "bot_id": self.bot_id,
+                     "state": {"values": {}}, "private_metadata": view.get("private_metadata", ""),
+                     "callback_id": view.get("callback_id", "")}
+        self.homes[user] = published
+        return self._json({"ok": True, "view": published})
 
     @staticmethod
     def _public(m: Mapping[str, Any]) -> dict[str, Any]:

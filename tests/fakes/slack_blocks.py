@@ -23,7 +23,8 @@ SLACK_FILE_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif")  # a slack_fil
 MESSAGE_BLOCKS = ("actions", "context", "divider", "header", "image", "rich_text", "section", "file", "markdown")
 VIEW_BLOCKS = (*MESSAGE_BLOCKS, "input")
 INPUT_ELEMENTS = ("plain_text_input", "static_select", "file_input", "checkboxes", "radio_buttons",
-                  "number_input", "multi_static_select", "users_select", "conversations_select")
+                  "number_input", "multi_static_select", "users_select", "multi_users_select",
+                  "conversations_select")
 FILE_TYPES = ("png", "jpg", "jpeg", "gif", "webp", "pdf", "txt", "csv")
 
 
@@ -71,6 +72,17 @@ def _element(el: Any, where: str, action_ids: set[str]) -> list[str]:
         initial = el.get("initial_option")
         if initial is not None and initial not in (el.get("options") or []):
             out.append(f"[ERROR] initial_option must be one of the options [json-pointer:{where}/initial_option]")
+    elif kind == "multi_static_select":
+        out += _option_problems(el.get("options"), f"{where}/options")
+        initial = el.get("initial_options")
+        if initial is not None and (not isinstance(initial, list) or not initial
+                                    or any(o not in (el.get("options") or []) for o in initial)):
+            out.append(f"[ERROR] initial_options must be some of the options [json-pointer:{where}/initial_options]")
+    elif kind == "multi_users_select":
+        initial = el.get("initial_users")
+        if initial is not None and (not isinstance(initial, list) or not initial
+                                    or not all(isinstance(u, str) and u for u in initial)):
+            out.append(f"[ERROR] initial_users must be a list of user ids [json-pointer:{where}/initial_users]")
     elif kind == "file_input":
         types = el.get("filetypes")
         if types is not None and (not isinstance(types, list) or any(t not in FILE_TYPES for t in types)):
@@ -138,6 +150,8 @@ def blocks_problems(blocks: Any, *, kinds: tuple[str, ...], limit: int,
                 out += _text(block["text"], f"{where}/text")
         elif kind == "input":
             out += _text(block.get("label"), f"{where}/label", plain=True, limit=2000)
+            if "hint" in block:
+                out += _text(block["hint"], f"{where}/hint", plain=True, limit=2000)
             element = block.get("element")
             if not isinstance(element, dict) or element.get("type") not in INPUT_ELEMENTS:
                 out.append(f"[ERROR] unsupported input element [json-pointer:{where}/element]")
@@ -151,7 +165,11 @@ def view_problems(view: Any, file_type: Callable[[str], str | None]) -> list[str
         return ["[ERROR] view must be an object [json-pointer:/view]"]
     if view.get("type") not in ("modal", "home"):
         return ["[ERROR] must be modal or home [json-pointer:/view/type]"]
-    out = _text(view.get("title"), "/view/title", plain=True, limit=MAX_TITLE)
+    if view["type"] == "home":  # a Home tab has no title, no submit and no close (those are a modal's)
+        out = [f"[ERROR] a home view has no {key} [json-pointer:/view/{key}]"
+               for key in ("title", "submit", "close") if key in view]
+    else:
+        out = _text(view.get("title"), "/view/title", plain=True, limit=MAX_TITLE)
     blocks = view.get("blocks")
     out += blocks_problems(blocks, kinds=VIEW_BLOCKS, limit=MAX_VIEW_BLOCKS, file_type=file_type)
     has_input = isinstance(blocks, list) and any(isinstance(b, dict) and b.get("type") == "input" for b in blocks)

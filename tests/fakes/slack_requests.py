@@ -167,6 +167,12 @@ class SlackSender:
             self.envelope(event, event_id=event_id), timestamp=timestamp, headers=headers
         )
 
+    async def app_home_opened(self, user: str = "U0001", *, tab: str = "home", **kw: Any) -> Result:
+        """The person opened Easel's Home tab (or, with ``tab="messages"``, its Messages tab)."""
+        ts = next_ts()
+        event = {"type": "app_home_opened", "user": user, "channel": f"D{user[1:]}", "tab": tab, "event_ts": ts}
+        return await self.post_event(event, **kw)
+
     async def url_verification(
         self, challenge: str = "challenge-123", *, timestamp: int | None = None
     ) -> Result:
