@@ -3,7 +3,9 @@
 the answer is in.
 
 The place is worked out here only: a waiting job starts with a free generation slot and a token from the
-pacer (the OpenAI account's rate limit), so the jobs ahead of it that start now do not count. Whether queue
+pacer (the OpenAI account's rate limit), so the jobs ahead of it that start now do not count. The slots and
+the queue are the deployment's (every replica's running generations count against `MAX_CONCURRENT_GENERATIONS`),
+and "ahead" is in the fair order the jobs are served in (`storage.fairness`). Whether queue
 messages may be up anywhere (so that moving them is worth a look) is kept here too.
 """
 
@@ -69,10 +71,11 @@ class QueueStatus:
         return messages.paced(position) if paced else messages.queued(position)
 
     async def say_queued(self, job: Job, hold: Hold, thread_ts: str | None) -> None:
-        """When every generation slot is taken, or the OpenAI account's rate limit holds requests back, say so,
-        with the request's place in the queue."""
-        if job.queue_ts or min(self._slots.free(), self._pacing.ready()) > max(1, self._capacity // 10):
-            return  # far from full here: it starts at once (near capacity, the database says exactly)
+        """When every generation slot of the deployment is taken, or the OpenAI account's rate limit holds
+        requests back, say so, with the request's place in the queue. (The database is asked every time: other
+        replicas' generations count against the cap as this process's do.)"""
+        if job.queue_ts:
+            return
         running, ahead = await hold.persist(lambda: self._store.queue.place(job.id))
         starting, paced = self._starting(running)
         position = place(ahead, starting)
