@@ -29,6 +29,7 @@ from bot.inputs import InputRefused, Inputs
 from bot.lineup import LineUp
 from bot.metrics import Metrics
 from bot.pacing import Paced, Pacing, Unpaced
+from bot.posts import Posts, noticed_before, ran_before
 from bot.prices import Prices
 from bot.queue_status import QueueStatus, Slots
 from bot.slack import (
@@ -109,8 +110,9 @@ class JobRunner:
         self._admins = admins or Admins(listed=frozenset(), is_workspace_admin=slack.is_workspace_admin)
         # What a waiting request's thread shows: its place in the queue (given the generation slots here, and
         # the OpenAI account's rate limit: how many may start now), then its turn.
+        self._posts = Posts(slack)  # the posts that are not images, each made once across crashes
         self.queue = QueueStatus(store=store, slack=slack, capacity=capacity, pacing=pacing or Unpaced(),
-                                 slots=slots)
+                                 slots=slots, posts=self._posts)
 
     # -- stage 1: a visible sign of work, within a second of the request --------------------------------------
 
@@ -136,12 +138,12 @@ class JobRunner:
         if job.kind is JobKind.FORGET:
             text = await self._forget(job, hold)
             await hold.confirm()
-            await self._slack.post(job.channel_id, job.thread_ts, text)
+            await self._posts.once(job, job.thread_ts, text, what="forget", resumed=noticed_before(job))
             await hold.finish(status=JobStatus.DONE)
             return None
         if job.kind is JobKind.NOTICE:
             await hold.confirm()
-            await self._slack.post(job.channel_id, job.thread_ts, job.text)
+            await self._posts.once(job, job.thread_ts, job.text, what="notice", resumed=noticed_before(job))
             await hold.finish(status=JobStatus.DONE)
             return None
         if job.kind is JobKind.REACTION:
@@ -161,7 +163,7 @@ class JobRunner:
             text = messages.command_root(user_id=job.user_id, prompt=job.text, resolved=job.options.shown or {})
             await hold.confirm()
             try:
-                [root_ts, *_] = await self._slack.post(job.channel_id, None, text)
+                [root_ts, *_] = await self._posts.once(job, None, text, what="root", resumed=noticed_before(job))
             except CannotPost:
                 if job.response_url:
                     await self._slack.respond(job.response_url, messages.CANNOT_POST)
@@ -197,7 +199,7 @@ class JobRunner:
                 text, error = messages.INTERNAL, f"internal: {type(e).__name__}: {e}"
             await hold.confirm()
             try:
-                await self._slack.post(job.channel_id, job.thread_ts, text)
+                await self._posts.once(job, job.thread_ts, text, what="refusal", resumed=noticed_before(job))
             except Exception as told:  # noqa: BLE001 - the job ends all the same
                 log.warning("could not tell job %s's thread why: %s", job.id, type(told).__name__)
             await self._slack.unreact(job.channel_id, job.message_ts or "")
@@ -328,7 +330,7 @@ class JobRunner:
         job = run.job
         await run.hold.confirm()
         try:
-            await self._slack.post(job.channel_id, job.thread_ts, text)
+            await self._posts.once(job, job.thread_ts, text, what="failure", resumed=ran_before(job))
         except Exception as e:  # noqa: BLE001 - nothing more can be done for this job
             log.warning("could not tell job %s's thread about its failure: %s", job.id, type(e).__name__)
 
@@ -490,14 +492,15 @@ class JobRunner:
             upload_ms[key] = _ms(time.time() - t0)
         if outcome.blocked and outcome.images and not run.progress.blocked_posted:
             await run.hold.confirm()
-            await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
+            await self._posts.once(job, job.thread_ts, messages.partial_moderation(outcome.blocked), what="blocked",
+                                   resumed=ran_before(job))
             await self._save(run, blocked_posted=True)
         if text and not caption and not run.progress.text_posted:
             text = "\n".join(part for part in (messages.escape(outcome.text).rstrip(), links) if part)
             if notices and not outcome.images:
                 text = "\n".join([*(f":information_source: {n}" for n in notices), text])
             await run.hold.confirm()
-            await self._slack.post(job.channel_id, job.thread_ts, text)
+            await self._posts.once(job, job.thread_ts, text, what="text", resumed=ran_before(job))
             await self._save(run, text_posted=True)
         base = dataclasses.replace(self._generation(run, outcome, queued_ms=queued_ms, generation_ms=generation_ms),
                                    cost_micros=cost.micros, cost_unpriced=bool(cost.unpriced))

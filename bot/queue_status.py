@@ -16,6 +16,7 @@ import logging
 from bot import messages
 from bot.holding import Hold
 from bot.pacing import Pacing
+from bot.posts import Posts, noticed_before
 from bot.slack import SlackAdapter
 from storage import Store
 from storage.models import Job, JobProgress
@@ -44,9 +45,11 @@ class Slots:
 
 
 class QueueStatus:
-    def __init__(self, *, store: Store, slack: SlackAdapter, capacity: int, pacing: Pacing, slots: Slots):
+    def __init__(self, *, store: Store, slack: SlackAdapter, capacity: int, pacing: Pacing, slots: Slots,
+                 posts: Posts):
         self._store = store
         self._slack = slack
+        self._posts = posts
         self._capacity = capacity
         self._pacing = pacing
         self._slots = slots
@@ -81,7 +84,8 @@ class QueueStatus:
         position = place(ahead, starting)
         if position > 0:
             await hold.confirm()
-            [ts, *_] = await self._slack.post(job.channel_id, thread_ts, self._text(position, paced))
+            [ts, *_] = await self._posts.once(job, thread_ts, self._text(position, paced), what="queue",
+                                              resumed=noticed_before(job))
             self._shown = True
             await hold.update(queue_ts=ts, queue_pos=position)
 
