@@ -11,6 +11,7 @@ messages may be up anywhere (so that moving them is worth a look) is kept here t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from bot import messages
@@ -54,6 +55,9 @@ class QueueStatus:
         self._pacing = pacing
         self._slots = slots
         self._shown = False  # queue messages may be up (the last look found some, or one was posted here)
+        # Set when the places shown may have moved: a request was placed (in fair order a newcomer can go ahead
+        # of others waiting), a generation started or ended here. The worker then refreshes the messages.
+        self.moved = asyncio.Event()
 
     @property
     def shown(self) -> bool:
@@ -87,6 +91,7 @@ class QueueStatus:
             [ts, *_] = await self._posts.once(job, thread_ts, self._text(position, paced), what="queue",
                                               resumed=noticed_before(job))
             self._shown = True
+            self.moved.set()
             await hold.update(queue_ts=ts, queue_pos=position)
 
     async def waits_again(self, job: Job, hold: Hold, progress: JobProgress) -> None:

@@ -128,7 +128,7 @@ class Worker:
         self._more_queued = False  # the runner's last claim took as many as it asked for: more may wait
         self._notices_done = 0  # signs of work put up here so far
         self._notices_at_start: dict[asyncio.Task[bool | None], int] = {}  # of each running job, when it began
-        self._queue_moved = asyncio.Event()
+        self._queue_moved = self._queue.moved  # places moved: the queue messages are refreshed
         self._tasks: dict[asyncio.Task[bool | None], Job] = {}
         self.counts = {"noticed": 0, "ran": 0}  # jobs taken by this worker, for logs and tests
         self._loops: list[asyncio.Task[None]] = []

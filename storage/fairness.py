@@ -4,9 +4,9 @@ jobs really start in.
 
 Fair order: round-robin between workspaces, and within a workspace between its people. Each waiting job is
 ranked within its person's waiting jobs (by id), then within its workspace by (that rank, id); jobs are served
-by (rank within the workspace, id). Running jobs are ranked too (a person whose job runs has had a turn), so
-one person's five requests take turns with everyone else's single ones instead of all going first; a thread's
-jobs keep their order (each waits for the one before it anyway).
+by (rank within the workspace, id). Jobs running, and those that ended while others waited, are ranked too (a
+person whose job ran has had a turn), so one person's five requests take turns with everyone else's single ones
+instead of all going first; a thread's jobs keep their order (each waits for the one before it anyway).
 """
 
 from __future__ import annotations
@@ -40,13 +40,24 @@ def waiting(now: Any, table: Any = jobs) -> Any:
 
 
 def fair_rank(name: str = "fair") -> Any:
-    """The unfinished generate jobs, running ones included (a person whose job runs has had a turn), with their
-    `team_rank` (a subquery of id, kind, status, lease_until, team_rank): waiting ones are served by
-    (team_rank, id)."""
-    by_user = (sa.select(jobs.c.id, jobs.c.team_id, jobs.c.kind, jobs.c.status, jobs.c.lease_until,
-                         sa.func.row_number().over(partition_by=(jobs.c.team_id, jobs.c.user_id),
-                                                   order_by=jobs.c.id).label("user_rank"))
-               .where(jobs.c.kind == GENERATE, one_of(jobs.c.status, ACTIVE)).subquery(f"{name}_by_user"))
+    """The generate jobs of the queue's current busy stretch with their `team_rank` (a subquery of id, kind,
+    status, lease_until, team_rank): waiting ones are served by (team_rank, id).
+
+    The stretch: every unfinished generate job (a person whose job runs has had a turn), and those finished
+    since the oldest waiting one came in (so has a person whose job ended meanwhile: without them, a heavy user's
+    next job would rank first again the moment the one before it ended). When the queue empties, the turns
+    start afresh. Two selects, each on its own index (status; finished_at), instead of one with an OR."""
+    oldest = (sa.select(sa.func.min(jobs.c.created_at)).where(waiting(sa.bindparam("now", type_=sa.Float)))
+              .scalar_subquery())
+    columns = (jobs.c.id, jobs.c.team_id, jobs.c.user_id, jobs.c.kind, jobs.c.status, jobs.c.lease_until)
+    stretch = sa.union_all(
+        sa.select(*columns).where(jobs.c.kind == GENERATE, one_of(jobs.c.status, ACTIVE)),
+        sa.select(*columns).where(jobs.c.finished_at >= oldest, jobs.c.kind == GENERATE),
+    ).subquery(f"{name}_stretch")
+    by_user = (sa.select(stretch.c.id, stretch.c.team_id, stretch.c.kind, stretch.c.status, stretch.c.lease_until,
+                         sa.func.row_number().over(partition_by=(stretch.c.team_id, stretch.c.user_id),
+                                                   order_by=stretch.c.id).label("user_rank"))
+               .subquery(f"{name}_by_user"))
     return sa.select(by_user.c.id, by_user.c.kind, by_user.c.status, by_user.c.lease_until,
                      sa.func.row_number().over(partition_by=by_user.c.team_id,
                                                order_by=(by_user.c.user_rank, by_user.c.id)).label("team_rank"),

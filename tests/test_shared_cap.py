@@ -5,12 +5,14 @@ workspaces and people (the queue places told agree with that order). On SQLite a
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import sqlalchemy as sa
 
 from storage import Store, open_store
 from storage.models import JobStatus
 from storage.schema import jobs as jobs_table
+from tests.conftest import wait_until
 from tests.test_store import enqueue, new_job, queued
 
 
@@ -96,3 +98,31 @@ async def test_a_thread_keeps_its_order_under_fair_serving(store: Store) -> None
         await store.jobs.finish(job.id, lease_no=job.lease_no, status=JobStatus.DONE)
     [second] = await store.leases.claim_batch(worker_id="w", lease=60, limit=10, cap=10)
     assert second.id == b[1].id
+
+
+def _said(easel: Any, channel: str, ts: str) -> list[str]:
+    return [m["text"] for m in easel.slack.messages if m["channel"] == channel and m.get("thread_ts") == ts]
+
+
+async def test_one_heavy_user_does_not_keep_a_single_request_waiting(easel_factory) -> None:
+    """Through Slack: with one generation at a time, a person's five requests and then someone else's one;
+    the other's starts second, and its queue message said it was next."""
+    easel = await easel_factory(MAX_CONCURRENT_GENERATIONS="1")
+    easel.openai.latency = 0.5
+    easel.openai.gate.clear()  # hold the generations until every request is in
+    heavy = [await easel.sender.mention(f"heavy {i}", channel=f"CH{i}", user="UHEAVY") for i in range(5)]
+    await wait_until(lambda: easel.openai.in_flight == 1, timeout=20, what="the first generation")
+    light_ts, _ = await easel.sender.mention("light one", channel="CL", user="ULIGHT")
+    await wait_until(lambda: _said(easel, "CL", light_ts), timeout=20, what="the light one's place")
+    [told] = _said(easel, "CL", light_ts)
+    assert "you're next" in told
+    def heavy_behind() -> bool:  # the heavy user's waiting ones move behind it (their messages are updated)
+        return all(f"number {i + 1} in the queue" in " ".join(_said(easel, f"CH{i}", ts))
+                   for i, (ts, _) in enumerate(heavy[1:], start=1))
+
+    await wait_until(heavy_behind, timeout=20, what="the heavy user's places moved back")
+    easel.openai.gate.set()
+    await wait_until(lambda: len(easel.slack.shared_files) == 6, timeout=60, what="six images")
+    prompts = [c["input"][0]["content"][0]["text"] for c in easel.openai.create_requests()]
+    assert prompts == ["heavy 0", "light one", "heavy 1", "heavy 2", "heavy 3", "heavy 4"]
+    assert easel.openai.peak_in_flight == 1
