@@ -18,7 +18,8 @@ class GenerationError(Exception):
     """A turn that did not produce an answer. `kind` drives what the user is told; `user_message` is it."""
 
     def __init__(self, kind: str, user_message: str, detail: str = "", *, code: str | None = None,
-                 param: str | None = None, message: str | None = None):
+                 param: str | None = None, message: str | None = None, usage: dict[str, Any] | None = None,
+                 tool_usage: dict[str, Any] | None = None):
         super().__init__(detail or kind)
         self.kind = kind
         self.user_message = user_message
@@ -26,6 +27,8 @@ class GenerationError(Exception):
         self.code = code  # OpenAI's error code, param and message, for what a refusal teaches
         self.param = param
         self.message = message
+        self.usage = usage  # what OpenAI reported it billed for a response that ended so (a moderation block)
+        self.tool_usage = tool_usage
 
 
 @dataclasses.dataclass
@@ -117,7 +120,8 @@ def outcome(response: dict[str, Any]) -> Outcome:
     if status == "incomplete":
         reason = (response.get("incomplete_details") or {}).get("reason")
         if reason == "content_filter":
-            raise GenerationError("moderation", messages.MODERATION, "incomplete: content_filter")
+            raise GenerationError("moderation", messages.MODERATION, "incomplete: content_filter",
+                                  usage=response.get("usage"), tool_usage=response.get("tool_usage"))
         raise GenerationError("failed", messages.CUT_SHORT, f"incomplete: {reason}")
     if status == "cancelled":
         raise GenerationError("cancelled", messages.TIMED_OUT, "the response was cancelled")
@@ -135,7 +139,8 @@ def outcome(response: dict[str, Any]) -> Outcome:
     text = _output_text(response)
     if not images and blocked:
         if any("moderation" in c or "policy" in c for c in blocked):
-            raise GenerationError("moderation", messages.MODERATION, ", ".join(blocked))
+            raise GenerationError("moderation", messages.MODERATION, ", ".join(blocked),
+                                  usage=response.get("usage"), tool_usage=response.get("tool_usage"))
         raise GenerationError("failed", messages.FAILED, ", ".join(blocked))
     if not images and not text.strip():
         raise GenerationError("empty", messages.NO_OUTPUT, "no image and no text")

@@ -22,7 +22,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import checks
 from bot.admins import Admins
+from bot.budgets import Budgets
 from bot.config import Settings
+from bot.confirming import BudgetDesk
 from bot.image_models import utc_today
 from bot.installs import INSTALL_PATH, REDIRECT_PATH, Installations
 from bot.intake import Intake
@@ -35,6 +37,7 @@ from handlers import register_handlers
 from handlers.payloads import Context
 from storage import Store, open_store
 from storage.retention import Retention
+from storage.spend import Spend
 
 if TYPE_CHECKING:
     import openai
@@ -60,6 +63,7 @@ class Easel:
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
     refresher: Refresher | None = None  # the worker's reads of OpenAI's model list (started by `run_worker`)
     attachments: Inputs | None = None  # the worker's downloaded input images (on disk)
+    budgets: Budgets | None = None  # what requests may spend, and what they spent
 
     async def close(self) -> None:
         if self.refresher is not None:
@@ -127,9 +131,15 @@ async def build_intake(
                     lifecycle=lifecycle,
                     forget_workspace=(lambda team: installs.remove(team_id=team)) if installs else None,
                     purge_on_uninstall=settings.purge_on_uninstall)
-    register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table))
     slack = SlackAdapter(web_client, session=http, tokens=installs.token if installs else None)
-    return Easel(settings=settings, store=store, bolt=bolt, slack=slack, metrics=metrics, lifecycle=lifecycle)
+    budgets = Budgets(spend=Spend(store.db), limits=settings.budget_limits(), prices=settings.price_table(),
+                      chat_model=settings.openai_model)
+    desk = BudgetDesk(store=store, budgets=budgets, slack=slack, wake=wake, max_pending=settings.max_queued_per_user,
+                      admins=Admins(listed=settings.easel_admins, is_workspace_admin=slack.is_workspace_admin))
+    register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table),
+                      desk=desk)
+    return Easel(settings=settings, store=store, bolt=bolt, slack=slack, metrics=metrics, lifecycle=lifecycle,
+                 budgets=budgets)
 
 
 def _installations(settings: Settings, store: Store) -> Installations | None:
@@ -201,7 +211,8 @@ async def build(
                        lineup=LineUp(lifecycle=easel.lifecycle, chat_model=settings.openai_model),
                        safety_key=settings.safety_secret(), attachments=attachments,
                        prices=settings.price_table(),
-                       admins=Admins(listed=settings.easel_admins, is_workspace_admin=easel.slack.is_workspace_admin))
+                       admins=Admins(listed=settings.easel_admins, is_workspace_admin=easel.slack.is_workspace_admin),
+                       budgets=easel.budgets)
     timing = {k: v for k, v in (("every", refresh_every), ("retry", retry_every)) if v is not None}
     easel.refresher = Refresher(lifecycle=easel.lifecycle, list_models=lambda: list_models(client), now=now,
                                 **timing)

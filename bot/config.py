@@ -22,6 +22,7 @@ import pydantic
 from pydantic import Field, field_validator, model_validator
 
 from bot import image_models, options
+from bot.budgets import BudgetLimits, micros
 from bot.prices import Prices
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -161,6 +162,10 @@ class Settings(pydantic.BaseModel):
     easel_admins: frozenset[str] = Field(frozenset(), alias="EASEL_ADMINS")
     prices: dict[str, PriceRow] = Field(default_factory=dict, alias="PRICES")
     retention_days: float = Field(90.0, alias="RETENTION_DAYS", ge=0)
+    budget_user_daily_usd: str | None = Field(None, alias="BUDGET_USER_DAILY_USD")
+    budget_channel_daily_usd: str | None = Field(None, alias="BUDGET_CHANNEL_DAILY_USD")
+    budget_workspace_monthly_usd: str | None = Field(None, alias="BUDGET_WORKSPACE_MONTHLY_USD")
+    confirm_above_usd: str | None = Field(None, alias="CONFIRM_ABOVE_USD")
 
     @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "openai_api_key", "metrics_token",
                      "slack_client_id", "slack_client_secret", mode="before")
@@ -222,6 +227,22 @@ class Settings(pydantic.BaseModel):
                 raise ValueError(f"EASEL_ADMINS takes Slack user ids (U0123ABCD), comma-separated, not {bad[0]!r}")
             return frozenset(ids)
         return v
+
+    @field_validator("budget_user_daily_usd", "budget_channel_daily_usd", "budget_workspace_monthly_usd",
+                     "confirm_above_usd", mode="before")
+    @classmethod
+    def _dollars(cls, v: Any, info: pydantic.ValidationInfo) -> Any:
+        """An amount in dollars, kept as written (exact); empty means none."""
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        name = cls.model_fields[info.field_name].alias
+        try:
+            amount = decimal.Decimal(str(v).strip().removeprefix("$"))
+            if isinstance(v, bool) or not amount.is_finite() or amount < 0:
+                raise ValueError
+        except (decimal.InvalidOperation, ValueError):
+            raise ValueError(f"{name} is an amount in dollars like 5 or 0.50, not {v!r}") from None
+        return str(amount)
 
     @field_validator("prices", "extra_image_models", mode="before")
     @classmethod
@@ -309,6 +330,12 @@ class Settings(pydantic.BaseModel):
 
     def model_table(self, today: Callable[[], datetime.date] = image_models.utc_today) -> image_models.ModelTable:
         return image_models.ModelTable(extra=self._extra(), today=today)
+
+    def budget_limits(self) -> BudgetLimits:
+        return BudgetLimits(user_daily=micros(self.budget_user_daily_usd),
+                            channel_daily=micros(self.budget_channel_daily_usd),
+                            workspace_monthly=micros(self.budget_workspace_monthly_usd),
+                            confirm_above=micros(self.confirm_above_usd))
 
     def price_table(self) -> Prices:
         return Prices({name: row.model_dump() for name, row in self.prices.items()})

@@ -30,6 +30,7 @@ def help_text(*, models: list[str], default_model: str, table: ModelTable | None
         "I answer in a thread; reply there (no mention needed) to change the image.",
         "• Attach images to edit or combine them: `@Easel put this logo on a mug`.",
         "• `/imagine &lt;prompt&gt; [options]` always draws, and starts a thread for later edits.",
+        "• `/imagine usage` shows what you have spent today and this month, and what is left.",
         "*Options* (in a message or after `/imagine`):",
         f"`--size 1024x1024|1024x1536|1536x1024|WxH|auto`  {quality}",
         "`--format png|jpeg|webp`  `--compression 0-100` (jpeg, webp)  `--background transparent|opaque|auto`",

@@ -273,6 +273,13 @@ class SlackAdapter:
             log.warning("could not look for an earlier post (%s): %s", method, slack_error(e))
         return found
 
+    async def post_blocks(self, channel: str, thread_ts: str | None, text: str,
+                          blocks: list[dict[str, Any]]) -> str:
+        """One message with Block Kit blocks (`text` is its notification and fallback); its timestamp."""
+        response = await self._call("chat_postMessage", channel=channel, thread_ts=thread_ts, text=text,
+                                    blocks=blocks, unfurl_links=False)
+        return str(response["ts"])
+
     async def prepare(
         self,
         *,
@@ -397,10 +404,12 @@ class SlackAdapter:
             if r.status != 200:
                 raise SlackApiError(f"upload answered HTTP {r.status}", {"ok": False, "error": f"http_{r.status}"})
 
-    async def respond(self, response_url: str, text: str) -> None:
-        """A private answer to a slash command, through its response_url (no token involved)."""
+    async def respond(self, response_url: str, text: str, *, replace_original: bool | None = None) -> None:
+        """A private answer to a slash command, through its response_url (no token involved); for a button,
+        `replace_original` replaces the message the button was on."""
         try:
-            await AsyncWebhookClient(response_url, timeout=10).send(text=text, response_type="ephemeral")
+            await AsyncWebhookClient(response_url, timeout=10).send(
+                text=text, response_type="ephemeral", replace_original=replace_original)
         except (aiohttp.ClientError, TimeoutError) as e:
             log.warning("response_url failed: %s", type(e).__name__)
 

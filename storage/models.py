@@ -52,6 +52,7 @@ class JobOptions:
     web: bool = False  # the web search tool too
     shown: dict[str, Any] | None = None  # a slash command's: the options its first message shows
     sticky: dict[str, Any] | None = None  # a slash command's: the options that stick to its new thread
+    confirmed_from: int | None = None  # a request its requester confirmed (over CONFIRM_ABOVE_USD): that job's id
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> JobOptions:
@@ -76,6 +77,7 @@ class JobProgress:
     uploads: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # image index -> upload record
     blocked_posted: bool = False  # the note on images moderation blocked is in the thread
     text_posted: bool = False  # the model's words are in the thread, in a message of their own
+    confirm_ts: str | None = None  # the job ended asking its requester to confirm its cost: that message
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> JobProgress:

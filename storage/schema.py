@@ -194,3 +194,44 @@ rate_limits = sa.Table(  # one token bucket per limited resource, shared by ever
     sa.Column("taken", sa.BigInteger, nullable=False),  # granted in all (less what was given back)
     sa.Column("rejected", sa.Integer, nullable=False),  # 429s in all
 )
+
+# Budgets. One row per limited scope and period ("user:T1:U1" / "2026-12-01", "channel:T1:C1" / "2026-12-01",
+# "team:T1" / "2026-12"), counted in millionths of a dollar: what settled requests cost, and what requests on
+# their way hold (their worst case) until they settle.
+budget_counters = sa.Table(
+    "budget_counters",
+    metadata,
+    sa.Column("scope", sa.String(80), primary_key=True),
+    sa.Column("period", sa.String(10), primary_key=True),
+    sa.Column("spent_micros", sa.BigInteger, nullable=False),
+    sa.Column("reserved_micros", sa.BigInteger, nullable=False),
+)
+
+# One reservation per generate job (a job run again finds its own): what it held, against which periods, and,
+# once settled, what it cost. state: reserved | settled | released.
+budget_reservations = sa.Table(
+    "budget_reservations",
+    metadata,
+    sa.Column("job_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("team_id", sa.String(32), nullable=False),
+    sa.Column("channel_id", sa.String(32), nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=False),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),  # the workspace's local date when it was reserved
+    sa.Column("month", sa.String(7), nullable=False),
+    sa.Column("reserved_micros", sa.BigInteger, nullable=False),
+    sa.Column("cost_micros", sa.BigInteger, nullable=False),  # 0 until settled
+    sa.Column("state", sa.String(10), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_budget_reservations_team_month", "team_id", "month"),
+)
+
+# Per-workspace settings kept by Easel (today: the time zone its days and months are counted in).
+workspace_settings = sa.Table(
+    "workspace_settings",
+    metadata,
+    sa.Column("team_id", sa.String(32), primary_key=True),
+    sa.Column("time_zone", sa.String(64)),  # an IANA name; NULL: UTC
+    sa.Column("updated_by", sa.String(32)),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

@@ -135,10 +135,12 @@ async def _steal(store: Store) -> Job:
     def expire(conn: sa.Connection) -> None:
         conn.execute(sa.update(jobs_table).where(jobs_table.c.status == "running").values(lease_until=0.0))
 
-    await store.db.txn(expire)
-    stolen = await store.leases.claim(worker_id="thief", lease=600)
-    assert stolen is not None
-    return stolen
+    async def taken() -> Job | None:
+        # (the holder's heartbeat may renew the lease between the two steps: then both go again)
+        await store.db.txn(expire)
+        return await store.leases.claim(worker_id="thief", lease=600)
+
+    return await wait_until(taken, what="the job taken over")
 
 
 @pytest.mark.parametrize("lease", ["60", "0.6"], ids=["checked before sharing", "stopped by the heartbeat"])

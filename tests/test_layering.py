@@ -192,7 +192,8 @@ def test_the_process_that_answers_slack_does_not_load_the_openai_side() -> None:
     code = (
         "import sys, bot.__main__, bot.processes, handlers, storage\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('openai', 'httpx2') "
-        "or m in ('bot.imaging', 'bot.answers', 'bot.jobs', 'bot.worker', 'bot.sse'))\n"
+        "or m in ('bot.imaging', 'bot.answers', 'bot.jobs', 'bot.noticing', 'bot.publication', 'bot.worker', "
+        "'bot.sse'))\n"
         "print(loaded)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot import app as easel_app
+from bot import assembly as easel_app
+from bot import web as easel_web
 from bot.jobs import MAX_PACED
 from bot.pacing import BUCKET
 from storage.limits import Limits
@@ -47,12 +48,12 @@ async def paced(
             fake = FakeOpenAI(limits=limits)
             await fake.start()
         easel = await easel_app.build(settings_for(fake_slack, fake, database_url, **env), clock=clock)
-        runner = web.AppRunner(easel_app.web_app(easel))
+        runner = web.AppRunner(easel_web.web_app(easel))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         easel.worker.start()
-        sender = SlackSender(url=url + easel_app.EVENTS_PATH, signing_secret=SIGNING_SECRET,
+        sender = SlackSender(url=url + easel_web.EVENTS_PATH, signing_secret=SIGNING_SECRET,
                              team_id=fake_slack.team_id, bot_user_id=fake_slack.bot_user_id)
         running = Running(easel=easel, slack=fake_slack, openai=fake, sender=sender, url=url)
         started.append((running, runner, fake))
