@@ -83,7 +83,8 @@ class QueueStatus:
         replicas' generations count against the cap as this process's do.)"""
         if job.queue_ts:
             return
-        running, ahead = await hold.persist(lambda: self._store.queue.place(job.id))
+        running, ahead = await hold.persist(
+            lambda: self._store.queue.place(job.id, cap=self._capacity, ready=self._pacing.ready()))
         starting, paced = self._starting(running)
         position = place(ahead, starting)
         if position > 0:

@@ -22,20 +22,27 @@ class Queue:
         before = sa.or_(others.c.team_rank < me.c.team_rank,
                         sa.and_(others.c.team_rank == me.c.team_rank, others.c.id < me.c.id))
         # (generations running now in the deployment, waiting jobs served before this one), in one read
-        self._place = sa.select(
-            running_live(now),
-            sa.select(sa.func.count()).select_from(others).join(me, before)
-            .where(me.c.id == sa.bindparam("job_id", type_=sa.Integer), waiting(now, others)).scalar_subquery(),
-        )
+        ranked_ahead = (sa.select(sa.func.count()).select_from(others).join(me, before)
+                        .where(me.c.id == sa.bindparam("job_id", type_=sa.Integer), waiting(now, others))
+                        .scalar_subquery())
+        running = running_live(now)
+        least = sa.func.least if db.postgresql else sa.func.min
+        # When every waiting job can start now (at most `starting` of them, given the room under the cap and
+        # the pacer's tokens `ready`), none is ahead of another that matters: the ranking is not worked out.
+        everyone_starts = (sa.select(sa.func.count()).where(waiting(now)).scalar_subquery()
+                           <= least(sa.bindparam("cap", type_=sa.Integer) - running,
+                                    sa.bindparam("ready", type_=sa.Integer)))
+        self._place = sa.select(running, sa.case((everyone_starts, 0), else_=ranked_ahead))
         self._running = sa.select(running_live(now))
         ranked = fair_rank()
         self._in_order = sa.select(ranked.c.id).where(waiting(now, ranked)).order_by(ranked.c.team_rank, ranked.c.id)
 
     @uncancellable
-    async def place(self, job_id: int) -> tuple[int, int]:
+    async def place(self, job_id: int, *, cap: int = 2**31 - 1, ready: int = 0) -> tuple[int, int]:
         """(generate jobs running now in the whole deployment, waiting generate jobs served before this one in
-        the fair order the run-claim takes them in)."""
-        params = {"now": time.time(), "job_id": job_id}
+        the fair order the run-claim takes them in). With the deployment's `cap` and the pacer's tokens `ready`:
+        0 ahead when every waiting job starts now anyway (its place is then no place in a queue)."""
+        params = {"now": time.time(), "job_id": job_id, "cap": cap, "ready": ready}
         row = await self._db.read(lambda conn: conn.execute(self._place, params).one())
         return int(row[0]), int(row[1])
 
