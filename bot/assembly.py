@@ -28,6 +28,7 @@ from bot.confirming import BudgetDesk
 from bot.image_models import utc_today
 from bot.installs import INSTALL_PATH, REDIRECT_PATH, Installations
 from bot.intake import Intake
+from bot.interactions import Interactions
 from bot.lifecycle import Lifecycle, Refresher
 from bot.metrics import Metrics
 from bot.openai_client import openai_client
@@ -137,7 +138,7 @@ async def build_intake(
     desk = BudgetDesk(store=store, budgets=budgets, slack=slack, wake=wake, max_pending=settings.max_queued_per_user,
                       admins=Admins(listed=settings.easel_admins, is_workspace_admin=slack.is_workspace_admin))
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table),
-                      desk=desk)
+                      desk=desk, interactions=Interactions(store=store, slack=slack))
     return Easel(settings=settings, store=store, bolt=bolt, slack=slack, metrics=metrics, lifecycle=lifecycle,
                  budgets=budgets)
 

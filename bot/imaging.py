@@ -55,6 +55,7 @@ class Turn:
     model: str | None = None  # the conversational model, if not the configured one (it was shut down)
     safety_identifier: str | None = None
     web_search: bool = False  # offer the model the web_search tool too
+    mask: tuple[str, bytes] | None = None  # the tool's input_image_mask, for the first input image
 
 
 class PayloadSlots:
@@ -182,7 +183,11 @@ class OpenAIImages:
         for mimetype, data in turn.images:
             url = f"data:{mimetype};base64,{pybase64.b64encode(data).decode('ascii')}"
             content.append({"type": "input_image", "image_url": url, "detail": "auto"})
-        tools = [turn.tool, {"type": "web_search"}] if turn.web_search else [turn.tool]
+        tool = turn.tool
+        if turn.mask is not None:
+            mask_url = f"data:{turn.mask[0]};base64,{pybase64.b64encode(turn.mask[1]).decode('ascii')}"
+            tool = {**tool, "input_image_mask": {"image_url": mask_url}}
+        tools = [tool, {"type": "web_search"}] if turn.web_search else [tool]
         params: dict[str, Any] = {
             "model": turn.model or self._model,
             "instructions": self._instructions,

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from bot import messages
+from bot import buttons, messages
 from bot.admins import Admins
 from bot.answers import GenerationError, Outcome
 from bot.budgets import Budgets, NotSent
@@ -265,12 +265,14 @@ class JobRunner:
         if job.response_id is None and self._lineup is not None:  # (a started response is collected as it is)
             tool, chat = await self._lineup.current(job, tool, notices, starts_thread=starts_thread)
         run.tool, run.chat_model = tool, chat
+        images, mask = buttons.split_mask(job, await self._inputs(job))
         turn = Turn(
             prompt=job.text,
             tool=tool,
             force_image=job.force_image,
-            images=await self._inputs(job),
-            previous_response_id=thread.last_response_id if thread else None,
+            images=images,
+            mask=mask,
+            previous_response_id=buttons.chain_on(job, thread),
             metadata={"easel_job": str(job.id)},
             model=chat,
             safety_identifier=safety_identifier(self._safety_key, job.team_id, job.user_id)
@@ -287,8 +289,10 @@ class JobRunner:
         resume_id, adapted = job.response_id, False
         while True:
             try:
-                return await self._images.run(turn, resume_id=resume_id, on_started=started,
-                                              on_image=lambda image: self._publisher.image_arrived(run, image))
+                answer = await self._images.run(turn, resume_id=resume_id, on_started=started,
+                                                on_image=lambda image: self._publisher.image_arrived(run, image))
+                run.parent = turn.previous_response_id
+                return answer
             except GenerationError as e:
                 if e.kind == "chain_expired" and turn.previous_response_id:
                     log.info("job %s: chain %s expired; starting a new chain", job.id, turn.previous_response_id)

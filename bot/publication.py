@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot import messages, prices
+from bot import buttons, messages, prices
 from bot.answers import Image, Outcome
 from bot.holding import Hold
 from bot.metrics import Metrics
@@ -41,6 +41,7 @@ class Run:
     shared: dict[str, str] = dataclasses.field(default_factory=dict)  # image index -> file id, once in Slack
     upload_ms: dict[str, int] = dataclasses.field(default_factory=dict)
     publications: int = 0  # tries at publishing the answer so far (Slack may be down for a while)
+    parent: str | None = None  # the response the turn chained on
     cost_micros: int | None = None  # what the turn cost, once OpenAI has said (for the job's budget)
 
     def saved(self, **changes: Any) -> JobProgress:
@@ -120,6 +121,11 @@ class Publisher:
                 ),
             )
             upload_ms[key] = elapsed_ms(time.time() - t0)
+        if outcome.images and not run.progress.buttons_posted:
+            await run.hold.confirm()
+            await self._slack.post_blocks(job.channel_id, job.thread_ts, buttons.FALLBACK_TEXT,
+                                          buttons.blocks([files[str(i)] for i in range(len(outcome.images))]))
+            await self.save(run, buttons_posted=True)
         if outcome.blocked and outcome.images and not run.progress.blocked_posted:
             await run.hold.confirm()
             await self._posts.once(job, job.thread_ts, messages.partial_moderation(outcome.blocked), what="blocked",
@@ -142,9 +148,12 @@ class Publisher:
         if outcome.images:
             self._metrics.images_posted.labels(image_model).inc(len(outcome.images))
         for i, image in enumerate(outcome.images):
+            width, height = buttons.dimensions(image.data)
             run.generations.append(dataclasses.replace(
                 base,
                 status="posted",
+                width=width,
+                height=height,
                 image_call_id=image.call_id or None,
                 revised_prompt=image.revised_prompt,
                 slack_file_id=files[str(i)],
@@ -193,6 +202,7 @@ class Publisher:
             model=run.chat_model or self._chat_model,
             image_model=tool.get("model"),
             response_id=outcome.response_id if outcome else run.response_id,
+            parent_response_id=run.parent,
             usage=outcome.usage if outcome else None,
             tool_usage=outcome.tool_usage if outcome else None,
             status="failed",

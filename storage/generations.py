@@ -34,6 +34,19 @@ class Generations:
         return sa.insert(generations_table).from_select(columns, sa.union_all(*rows) if count > 1 else rows[0])
 
     @uncancellable
+    async def posted(self, *, team_id: str, channel_id: str, slack_file_id: str) -> models.Generation | None:
+        """The image Easel posted as `slack_file_id` in this workspace and channel, or None."""
+        g = generations_table.c
+        stmt = sa.select(generations_table).where(
+            g.slack_file_id == slack_file_id, g.team_id == team_id, g.channel_id == channel_id,
+            g.status == "posted").order_by(g.id.desc()).limit(1)
+        row = await self._db.read(lambda conn: conn.execute(stmt).first())
+        if row is None:
+            return None
+        m = row._mapping
+        return models.Generation(**{f: m[f] for f in models.Generation.__dataclass_fields__})
+
+    @uncancellable
     async def all(self, *, job_id: int | None = None) -> Sequence[dict[str, Any]]:
         stmt = sa.select(generations_table).order_by(generations_table.c.id)
         if job_id is not None:

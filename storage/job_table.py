@@ -38,6 +38,14 @@ EARLIER_UNFINISHED = (
     .exists()
 )
 
+_queued = jobs.alias("queued")
+# A generate job waits for a generation slot (or the pacer): a new request does not start ahead of it.
+ANY_QUEUED = (
+    sa.select(_queued.c.id)
+    .where(_queued.c.kind == GENERATE, _queued.c.status == S.QUEUED.value)
+    .exists()
+)
+
 
 def fence() -> tuple[Any, ...]:
     """The job named `job_id` is held (noticing or running) under the lease named `held_lease`."""

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from storage import models
 from storage.database import Database, Grouped, one_of, uncancellable
 from storage.fairness import CLAIM_LOCK, fair_rank, running_live
-from storage.job_table import EARLIER_UNFINISHED, GENERATE, HELD, QUEUE_SHOWN, S, fence, landed, to_job
+from storage.job_table import ANY_QUEUED, EARLIER_UNFINISHED, GENERATE, HELD, QUEUE_SHOWN, S, fence, landed, to_job
 from storage.schema import jobs
 
 NO_CAP = 2**31 - 1
@@ -79,6 +79,7 @@ class Leases:
             sa.bindparam("start", type_=sa.Boolean), lim <= room, jobs.c.kind == GENERATE,
             jobs.c.source != "command", jobs.c.thread_ts.is_not(None), ~EARLIER_UNFINISHED,
             sa.cast(jobs.c.files, sa.Text) == "[]",  # attachments are fetched first, outside any slot
+            ~ANY_QUEUED,  # a request that waits for its turn keeps it: a new one does not overtake it
         )
         claim_new = claim(self._takeable_new, (), {
             "lease_no": jobs.c.lease_no + 1,

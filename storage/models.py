@@ -52,6 +52,9 @@ class JobOptions:
     web: bool = False  # the web search tool too
     shown: dict[str, Any] | None = None  # a slash command's: the options its first message shows
     sticky: dict[str, Any] | None = None  # a slash command's: the options that stick to its new thread
+    branch: bool = False  # a button's: chain on `chain_on` (None: a new chain), not on the thread's newest
+    chain_on: str | None = None
+    mask: bool = False  # the last of the job's files is a mask for the first (the tool's input_image_mask)
     confirmed_from: int | None = None  # a request its requester confirmed (over CONFIRM_ABOVE_USD): that job's id
 
     @classmethod
@@ -77,6 +80,7 @@ class JobProgress:
     uploads: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # image index -> upload record
     blocked_posted: bool = False  # the note on images moderation blocked is in the thread
     text_posted: bool = False  # the model's words are in the thread, in a message of their own
+    buttons_posted: bool = False  # the images' buttons are in the thread
     confirm_ts: str | None = None  # the job ended asking its requester to confirm its cost: that message
 
     @classmethod
@@ -182,6 +186,9 @@ class Generation:
     upload_ms: int | None = None
     cost_micros: int | None = None  # what OpenAI billed for the response, in millionths of a dollar (exact)
     cost_unpriced: bool = False  # a model had no price in the table: counted at a stand-in rate
+    parent_response_id: str | None = None  # the response this turn chained on (None: a new chain)
+    width: int | None = None  # the posted image's size in pixels
+    height: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

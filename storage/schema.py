@@ -102,8 +102,22 @@ generations = sa.Table(
     sa.Column("cost_micros", sa.BigInteger),  # millionths of a dollar, exact; on the response's first row
     sa.Column("cost_unpriced", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("parent_response_id", sa.String(128)),  # the response the turn chained on (a reroll's too)
+    sa.Column("width", sa.Integer),  # the posted image's pixels (what a mask must match)
+    sa.Column("height", sa.Integer),
     sa.Index("ix_generations_job", "job_id"),
     sa.Index("ix_generations_created", "created_at"),
+    sa.Index("ix_generations_file", "slack_file_id"),
+)
+
+# Clicks on an image's buttons: each click claims the half-second slots of the 2 s after it, so a second click
+# by the same person on the same button within 2 s meets a claimed slot and makes no second job.
+clicks = sa.Table(
+    "clicks",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_clicks_created", "created_at"),
 )
 
 # Installations in many workspaces (Slack's OAuth flow). These three tables are read and written by slack_sdk's

@@ -7,6 +7,7 @@
     store.threads      Easel's threads, their chains and sticky options (storage/threads.py)
     store.generations  what each generate job produced (storage/generations.py)
     store.lifecycle    what OpenAI has said about the models (storage/lifecycle.py)
+    store.clicks       clicks on image buttons, a double click one (storage/clicks.py)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage.clicks import Clicks
 from storage.database import Database, RolledBack, uncancellable
 from storage.generations import Generations
 from storage.jobs import Jobs
@@ -39,6 +41,7 @@ class Store:
         self.jobs = Jobs(self.db, threads=self.threads, generations=self.generations)
         self.leases = Leases(self.db)
         self.queue = Queue(self.db)
+        self.clicks = Clicks(self.db)
 
     @property
     def engine(self) -> AsyncEngine:

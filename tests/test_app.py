@@ -10,7 +10,7 @@ import aiohttp
 import jsonschema
 import yaml
 
-from bot import checks
+from bot import buttons, checks
 from bot import web as easel_web
 from tests.conftest import SIGNING_SECRET, Running
 from tests.fakes.slack_requests import SlackSender
@@ -59,7 +59,11 @@ def test_manifest_matches_the_listeners() -> None:
     needed = {"app_mentions:read", "channels:history", "groups:history", "im:history", "mpim:history",
               "chat:write", "commands", "files:read", "files:write", "reactions:write"}
     assert needed <= scopes
-    assert manifest["settings"]["interactivity"]["is_enabled"] is False  # Easel has no buttons
+    interactivity = manifest["settings"]["interactivity"]  # the buttons, the Edit modal, the shortcut
+    assert interactivity["is_enabled"] is True and interactivity["request_url"].endswith(easel_web.EVENTS_PATH)
+    [shortcut] = manifest["features"]["shortcuts"]
+    assert shortcut == {"name": "Edit with Easel", "type": "message", "callback_id": buttons.SHORTCUT,
+                        "description": shortcut["description"]}
 
 
 def test_the_socket_mode_manifest_is_the_http_one_without_addresses() -> None:
@@ -68,6 +72,7 @@ def test_the_socket_mode_manifest_is_the_http_one_without_addresses() -> None:
     assert socket["settings"].pop("socket_mode_enabled") is True
     assert http["settings"].pop("socket_mode_enabled") is False
     del http["settings"]["event_subscriptions"]["request_url"]
+    del http["settings"]["interactivity"]["request_url"]
     del http["oauth_config"]["redirect_urls"]  # OAuth installs need HTTP mode
     for command in http["features"]["slash_commands"]:
         del command["url"]

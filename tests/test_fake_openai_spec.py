@@ -3,6 +3,8 @@ lags behind on, and its own answers (responses, stream events) are what the spec
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from PIL import Image
 
 from tests.fakes import openai_spec
 from tests.fakes.openai_api import FakeOpenAI
@@ -83,7 +86,7 @@ async def test_request_fields_the_spec_refuses_are_400(client: openai.AsyncOpenA
 @pytest.mark.parametrize("change", [
     {"quality": "xhigh"}, {"quality": "max"}, {"complexity": "high"}, {"output_format": "webp"},
     {"size": "1536x864"}, {"size": "3840x2160"}, {"size": "auto"}, {"partial_images": 3}, {"output_compression": 0},
-    {"action": "edit"}, {"input_fidelity": None}, {"input_image_mask": {"image_url": PIXEL}},
+    {"action": "edit"}, {"input_fidelity": None},
 ])
 async def test_what_the_api_takes_beyond_the_spec_is_allowed(client: openai.AsyncOpenAI,
                                                               change: dict[str, Any]) -> None:
@@ -92,6 +95,35 @@ async def test_what_the_api_takes_beyond_the_spec_is_allowed(client: openai.Asyn
     response = await client.responses.create(model=MODEL, input="a fox", tools=[tool],
                                              safety_identifier="user-1234")
     assert response.status == "completed"
+
+
+def _data_url(width: int, height: int, mode: str, fmt: str = "PNG") -> str:
+    out = io.BytesIO()
+    Image.new(mode, (width, height)).save(out, format=fmt)
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+@pytest.mark.parametrize(("image", "mask", "refusal"), [
+    (_data_url(8, 8, "RGB"), _data_url(8, 8, "RGBA"), None),
+    (None, _data_url(8, 8, "RGBA"), "requires an input image"),
+    (_data_url(8, 8, "RGB"), _data_url(8, 8, "RGB"), "missing alpha channel"),
+    (_data_url(8, 8, "RGB"), _data_url(8, 4, "RGBA"), "same dimensions"),
+    (_data_url(8, 8, "RGB"), _data_url(8, 8, "RGB", "JPEG"), "must be a PNG"),
+])
+async def test_a_mask_is_a_png_with_alpha_the_size_of_the_input_image(
+        client: openai.AsyncOpenAI, image: str | None, mask: str, refusal: str | None) -> None:
+    content: list[dict[str, Any]] = [{"type": "input_text", "text": "put a boat in the bay"}]
+    if image is not None:
+        content.append({"type": "input_image", "image_url": image, "detail": "auto"})
+    tool = {**IMAGE, "model": "gpt-image-2.6-sunburst", "action": "edit", "input_image_mask": {"image_url": mask}}
+    call = client.responses.create(model=MODEL, input=[{"role": "user", "content": content}], tools=[tool])
+    if refusal is None:
+        assert (await call).status == "completed"
+        return
+    with pytest.raises(openai.BadRequestError) as caught:
+        await call
+    assert refusal in caught.value.message
+    assert caught.value.param == "tools[0].input_image_mask"
 
 
 def test_the_newer_image_models_pass_the_spec() -> None:

@@ -170,6 +170,22 @@ async def test_claim_new_with_free_slots_starts_message_jobs_first_in_their_thre
     assert await store.leases.claim(worker_id="w", lease=60) is None  # running ones are leased, the rest noticing
 
 
+async def test_a_new_request_does_not_start_ahead_of_one_waiting_for_a_slot(store: Store) -> None:
+    """A generate job queued for a slot (noticed, not yet running) keeps its turn: a newer request in another
+    thread is noticed, not started at once beside it, even when the claim has a free slot."""
+    waiting = await enqueue(store, new_job(thread_ts="7.0"))
+    [noticing] = await store.leases.claim_new_batch(worker_id="n", lease=60, limit=1, start=False)
+    await store.jobs.noticed(waiting.id, lease_no=noticing.lease_no)
+    newer = await enqueue(store, new_job(thread_ts="8.0"))
+    [taken] = await store.leases.claim_new_batch(worker_id="n", lease=60, limit=1, start=True)
+    assert taken.id == newer.id and taken.status == "noticing"
+    [first] = await store.leases.claim_batch(worker_id="w", lease=60, limit=1)
+    assert first.id == waiting.id  # and once it runs, nothing is queued ahead of the next new request
+    later = await enqueue(store, new_job(thread_ts="9.0"))
+    [started] = await store.leases.claim_new_batch(worker_id="n", lease=60, limit=1, start=True)
+    assert started.id == later.id and started.status == "running"
+
+
 async def test_claim_new_without_start_only_notices(store: Store) -> None:
     job = await enqueue(store, new_job(thread_ts="7.0"))
     [taken] = await store.leases.claim_new_batch(worker_id="n", lease=60, limit=10, start=False)

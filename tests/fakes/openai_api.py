@@ -298,6 +298,52 @@ def _has_input_image(value: Any) -> bool:
     return False
 
 
+def _input_images(value: Any) -> list[str]:
+    """The image_url of each input_image in a request's input, in order."""
+    found: list[str] = []
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, dict):
+            continue
+        parts = [item] if item.get("type") == "input_image" else item.get("content")
+        for part in parts if isinstance(parts, list) else []:
+            if isinstance(part, dict) and part.get("type") == "input_image" and isinstance(part.get("image_url"), str):
+                found.append(part["image_url"])
+    return found
+
+
+def _data_url_image(url: str) -> Image.Image | None:
+    head, _, data = url.partition(",")
+    if not head.startswith("data:") or not head.endswith(";base64"):
+        return None
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
+        image.load()
+        return image
+    except (ValueError, OSError):
+        return None
+
+
+def mask_refusal(index: int, mask: Any, body: Json) -> str | None:
+    """Why OpenAI refuses the image tool's input_image_mask (None: it takes it). The mask edits the first
+    input image: it must be a PNG with an alpha channel, of the same dimensions."""
+    if not isinstance(mask, dict) or not (mask.get("image_url") or mask.get("file_id")):
+        return "input_image_mask needs an image_url or a file_id."
+    if mask.get("file_id"):
+        return None  # (Easel sends masks inline)
+    images = _input_images(body.get("input"))
+    if not images:
+        return "input_image_mask requires an input image to edit."
+    image = _data_url_image(str(mask["image_url"]))
+    if image is None or image.format != "PNG":
+        return "Invalid mask image format - mask image must be a PNG."
+    if image.mode not in ("RGBA", "LA", "PA") and not (image.mode == "P" and "transparency" in image.info):
+        return "Invalid mask image format - mask image missing alpha channel."
+    target = _data_url_image(images[0])
+    if target is not None and target.size != image.size:
+        return "The mask image and the input image must have the same dimensions."
+    return None
+
+
 def _image_tool(body: Json) -> tuple[int, Json] | None:
     for index, tool in enumerate(body.get("tools") or []):
         if isinstance(tool, dict) and tool.get("type") == "image_generation":
@@ -647,6 +693,10 @@ class FakeOpenAI:
         index, tool = found if found else (0, {})
         if found:
             self._check_tool(index, tool)
+            if "input_image_mask" in tool:
+                refused = mask_refusal(index, tool["input_image_mask"], body)
+                if refused is not None:
+                    raise _Reject(400, refused, param=f"tools[{index}].input_image_mask", code="invalid_value")
         items: list[Json] = []
         searched = "[[web]]" in text and any(
             isinstance(t, dict) and t.get("type") == "web_search" for t in body.get("tools") or [])

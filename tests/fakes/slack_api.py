@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import itertools
 import json
 import mimetypes
 import re
+import struct
 import time
 import uuid
 from collections import defaultdict, deque
@@ -29,6 +31,9 @@ from urllib.parse import parse_qsl
 
 import yaml
 from aiohttp import WSCloseCode, WSMsgType, web
+from PIL import Image
+
+from . import slack_blocks
 
 __all__ = ["Call", "FakeSlack", "DEFAULT_SCOPES", "next_ts"]
 
@@ -59,6 +64,7 @@ _EVENT_TYPE = re.compile(r"^[a-zA-Z0-9_]+$")  # Slack's rule for a metadata even
 _HISTORY_SCOPES = {"C": "channels:history", "G": "groups:history", "D": "im:history"}  # by channel id prefix
 
 MAX_TEXT_LEN = 40_000
+TRIGGER_SECONDS = 3  # a trigger id opens a view only this long after the interaction
 MAX_REQUEST_LINE = 8192  # bytes Slack's front end accepts in a request line ("POST /api/...?args HTTP/1.1")
 _LOGIN_PAGE = (
     "<!DOCTYPE html><html><head><title>Slack</title></head>"
@@ -199,6 +205,9 @@ class FakeSlack:
         self.uploads: dict[str, bytes] = {}
         self.shared_files: list[dict[str, Any]] = []
         self.reactions: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.views: dict[str, dict[str, Any]] = {}  # view id -> the view as views.open returned it
+        self.deleted_files: list[str] = []
+        self._triggers_used: set[str] = set()
 
         self._timeline: list[dict[str, Any]] = []  # messages, file shares and seeded messages, in order
         self._files: dict[str, _StoredFile] = {}
@@ -598,6 +607,10 @@ class FakeSlack:
             "url_private_download": url,
             "permalink": f"{self.url}/files/{f.user}/{f.id}/{f.name}",
         }
+        if f.mimetype.startswith("image/"):
+            size = _header_size(f.content)
+            if size is not None:
+                obj["original_w"], obj["original_h"] = size
         if f.shares:
             obj["shares"] = {"public": {ch: [dict(s) for s in lst] for ch, lst in f.shares.items()}}
             obj["channels"] = list(f.shares)
@@ -757,6 +770,8 @@ class FakeSlack:
             "files.getUploadURLExternal": self._files_get_upload_url,
             "files.completeUploadExternal": self._files_complete_upload,
             "files.info": self._files_info,
+            "files.delete": self._files_delete,
+            "views.open": self._views_open,
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
             "assistant.threads.setStatus": self._ok,
@@ -824,6 +839,19 @@ class FakeSlack:
             return "invalid_metadata_schema"
         return None
 
+    def _file_type(self, file_id: str) -> str | None:
+        f = self._files.get(file_id)
+        return f.mimetype if f is not None else None
+
+    def _blocks_refused(self, args: Mapping[str, Any]) -> web.Response | None:
+        if "blocks" not in args:
+            return None
+        problems = slack_blocks.blocks_problems(_maybe_json(args["blocks"]), kinds=slack_blocks.MESSAGE_BLOCKS,
+                                                limit=slack_blocks.MAX_MESSAGE_BLOCKS, file_type=self._file_type)
+        if problems:
+            return self._error("invalid_blocks", response_metadata={"messages": problems})
+        return None
+
     def _chat_post_message(self, args: dict[str, Any]) -> web.Response:
         channel = args.get("channel")
         if not channel:
@@ -831,6 +859,9 @@ class FakeSlack:
         problem = self._check_text(args) or self._check_metadata(args)
         if problem:
             return self._error(problem)
+        refused = self._blocks_refused(args)
+        if refused is not None:
+            return refused
         ts = next_ts()
         msg = self._bot_message(str(channel), ts, args)
         self.messages.append(msg)
@@ -849,6 +880,9 @@ class FakeSlack:
         problem = self._check_text(args) or self._check_metadata(args)
         if problem:
             return self._error(problem)
+        refused = self._blocks_refused(args)
+        if refused is not None:
+            return refused
         if "text" in args:
             msg["text"] = args.get("text") or ""
         for key in ("blocks", "attachments", "metadata"):
@@ -1016,6 +1050,51 @@ class FakeSlack:
         if f is None:
             return self._error("file_not_found")
         return self._json({"ok": True, "file": self._file_object(f), "comments": [], "response_metadata": {}})
+
+    def _files_delete(self, args: dict[str, Any]) -> web.Response:
+        f = self._files.get(str(args.get("file") or ""))
+        if f is None:
+            return self._error("file_not_found")
+        if f.user != self.bot_user_id:  # a bot token deletes only the files it uploaded
+            return self._error("cant_delete_file")
+        del self._files[f.id]
+        self.uploads.pop(f.id, None)
+        self.deleted_files.append(f.id)
+        for entry in self._timeline:
+            if entry.get("files"):
+                entry["files"] = [x if x.get("id") != f.id else {"id": f.id, "mode": "tombstone"}
+                                  for x in entry["files"]]
+        return self._json({"ok": True})
+
+    def trigger_problem(self, trigger_id: str) -> str | None:
+        """Slack's trigger ids are good once, for 3 seconds: `<unix time>.<n>.<hex>` as its payloads carry."""
+        issued, _, rest = trigger_id.partition(".")
+        if not issued.isdigit() or not rest:
+            return "invalid_trigger_id"
+        if trigger_id in self._triggers_used:
+            return "exchanged_trigger_id"
+        if time.time() - int(issued) > TRIGGER_SECONDS:
+            return "expired_trigger_id"
+        return None
+
+    def _views_open(self, args: dict[str, Any]) -> web.Response:
+        trigger = str(args.get("trigger_id") or "")
+        view = _maybe_json(args.get("view"))
+        if not trigger:
+            return self._error("invalid_arguments", response_metadata={"messages": ["[ERROR] missing trigger_id"]})
+        problem = self.trigger_problem(trigger)
+        if problem:
+            return self._error(problem)
+        problems = slack_blocks.view_problems(view, self._file_type)
+        if problems:
+            return self._error("invalid_arguments", response_metadata={"messages": problems})
+        self._triggers_used.add(trigger)
+        view_id = self._new_id("V")
+        opened = {**view, "id": view_id, "team_id": self.team_id, "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
+                  "app_id": "A0001", "bot_id": self.bot_id, "state": {"values": {}},
+                  "private_metadata": view.get("private_metadata", ""), "callback_id": view.get("callback_id", "")}
+        self.views[view_id] = opened
+        return self._json({"ok": True, "view": opened})
 
     @staticmethod
     def _public(m: Mapping[str, Any], *, metadata: bool = True) -> dict[str, Any]:
@@ -1194,6 +1273,23 @@ class FakeSlack:
             args = {"_json": args}
         await self._record(Call("response_url", args, _CIDict(request.headers.items()), raw, request.path))
         return self._json({"ok": True})
+
+
+def _header_size(content: bytes) -> tuple[int, int] | None:
+    """An image's dimensions from its header, as Slack reports them (`original_w`, `original_h`). PNG and GIF
+    are read by hand: their header says it whatever the size (a decompression bomb has dimensions too), and
+    Pillow's bomb limit is a process-wide setting the app under test relies on."""
+    if content[:8] == b"\x89PNG\r\n\x1a\n" and len(content) >= 24:
+        width, height = struct.unpack(">II", content[16:24])
+        return width, height
+    if content[:6] in (b"GIF87a", b"GIF89a") and len(content) >= 10:
+        width, height = struct.unpack("<HH", content[6:10])
+        return width, height
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            return image.size
+    except Exception:  # noqa: BLE001 - not an image Slack can measure: no dimensions
+        return None
 
 
 def _maybe_json(value: Any) -> Any:

@@ -376,3 +376,56 @@ class SlackSender:
                 }
             ],
         }
+
+    def view_submission_payload(
+        self,
+        view: dict[str, Any],
+        values: dict[str, dict[str, Any]],
+        *,
+        user: str = "U0001",
+    ) -> dict[str, Any]:
+        """A view_submission of ``view`` (as views.open returned it) with ``values``: block id -> the value of
+        its one element, as Slack sends it: ``{"type": "plain_text_input", "value": ...}``,
+        ``{"type": "static_select", "selected_option": {...}}`` or ``{"type": "file_input", "files": [...]}``."""
+        state = {"values": {block: {"value": value} for block, value in values.items()}}
+        return {
+            "type": "view_submission",
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "user": {"id": user, "username": f"user-{user.lower()}", "name": f"user-{user.lower()}",
+                     "team_id": self.team_id},
+            "api_app_id": self.api_app_id,
+            "token": self.verification_token,
+            "trigger_id": f"{int(time.time())}.1.{uuid.uuid4().hex}",
+            "view": {**view, "state": state},
+            "response_urls": [],
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
+    def message_action_payload(
+        self,
+        message: dict[str, Any],
+        *,
+        callback_id: str,
+        channel: str = "C0001",
+        user: str = "U0001",
+        response_url: str | None = None,
+    ) -> dict[str, Any]:
+        """A message shortcut (``message_action``) used on ``message`` (a message as the API shows it)."""
+        msg = {k: v for k, v in message.items() if k != "channel" and v is not None}
+        return {
+            "type": "message_action",
+            "token": self.verification_token,
+            "action_ts": next_ts(),
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "user": {"id": user, "username": f"user-{user.lower()}", "name": f"user-{user.lower()}",
+                     "team_id": self.team_id},
+            "channel": {"id": channel, "name": "general"},
+            "is_enterprise_install": False,
+            "enterprise": None,
+            "callback_id": callback_id,
+            "trigger_id": f"{int(time.time())}.1.{uuid.uuid4().hex}",
+            "response_url": response_url or "http://127.0.0.1:9/actions/no-response-url",
+            "message_ts": msg["ts"],
+            "message": msg,
+        }
