@@ -81,9 +81,13 @@ class ConsolePublisher:
     async def is_workspace_admin(self, user_id: str) -> bool:
         return False  # the console's one person started every thread it has
 
-    async def post(self, channel: str, thread_ts: str | None, text: str) -> list[str]:
+    async def post(self, channel: str, thread_ts: str | None, text: str, *, tag: Any = None,
+                   posted: dict[int, str] | None = None) -> list[str]:
         self._say(_plain(text))
         return [self.next_ts()]
+
+    async def tagged(self, channel: str, thread_ts: str | None, tag: Any, *, since: float) -> dict[int, str]:
+        return {}  # what a terminal printed cannot be looked up: a resumed request says it again
 
     async def post_blocks(self, channel: str, thread_ts: str | None, text: str, blocks: list[dict[str, Any]]) -> str:
         self._say(_plain(text))  # a terminal shows the words; it has nothing to click

@@ -33,6 +33,7 @@ from bot.lineup import LineUp
 from bot.metrics import Metrics
 from bot.noticing import Noticer
 from bot.pacing import Paced, Pacing, Unpaced
+from bot.posts import Posts, ran_before
 from bot.prices import Prices
 from bot.publication import Publisher, Run, elapsed_ms
 from bot.queue_status import QueueStatus, Slots
@@ -85,14 +86,15 @@ class JobRunner:
         self._publish_retry = publish_retry  # how long Slack may fail an answer's publication before it is told
         self._prices = prices or Prices()
         self._admins = admins or Admins(listed=frozenset(), is_workspace_admin=slack.is_workspace_admin)
-        # What a waiting request's thread shows: its place in the queue (given the generation slots here, and
-        # the OpenAI account's rate limit: how many may start now), then its turn.
+        self._posts = Posts(slack)  # the posts that are not images, each made once across crashes
+        # What a waiting request's thread shows: its place in the queue (given the deployment's generation slots,
+        # and the OpenAI account's rate limit: how many may start now), then its turn.
         self.queue = QueueStatus(store=store, slack=slack, capacity=capacity, pacing=pacing or Unpaced(),
-                                 slots=slots)
+                                 slots=slots, posts=self._posts)
         self._noticer = Noticer(store=store, slack=slack, attachments=attachments, admins=self._admins,
-                                queue=self.queue, lease=lease)
-        self._publisher = Publisher(slack=slack, prices=self._prices, metrics=metrics, chat_model=images.model,
-                                    buttons=buttons)
+                                queue=self.queue, posts=self._posts, lease=lease)
+        self._publisher = Publisher(slack=slack, posts=self._posts, prices=self._prices, metrics=metrics,
+                                    chat_model=images.model, buttons=buttons)
         self._spending = Spending(budgets=budgets, slack=slack) if budgets else None  # None: nothing counted
 
     # -- stage 1: a visible sign of work, within a second of the request (bot/noticing.py) ----------------------
@@ -202,7 +204,7 @@ class JobRunner:
         job = run.job
         await run.hold.confirm()
         try:
-            await self._slack.post(job.channel_id, job.thread_ts, text)
+            await self._posts.once(job, job.thread_ts, text, what="failure", resumed=ran_before(job))
         except Exception as e:  # noqa: BLE001 - nothing more can be done for this job
             log.warning("could not tell job %s's thread about its failure: %s", job.id, type(e).__name__)
 

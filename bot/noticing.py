@@ -12,6 +12,7 @@ from bot import messages
 from bot.admins import Admins
 from bot.holding import Hold
 from bot.inputs import InputRefused, Inputs
+from bot.posts import Posts, noticed_before
 from bot.queue_status import QueueStatus
 from bot.slack import CannotPost, NotInstalled, SlackAdapter
 from storage import LeaseLost, Store
@@ -23,9 +24,10 @@ log = logging.getLogger(__name__)
 
 class Noticer:
     def __init__(self, *, store: Store, slack: SlackAdapter, attachments: Inputs, admins: Admins,
-                 queue: QueueStatus, lease: float):
+                 queue: QueueStatus, posts: Posts, lease: float):
         self._store = store
         self._slack = slack
+        self._posts = posts
         self._attachments = attachments
         self._admins = admins
         self._queue = queue
@@ -53,12 +55,12 @@ class Noticer:
         if job.kind is JobKind.FORGET:
             text = await self._forget(job, hold)
             await hold.confirm()
-            await self._slack.post(job.channel_id, job.thread_ts, text)
+            await self._posts.once(job, job.thread_ts, text, what="forget", resumed=noticed_before(job))
             await hold.finish(status=JobStatus.DONE)
             return None
         if job.kind is JobKind.NOTICE:
             await hold.confirm()
-            await self._slack.post(job.channel_id, job.thread_ts, job.text)
+            await self._posts.once(job, job.thread_ts, job.text, what="notice", resumed=noticed_before(job))
             await hold.finish(status=JobStatus.DONE)
             return None
         if job.kind is JobKind.REACTION:
@@ -78,7 +80,7 @@ class Noticer:
             text = messages.command_root(user_id=job.user_id, prompt=job.text, resolved=job.options.shown or {})
             await hold.confirm()
             try:
-                [root_ts, *_] = await self._slack.post(job.channel_id, None, text)
+                [root_ts, *_] = await self._posts.once(job, None, text, what="root", resumed=noticed_before(job))
             except CannotPost:
                 if job.response_url:
                     await self._slack.respond(job.response_url, messages.CANNOT_POST)
@@ -114,7 +116,7 @@ class Noticer:
                 text, error = messages.INTERNAL, f"internal: {type(e).__name__}: {e}"
             await hold.confirm()
             try:
-                await self._slack.post(job.channel_id, job.thread_ts, text)
+                await self._posts.once(job, job.thread_ts, text, what="refusal", resumed=noticed_before(job))
             except Exception as told:  # noqa: BLE001 - the job ends all the same
                 log.warning("could not tell job %s's thread why: %s", job.id, type(told).__name__)
             await self._slack.unreact(job.channel_id, job.message_ts or "")

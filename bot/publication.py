@@ -15,6 +15,7 @@ from bot import buttons, messages, prices
 from bot.answers import Image, Outcome
 from bot.holding import Hold
 from bot.metrics import Metrics
+from bot.posts import Posts, ran_before
 from bot.prices import Prices
 from bot.slack import EXTENSIONS, SlackAdapter, sniff
 from storage.models import ChainStep, Generation, Job, JobProgress
@@ -53,9 +54,10 @@ class Run:
 
 
 class Publisher:
-    def __init__(self, *, slack: SlackAdapter, prices: Prices, metrics: Metrics, chat_model: str,
+    def __init__(self, *, slack: SlackAdapter, posts: Posts, prices: Prices, metrics: Metrics, chat_model: str,
                  buttons: bool = True):
         self._slack = slack
+        self._posts = posts
         self._buttons = buttons  # the images' buttons follow them (not in a terminal: nothing could click them)
         self._prices = prices
         self._metrics = metrics
@@ -128,14 +130,15 @@ class Publisher:
             await self.save(run, buttons_posted=True)
         if outcome.blocked and outcome.images and not run.progress.blocked_posted:
             await run.hold.confirm()
-            await self._slack.post(job.channel_id, job.thread_ts, messages.partial_moderation(outcome.blocked))
+            await self._posts.once(job, job.thread_ts, messages.partial_moderation(outcome.blocked), what="blocked",
+                                   resumed=ran_before(job))
             await self.save(run, blocked_posted=True)
         if text and not caption and not run.progress.text_posted:
             text = "\n".join(part for part in (messages.escape(outcome.text).rstrip(), links) if part)
             if notices and not outcome.images:
                 text = "\n".join([*(f":information_source: {n}" for n in notices), text])
             await run.hold.confirm()
-            await self._slack.post(job.channel_id, job.thread_ts, text)
+            await self._posts.once(job, job.thread_ts, text, what="text", resumed=ran_before(job))
             await self.save(run, text_posted=True)
         base = dataclasses.replace(self.generation(run, outcome, queued_ms=queued_ms, generation_ms=generation_ms),
                                    cost_micros=cost.micros, cost_unpriced=bool(cost.unpriced))

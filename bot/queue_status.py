@@ -3,17 +3,21 @@
 the answer is in.
 
 The place is worked out here only: a waiting job starts with a free generation slot and a token from the
-pacer (the OpenAI account's rate limit), so the jobs ahead of it that start now do not count. Whether queue
+pacer (the OpenAI account's rate limit), so the jobs ahead of it that start now do not count. The slots and
+the queue are the deployment's (every replica's running generations count against `MAX_CONCURRENT_GENERATIONS`),
+and "ahead" is in the fair order the jobs are served in (`storage.fairness`). Whether queue
 messages may be up anywhere (so that moving them is worth a look) is kept here too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from bot import messages
 from bot.holding import Hold
 from bot.pacing import Pacing
+from bot.posts import Posts, noticed_before
 from bot.slack import SlackAdapter
 from storage import Store
 from storage.models import Job, JobProgress
@@ -42,13 +46,18 @@ class Slots:
 
 
 class QueueStatus:
-    def __init__(self, *, store: Store, slack: SlackAdapter, capacity: int, pacing: Pacing, slots: Slots):
+    def __init__(self, *, store: Store, slack: SlackAdapter, capacity: int, pacing: Pacing, slots: Slots,
+                 posts: Posts):
         self._store = store
         self._slack = slack
+        self._posts = posts
         self._capacity = capacity
         self._pacing = pacing
         self._slots = slots
         self._shown = False  # queue messages may be up (the last look found some, or one was posted here)
+        # Set when the places shown may have moved: a request was placed (in fair order a newcomer can go ahead
+        # of others waiting), a generation started or ended here. The worker then refreshes the messages.
+        self.moved = asyncio.Event()
 
     @property
     def shown(self) -> bool:
@@ -69,17 +78,21 @@ class QueueStatus:
         return messages.paced(position) if paced else messages.queued(position)
 
     async def say_queued(self, job: Job, hold: Hold, thread_ts: str | None) -> None:
-        """When every generation slot is taken, or the OpenAI account's rate limit holds requests back, say so,
-        with the request's place in the queue."""
-        if job.queue_ts or min(self._slots.free(), self._pacing.ready()) > max(1, self._capacity // 10):
-            return  # far from full here: it starts at once (near capacity, the database says exactly)
-        running, ahead = await hold.persist(lambda: self._store.queue.place(job.id))
+        """When every generation slot of the deployment is taken, or the OpenAI account's rate limit holds
+        requests back, say so, with the request's place in the queue. (The database is asked every time: other
+        replicas' generations count against the cap as this process's do.)"""
+        if job.queue_ts:
+            return
+        running, ahead = await hold.persist(
+            lambda: self._store.queue.place(job.id, cap=self._capacity, ready=self._pacing.ready()))
         starting, paced = self._starting(running)
         position = place(ahead, starting)
         if position > 0:
             await hold.confirm()
-            [ts, *_] = await self._slack.post(job.channel_id, thread_ts, self._text(position, paced))
+            [ts, *_] = await self._posts.once(job, thread_ts, self._text(position, paced), what="queue",
+                                              resumed=noticed_before(job))
             self._shown = True
+            self.moved.set()
             await hold.update(queue_ts=ts, queue_pos=position)
 
     async def waits_again(self, job: Job, hold: Hold, progress: JobProgress) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import json
 import logging
 import time
@@ -45,6 +46,34 @@ _MAGIC = (
     (b"GIF87a", "image/gif"),
     (b"GIF89a", "image/gif"),
 )
+
+
+POST_EVENT = "easel_post"  # the event_type of the metadata on Easel's posts
+
+
+@dataclasses.dataclass(frozen=True)
+class PostTag:
+    """What a post is: the job it answers and which of its posts (`what`: "root", "text", "notice", ...). Carried
+    by each part of the message as Slack message metadata, so that a job taken again after a crash can find
+    what it posted before its progress recorded it."""
+
+    job_id: int
+    what: str
+
+    def metadata(self, part: int) -> dict[str, Any]:
+        return {"event_type": POST_EVENT, "event_payload": {"job": self.job_id, "post": self.what, "part": part}}
+
+    def part_of(self, metadata: Any) -> int | None:
+        """The part number, if `metadata` is this post's."""
+        if not isinstance(metadata, dict) or metadata.get("event_type") != POST_EVENT:
+            return None
+        payload = metadata.get("event_payload") or {}
+        if str(payload.get("job")) != str(self.job_id) or payload.get("post") != self.what:
+            return None
+        try:
+            return int(payload.get("part", 0))
+        except (TypeError, ValueError):
+            return None
 
 
 class CannotPost(Exception):
@@ -201,15 +230,48 @@ class SlackAdapter:
         except SlackApiError as e:
             log.warning("chat.delete failed: %s", slack_error(e))
 
-    async def post(self, channel: str, thread_ts: str | None, text: str) -> list[str]:
-        """Post `text` (split where Slack needs it) into the thread; returns the message timestamps."""
+    async def post(self, channel: str, thread_ts: str | None, text: str, *, tag: PostTag | None = None,
+                   posted: dict[int, str] | None = None) -> list[str]:
+        """Post `text` (split where Slack needs it) into the thread; returns the message timestamps. With `tag`,
+        each part carries message metadata naming the job, the post and the part (`tagged` finds them again);
+        parts in `posted` (part -> ts, found so) are not posted again."""
         stamps = []
-        for part in messages.split_for_slack(text):
+        for i, part in enumerate(messages.split_for_slack(text)):
+            if posted and i in posted:
+                stamps.append(posted[i])
+                continue
+            extra = {"metadata": tag.metadata(i)} if tag is not None else {}
             response = await self._call(
-                "chat_postMessage", channel=channel, thread_ts=thread_ts, text=part, unfurl_links=False
+                "chat_postMessage", channel=channel, thread_ts=thread_ts, text=part, unfurl_links=False, **extra
             )
             stamps.append(response["ts"])
         return stamps
+
+    async def tagged(self, channel: str, thread_ts: str | None, tag: PostTag, *, since: float) -> dict[int, str]:
+        """The parts of the post `tag` names that are in Slack already (part -> ts): in the thread
+        (conversations.replies), or for a post that starts a thread, among the channel's messages since `since`
+        (conversations.history), read with their metadata. Empty when Slack will not show them (Easel not in
+        the channel, a rate limit): the post is then made as if none were there."""
+        found: dict[int, str] = {}
+        args: dict[str, Any] = {"channel": channel, "include_all_metadata": True, "limit": 200}
+        if thread_ts:
+            method, args["ts"] = "conversations_replies", thread_ts
+        else:
+            method, args["oldest"] = "conversations_history", f"{max(0.0, since - 60):.6f}"
+        try:
+            for _ in range(10):  # pages: a thread or an hour of a channel is rarely more than one
+                page = await getattr(self.client, method)(**args)
+                for message in page.get("messages") or []:
+                    part = tag.part_of(message.get("metadata"))
+                    if part is not None:
+                        found.setdefault(part, str(message["ts"]))
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor or not page.get("has_more", True):
+                    break
+                args["cursor"] = cursor
+        except SlackApiError as e:
+            log.warning("could not look for an earlier post (%s): %s", method, slack_error(e))
+        return found
 
     async def post_blocks(self, channel: str, thread_ts: str | None, text: str,
                           blocks: list[dict[str, Any]]) -> str:

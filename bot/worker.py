@@ -2,8 +2,11 @@
 
 Two lanes claim work, each in a loop of its own: the noticer shows a sign of work on every new job at once
 (its own small concurrency, never held up by generations), and the runner starts generations while a slot is
-free (at most the generation slots' capacity at a time). When a slot is free already, the noticer starts a
-new job's generation itself, at the same time as its sign of work, instead of handing it on. A heartbeat
+free (at most the generation slots' capacity at a time). The capacity is the deployment's: each claim that
+starts generations takes only as many as the cap leaves beside those running in every replica (the database
+counts them), so several workers never run more than `MAX_CONCURRENT_GENERATIONS` together. When a slot is
+free already, the noticer starts a new job's generation itself, at the same time as its sign of work, instead
+of handing it on. A heartbeat
 renews the leases of the jobs this worker is working on, so another process can take over only the jobs of a
 worker that died (or was paused past its lease: a run whose job was taken over meanwhile is stopped when the
 heartbeat finds it).
@@ -125,7 +128,7 @@ class Worker:
         self._more_queued = False  # the runner's last claim took as many as it asked for: more may wait
         self._notices_done = 0  # signs of work put up here so far
         self._notices_at_start: dict[asyncio.Task[bool | None], int] = {}  # of each running job, when it began
-        self._queue_moved = asyncio.Event()
+        self._queue_moved = self._queue.moved  # places moved: the queue messages are refreshed
         self._tasks: dict[asyncio.Task[bool | None], Job] = {}
         self.counts = {"noticed": 0, "ran": 0}  # jobs taken by this worker, for logs and tests
         self._loops: list[asyncio.Task[None]] = []
@@ -187,7 +190,7 @@ class Worker:
             quiet, limit = tokens > 0, tokens or limit
         try:
             jobs = await self._store.leases.claim_new_batch(worker_id=self.worker_id, lease=self._lease, limit=limit,
-                                                     start=quiet)
+                                                            start=quiet, cap=self._slots.capacity)
         except Exception:
             await self._pacing.give_back(tokens)
             raise
@@ -204,7 +207,8 @@ class Worker:
         # The runner waits for the pacer's tokens and claims as many jobs as it got.
         tokens = limit = await self._pacing.take(limit)
         try:
-            jobs = await self._store.leases.claim_batch(worker_id=self.worker_id, lease=self._lease, limit=limit)
+            jobs = await self._store.leases.claim_batch(worker_id=self.worker_id, lease=self._lease, limit=limit,
+                                                        cap=self._slots.capacity)
         except Exception:
             await self._pacing.give_back(tokens)
             raise

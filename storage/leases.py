@@ -4,6 +4,13 @@ cannot be undone, leases ended for workers known to be dead, and jobs given back
 `noticing` and `running` carry a lease (`worker_id`, `lease_until`) that the owner renews; a job whose lease ran
 out (its process died) is taken again by the next claim. Jobs with the same `thread_key` run one after
 another, in id order; different threads run in parallel.
+
+The generation cap (`MAX_CONCURRENT_GENERATIONS`) holds for the whole deployment, however many workers share the
+database: a claim that may start generations takes at most the cap less the generate jobs running now under
+live leases, counted in the claim itself. On PostgreSQL such claims run one at a time (an advisory lock held
+for the claim's short transaction), so two replicas never both take the last free place; on SQLite the one
+writer does that. Waiting generations are served fairly (`storage.fairness`): round-robin between workspaces,
+and between the people of a workspace, each thread's jobs still in order.
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ import sqlalchemy as sa
 
 from storage import models
 from storage.database import Database, Grouped, one_of, uncancellable
+from storage.fairness import CLAIM_LOCK, fair_rank, running_live
 from storage.job_table import ANY_QUEUED, EARLIER_UNFINISHED, GENERATE, HELD, QUEUE_SHOWN, S, fence, landed, to_job
 from storage.schema import jobs
+
+NO_CAP = 2**31 - 1
 
 
 class Leases:
@@ -41,13 +51,22 @@ class Leases:
         """The two claim statements (new jobs for the noticer; runnable jobs for the runner), with bound
         `now`, `lease_until`, `worker_id`, `lim` (and `start` for the first)."""
         lim = sa.bindparam("lim", type_=sa.Integer)
+        cap = sa.bindparam("cap", type_=sa.Integer)
+        free = sa.func.greatest if self._db.postgresql else sa.func.max
+        least = sa.func.least if self._db.postgresql else sa.func.min
+        room = free(0, cap - running_live(now))  # places under the deployment's cap
         owner = {"worker_id": sa.bindparam("worker_id", type_=sa.String),
                  "lease_until": sa.bindparam("lease_until", type_=sa.Float)}
 
-        def claim(takeable: Any, where: tuple[Any, ...], values: dict[str, Any]) -> Any:
-            candidates = sa.select(jobs.c.id).where(takeable, *where).order_by(jobs.c.id).limit(lim)
+        def claim(takeable: Any, where: tuple[Any, ...], values: dict[str, Any], *, fair: bool = False) -> Any:
+            if fair:  # generations: in fair order, at most as many as the cap has room for
+                ranked = fair_rank()
+                candidates = (sa.select(jobs.c.id).join(ranked, ranked.c.id == jobs.c.id).where(takeable, *where)
+                              .order_by(ranked.c.team_rank, jobs.c.id).limit(least(lim, room)))
+            else:
+                candidates = sa.select(jobs.c.id).where(takeable, *where).order_by(jobs.c.id).limit(lim)
             if self._db.postgresql:
-                candidates = candidates.with_for_update(skip_locked=True)
+                candidates = candidates.with_for_update(of=jobs, skip_locked=True)
             # A CTE, not `id IN (subquery)`: PostgreSQL may run such a subquery more than once, and with LIMIT
             # and SKIP LOCKED each run can pick other rows, so one claim could take more jobs than it asked for.
             picked = candidates.cte("picked")
@@ -57,7 +76,7 @@ class Leases:
             )
 
         fast = sa.and_(
-            sa.bindparam("start", type_=sa.Boolean), jobs.c.kind == GENERATE,
+            sa.bindparam("start", type_=sa.Boolean), lim <= room, jobs.c.kind == GENERATE,
             jobs.c.source != "command", jobs.c.thread_ts.is_not(None), ~EARLIER_UNFINISHED,
             sa.cast(jobs.c.files, sa.Text) == "[]",  # attachments are fetched first, outside any slot
             ~ANY_QUEUED,  # a request that waits for its turn keeps it: a new one does not overtake it
@@ -74,21 +93,33 @@ class Leases:
             "status": S.RUNNING.value,
             "attempts": jobs.c.attempts + 1,
             "started_at": sa.func.coalesce(jobs.c.started_at, now),
-        })
+        }, fair=True)
         return claim_new, claim_run
 
     def warm_up(self, conn: sa.Connection, now: float) -> None:
         conn.execute(self._holds.stmt, [{"job_id": -1, "held_lease": 0, "h_until": now}])
         for claim in (self._claim_new_stmt, self._claim_run_stmt):
-            conn.execute(claim, {"now": now, "lease_until": now, "worker_id": "warm-up", "lim": 0, "start": False})
+            conn.execute(claim, {"now": now, "lease_until": now, "worker_id": "warm-up", "lim": 0, "start": False,
+                                 "cap": 0})
 
     def warm_up_reads(self, conn: sa.Connection, now: float) -> None:
         conn.execute(self._work_waiting, {"now": now}).all()
 
-    async def _claim(self, stmt: Any, *, worker_id: str, lease: float, limit: int, **extra: Any) -> list[models.Job]:
+    async def _claim(self, stmt: Any, *, worker_id: str, lease: float, limit: int, cap: int | None, starts: bool,
+                     **extra: Any) -> list[models.Job]:
+        """`starts`: the claim may start generations, so it counts against the cap (None: no cap)."""
         now = time.time()
-        params = {"now": now, "lease_until": now + lease, "worker_id": worker_id, "lim": limit, **extra}
-        rows = await self._db.txn(lambda conn: conn.execute(stmt, params).all(), one_statement=True)
+        params = {"now": now, "lease_until": now + lease, "worker_id": worker_id, "lim": limit,
+                  "cap": NO_CAP if cap is None else cap, **extra}
+        if starts and cap is not None and self._db.postgresql:
+            def work(conn: sa.Connection) -> Sequence[Any]:
+                # READ COMMITTED: the claim's snapshot is taken after the lock, so it sees every claim before it
+                conn.execute(CLAIM_LOCK)
+                return conn.execute(stmt, params).all()
+
+            rows = await self._db.txn(work)
+        else:
+            rows = await self._db.txn(lambda conn: conn.execute(stmt, params).all(), one_statement=True)
         return sorted((to_job(r) for r in rows), key=lambda j: j.id)
 
     async def claim_new(self, *, worker_id: str, lease: float) -> models.Job | None:
@@ -96,27 +127,32 @@ class Leases:
         taken = await self.claim_new_batch(worker_id=worker_id, lease=lease, limit=1)
         return taken[0] if taken else None
 
-    async def claim(self, *, worker_id: str, lease: float) -> models.Job | None:
-        """Take the oldest runnable job: queued (or running with a dead owner), and first in its thread."""
-        taken = await self.claim_batch(worker_id=worker_id, lease=lease, limit=1)
+    async def claim(self, *, worker_id: str, lease: float, cap: int | None = None) -> models.Job | None:
+        """Take the next runnable job: queued (or running with a dead owner), and first in its thread."""
+        taken = await self.claim_batch(worker_id=worker_id, lease=lease, limit=1, cap=cap)
         return taken[0] if taken else None
 
     @uncancellable
     async def claim_new_batch(
-        self, *, worker_id: str, lease: float, limit: int, start: bool = False
+        self, *, worker_id: str, lease: float, limit: int, start: bool = False, cap: int | None = None
     ) -> list[models.Job]:
         """Take the oldest jobs that have had no sign of work yet (or whose noticer died).
 
         With `start` (the caller has a free generation slot for each), message jobs that are first in their
         thread go straight to "running" (their sign of work goes up while they generate); the others, and
         every slash command (which must post its thread's first message before anything else), are
-        "noticing". Each job's status says which."""
-        return await self._claim(self._claim_new_stmt, worker_id=worker_id, lease=lease, limit=limit, start=start)
+        "noticing". Each job's status says which. None start unless the deployment's `cap` has room for
+        `limit` more."""
+        return await self._claim(self._claim_new_stmt, worker_id=worker_id, lease=lease, limit=limit, start=start,
+                                 cap=cap, starts=start)
 
     @uncancellable
-    async def claim_batch(self, *, worker_id: str, lease: float, limit: int) -> list[models.Job]:
-        """Take the oldest runnable jobs: queued (or running with a dead owner), each first in its thread."""
-        return await self._claim(self._claim_run_stmt, worker_id=worker_id, lease=lease, limit=limit)
+    async def claim_batch(self, *, worker_id: str, lease: float, limit: int, cap: int | None = None
+                          ) -> list[models.Job]:
+        """Take runnable jobs in fair order: queued (or running with a dead owner), each first in its thread;
+        at most as many as the deployment's `cap` has room for beside the generations running now."""
+        return await self._claim(self._claim_run_stmt, worker_id=worker_id, lease=lease, limit=limit, cap=cap,
+                                 starts=True)
 
     @uncancellable
     async def work_waiting(self) -> tuple[bool, bool, bool]:

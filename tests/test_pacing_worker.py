@@ -176,7 +176,7 @@ async def test_a_429_that_does_not_state_the_limit_halves_the_rate(paced, clock:
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # replicas share PostgreSQL
 async def test_two_replicas_share_one_limit(paced, clock: ManualClock, database_url: str) -> None:
-    # one OpenAI account for both; one generation at a time each, taking a moment: both replicas take turns
+    # one OpenAI account for both; one generation at a time in the deployment, taking a moment
     first = await paced(AccountLimits(images_per_minute=30), OPENAI_IMAGES_PER_MINUTE="30",
                         MAX_CONCURRENT_GENERATIONS="1")
     second = await paced(account=first.openai, OPENAI_IMAGES_PER_MINUTE="30", MAX_CONCURRENT_GENERATIONS="1")
@@ -189,7 +189,8 @@ async def test_two_replicas_share_one_limit(paced, clock: ManualClock, database_
     assert limits.rejected == [] and len(limits.admitted_images) == 6
     gaps = [b - a for a, b in zip(limits.admitted_images, limits.admitted_images[1:], strict=False)]
     assert min(gaps) >= 60 / 27 - 1e-6
-    assert first.easel.worker.counts["ran"] > 0 and second.easel.worker.counts["ran"] > 0
+    # every job ran once, on either (with one deployment-wide cap of 1, whichever claims first runs it)
+    assert first.easel.worker.counts["ran"] + second.easel.worker.counts["ran"] == 6
 
 
 

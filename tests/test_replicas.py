@@ -1,4 +1,7 @@
-"""Several Easel processes on one PostgreSQL database: each job runs once, a thread's order holds."""
+"""Several Easel processes on one PostgreSQL database: each job runs once, a thread's order holds, the generation
+cap holds for both together. (Which replica runs a job is whichever claims it first: with the cap reached, the
+one whose generation just ended, so one replica may run them all; tests/test_three_replicas.py shows the
+others taking over a dead one's.)"""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ async def test_two_replicas_share_the_work_and_keep_thread_order(fake_slack, fak
         assert per_thread[ts] == 4 and all(per_thread[t] == 1 for _, t in roots[1:])
         assert len(fake_openai.create_requests()) == 15  # every job ran exactly once
         assert a.easel.worker.counts["ran"] + b.easel.worker.counts["ran"] == 15
-        assert a.easel.worker.counts["ran"] > 0 and b.easel.worker.counts["ran"] > 0
+        assert fake_openai.peak_in_flight <= 3  # the cap is the deployment's, not each replica's
         chain = [c for c in fake_openai.create_requests() if c["input"][0]["content"][0]["text"].startswith(
             ("picture 0", "step"))]
         assert [c["input"][0]["content"][0]["text"] for c in chain] == ["picture 0", "step 0", "step 1", "step 2"]

@@ -425,6 +425,7 @@ class FakeOpenAI:
         self.requests: list[Recorded] = []
         self.responses: dict[str, FakeResponse] = {}
         self.in_flight = 0
+        self.peak_in_flight = 0  # the most generations in flight at once, since the start (or a reset to 0)
         self.gate = asyncio.Event()  # generations finish only while it is set (clear it to hold them all)
         self.gate.set()
         self.final_written_at: dict[str, float] = {}  # response id -> time.monotonic() its last event was sent
@@ -863,6 +864,7 @@ class FakeOpenAI:
         if self._observer is not None:
             self._observer.generation_started(resp)
         self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             await self._generate(resp)
         except asyncio.CancelledError:

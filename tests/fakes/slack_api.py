@@ -18,6 +18,7 @@ import io
 import itertools
 import json
 import mimetypes
+import re
 import struct
 import time
 import uuid
@@ -51,6 +52,15 @@ _LATER_METHODS: dict[str, dict[str, Any]] = {  # methods newer than the spec, fr
                                     "params": [{"name": "channel_id"}, {"name": "thread_ts"}, {"name": "status"},
                                                {"name": "loading_messages"}]},
 }
+# Parameters newer than the 2021 spec, from the methods' docs.slack.dev pages: message metadata (an object of
+# `event_type` and `event_payload`), which the history methods return only when asked (`include_all_metadata`).
+_LATER_PARAMS: dict[str, tuple[str, ...]] = {
+    "chat.postMessage": ("metadata",),
+    "chat.update": ("metadata",),
+    "conversations.history": ("include_all_metadata",),
+    "conversations.replies": ("include_all_metadata",),
+}
+_EVENT_TYPE = re.compile(r"^[a-zA-Z0-9_]+$")  # Slack's rule for a metadata event_type ("snake_case")
 _HISTORY_SCOPES = {"C": "channels:history", "G": "groups:history", "D": "im:history"}  # by channel id prefix
 
 MAX_TEXT_LEN = 40_000
@@ -187,6 +197,7 @@ class FakeSlack:
 
         self.calls: list[Call] = []
         self.refused: list[Call] = []  # requests turned away before reaching a method (URL too long)
+        self._held_answers: defaultdict[str, list[asyncio.Event]] = defaultdict(list)
         self.unknown_arguments: list[tuple[str, str]] = []  # (method, argument) Slack would silently ignore
         self.messages: list[dict[str, Any]] = []
         self.deleted_messages: list[dict[str, Any]] = []
@@ -505,6 +516,15 @@ class FakeSlack:
         gate = self._gates[method] = asyncio.Event()
         return gate
 
+    def hold_answer(self, method: str) -> asyncio.Event:
+        """Hold the answer to the next call to ``method`` (a Web API method) after the call has done what it
+        asks (a message posted), until the returned event is set: the app can be killed between Slack's
+        commit and its hearing of it."""
+        self._require_started()
+        event = asyncio.Event()
+        self._held_answers[method].append(event)
+        return event
+
     def response_url(self, key: str = "r1") -> str:
         """A response_url on this fake; POSTs to it are recorded as Call(method="response_url")."""
         self._require_started()
@@ -668,7 +688,7 @@ class FakeSlack:
         not seen at all); arguments the method does not have are noted (Slack ignores them silently)."""
         if request.content_type == "application/json" and "application/json" not in spec.get("consumes", []):
             args = dict(request.query)
-        known = {p["name"] for p in spec.get("params", [])} | {"token", "team_id"}
+        known = {p["name"] for p in spec.get("params", [])} | {"token", "team_id", *_LATER_PARAMS.get(method, ())}
         for name in args:
             if name not in known:
                 self.unknown_arguments.append((method, name))
@@ -723,6 +743,9 @@ class FakeSlack:
         if self._observer is not None:
             self._observer.handled(method, args, json.loads(response.body))
         await self._notify()  # state changed: let wait_until predicates on state re-check
+        held = self._held_answers.get(method)
+        if held:
+            await held.pop(0).wait()
         if fault is not None:  # committed: the answer is what goes wrong
             return self._drop(request) if fault.drop else self._fault_response(fault)
         return response
@@ -804,6 +827,20 @@ class FakeSlack:
             return "no_text"
         return None
 
+    @staticmethod
+    def _check_metadata(args: Mapping[str, Any]) -> str | None:
+        """Slack refuses metadata that is not an object of a snake_case `event_type` and an object
+        `event_payload`."""
+        if "metadata" not in args:
+            return None
+        metadata = _maybe_json(args["metadata"])
+        if not isinstance(metadata, dict) or set(metadata) - {"event_type", "event_payload"}:
+            return "invalid_metadata_format"
+        event_type, payload = metadata.get("event_type"), metadata.get("event_payload")
+        if not isinstance(event_type, str) or not _EVENT_TYPE.match(event_type) or not isinstance(payload, dict):
+            return "invalid_metadata_schema"
+        return None
+
     def _file_type(self, file_id: str) -> str | None:
         f = self._files.get(file_id)
         return f.mimetype if f is not None else None
@@ -821,7 +858,7 @@ class FakeSlack:
         channel = args.get("channel")
         if not channel:
             return self._error("channel_not_found")
-        problem = self._check_text(args)
+        problem = self._check_text(args) or self._check_metadata(args)
         if problem:
             return self._error(problem)
         refused = self._blocks_refused(args)
@@ -842,7 +879,7 @@ class FakeSlack:
         msg = next((m for m in self.messages if m["channel"] == channel and m["ts"] == ts), None)
         if msg is None:
             return self._error("message_not_found")
-        problem = self._check_text(args)
+        problem = self._check_text(args) or self._check_metadata(args)
         if problem:
             return self._error(problem)
         refused = self._blocks_refused(args)
@@ -1088,9 +1125,14 @@ class FakeSlack:
         return self._json({"ok": True, "view": published})
 
     @staticmethod
-    def _public(m: Mapping[str, Any]) -> dict[str, Any]:
-        """A recorded message as the API shows it: no ``channel`` key, no None values."""
-        return {k: v for k, v in m.items() if k != "channel" and v is not None}
+    def _public(m: Mapping[str, Any], *, metadata: bool = True) -> dict[str, Any]:
+        """A recorded message as the API shows it: no ``channel`` key, no None values (and, for the history
+        methods not asked `include_all_metadata`, no metadata)."""
+        return {k: v for k, v in m.items() if k != "channel" and v is not None and (metadata or k != "metadata")}
+
+    @staticmethod
+    def _with_metadata(args: Mapping[str, Any]) -> bool:
+        return str(args.get("include_all_metadata", "0")).lower() in ("1", "true")
 
     def _conversations_replies(self, args: dict[str, Any]) -> web.Response:
         channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
@@ -1101,7 +1143,7 @@ class FakeSlack:
             return self._error("thread_not_found")
         root = [m for m in entries if m.get("ts") == ts]
         replies = sorted((m for m in entries if m.get("ts") != ts), key=lambda m: _ts_key(m["ts"]))
-        msgs = [self._public(m) for m in root + replies]
+        msgs = [self._public(m, metadata=self._with_metadata(args)) for m in root + replies]
         return self._json(
             {"ok": True, "messages": msgs, "has_more": False, "response_metadata": {"next_cursor": ""}}
         )
@@ -1129,7 +1171,8 @@ class FakeSlack:
 
         msgs = sorted((m for m in self._timeline if keep(m)), key=lambda m: _ts_key(m["ts"]), reverse=True)
         return self._json(
-            {"ok": True, "messages": [self._public(m) for m in msgs[:limit]], "has_more": len(msgs) > limit}
+            {"ok": True, "messages": [self._public(m, metadata=self._with_metadata(args)) for m in msgs[:limit]],
+             "has_more": len(msgs) > limit}
         )
 
     def _apps_connections_open(self, args: dict[str, Any]) -> web.Response:
