@@ -87,7 +87,15 @@ class _WithoutClientWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 
-        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+        message = record.getMessage()
+        if message == warning_client_prioritized_and_token_skipped():
+            return False
+        # Bolt quotes what a request names (an unknown event type, say) in its warnings; a lone surrogate there
+        # would make the line unwritable as UTF-8 (a logging error instead of the line). It is shown escaped.
+        safe = message.encode("utf-8", "backslashreplace").decode("utf-8")
+        if safe != message:
+            record.msg, record.args = safe, None
+        return True
 
 
 def _bolt_logger() -> logging.Logger:
