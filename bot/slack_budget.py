@@ -23,15 +23,14 @@ do not count against Easel's, but Slack's own figures are approximate) pauses th
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import dataclasses
 import enum
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
+from bot.pacing import Clock, SystemClock
 from storage.limits import Limits
 
 log = logging.getLogger(__name__)
@@ -108,8 +107,9 @@ class SlackBudget:
 
     def __init__(self, limits: Limits, *, tiers: Mapping[str, int] = TIERS, margin: float = MARGIN,
                  per_channel: int = POST_PER_CHANNEL, per_workspace: int = POST_PER_WORKSPACE,
-                 on_limited: Any = None):
+                 on_limited: Any = None, clock: Clock | None = None):
         self._limits = limits
+        self._clock: Clock = clock or SystemClock()
         self._tiers = dict(tiers)
         self._margin = margin
         self._per_channel = per_channel
@@ -154,29 +154,30 @@ class SlackBudget:
     async def _take(self, limit: _Limit, priority: Priority) -> bool:
         rule = RULES[priority]
         spare = self._spare.get(limit.name)
-        now = time.time()
+        now = self._clock.now()
         if spare is not None and spare[0] > 0 and spare[1] > now and rule.batch:
             self._spare[limit.name] = (spare[0] - 1, spare[1])
             return True
         await self._ensure(limit, now)
         want = max(1, int(limit.capacity // 20)) if rule.batch else 1
-        give_up = None if rule.wait is None else time.monotonic() + rule.wait
+        give_up = None if rule.wait is None else now + rule.wait
         while True:
-            bucket = await self._limits.take(limit.name, want=want, now=time.time(), cap=limit.rate,
+            now = self._clock.now()
+            bucket = await self._limits.take(limit.name, want=want, now=now, cap=limit.rate,
                                              burst=limit.burst, keep=rule.keep * limit.capacity)
             if bucket.granted > 0:
                 if bucket.granted > 1:
-                    self._spare[limit.name] = (bucket.granted - 1, time.time() + SPARE_FOR)
+                    self._spare[limit.name] = (bucket.granted - 1, now + SPARE_FOR)
                 return True
             # When the next token is due: the bucket refills at `rate` a minute (and not while paused).
-            due = max(bucket.paused_until - time.time(), 0.0) + \
+            due = max(bucket.paused_until - now, 0.0) + \
                 max(0.0, rule.keep * limit.capacity + 1.0 - bucket.tokens) * 60.0 / max(limit.rate, 1e-6)
-            if give_up is not None and time.monotonic() + due > give_up:
+            if give_up is not None and now + due > give_up:
                 return False
-            await asyncio.sleep(min(max(due, 0.01), 5.0))
+            await self._clock.sleep(min(max(due, 0.01), 5.0))
 
     async def _give_back(self, limit: _Limit) -> None:
-        await self._limits.give_back(limit.name, count=1, now=time.time(), cap=limit.rate, burst=limit.burst)
+        await self._limits.give_back(limit.name, count=1, now=self._clock.now(), cap=limit.rate, burst=limit.burst)
 
     async def limited(self, team: str | None, method: str, retry_after: float) -> None:
         """Slack answered 429 all the same: nothing more goes to that method of that workspace before
@@ -187,8 +188,8 @@ class SlackBudget:
             return
         for limit in self._limits_for(team, method, None):
             self._spare.pop(limit.name, None)
-            await self._ensure(limit, time.time())
-            await self._limits.pause(limit.name, until=time.time() + retry_after)
+            await self._ensure(limit, self._clock.now())
+            await self._limits.pause(limit.name, until=self._clock.now() + retry_after)
 
 
 class Unlimited:

@@ -1,0 +1,119 @@
+"""Slack's rate limits as Easel keeps them (bot.slack_budget), on a real database (SQLite and PostgreSQL), with a
+clock the test moves: what each priority may take, that waiting results are served as tokens come, that two
+replicas share one budget, and that a 429 Slack sends all the same stops every replica until its Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.slack_budget import MARGIN, Priority, SlackBudget
+from storage import Store, open_store
+from storage.limits import Limits
+from tests.clock import ManualClock
+from tests.conftest import wait_until
+
+TEAM = "T0001"
+
+
+def _budget(store: Store, clock: ManualClock, **tiers: int) -> SlackBudget:
+    return SlackBudget(Limits(store.db), tiers={k.replace("_", "."): v for k, v in tiers.items()}, clock=clock)
+
+
+async def _admitted(budget: SlackBudget, method: str, priority: Priority, n: int, **kw: str) -> int:
+    return sum([await budget.admit(TEAM, method, priority, **kw) for _ in range(n)])
+
+
+async def test_cosmetic_calls_leave_room_for_results_and_never_wait(store: Store) -> None:
+    clock = ManualClock()
+    budget = _budget(store, clock, chat_update=50)  # 45 a minute kept: a full bucket holds 45
+    cosmetic = await _admitted(budget, "chat.update", Priority.COSMETIC, 60)
+    assert cosmetic == 27  # what leaves two fifths of 45 (18) to the others; the rest were skipped at once
+    assert budget.skipped == 60 - 27
+    results = await _admitted(budget, "chat.update", Priority.RESULT, 18)
+    assert results == 18  # every token left goes to results
+    assert not await budget.admit(TEAM, "chat.update", Priority.COSMETIC)
+
+
+async def test_a_result_waits_for_its_token_and_gets_it(store: Store) -> None:
+    clock = ManualClock()
+    budget = _budget(store, clock, chat_delete=20)  # 18 a minute: one token every 3.33 s
+    assert await _admitted(budget, "chat.delete", Priority.RESULT, 18) == 18
+    waiting = asyncio.create_task(budget.admit(TEAM, "chat.delete", Priority.RESULT))
+    await wait_until(lambda: clock.sleeping == 1, what="the result to wait for a token")
+    clock.advance(1.0)
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    for _ in range(10):
+        when = clock.next_wake()
+        if waiting.done() or when is None:
+            break
+        clock.advance_to(when)
+        await asyncio.sleep(0.01)
+    assert await asyncio.wait_for(waiting, 5) is True
+    assert clock.now() - 1_000_000.0 >= 60 / (20 * MARGIN) - 1e-6  # not before the token was due
+
+
+async def test_a_sign_waits_a_second_at_most_then_goes_without(store: Store) -> None:
+    clock = ManualClock()
+    budget = _budget(store, clock, reactions_add=10)  # 9 a minute: the next token is 6.7 s away
+    assert await _admitted(budget, "reactions.add", Priority.SIGN, 9) == 9
+    assert await budget.admit(TEAM, "reactions.add", Priority.SIGN) is False  # no sleep: it knew at once
+    assert clock.sleeping == 0
+
+
+async def test_chat_post_message_counts_per_channel_too(store: Store) -> None:
+    clock = ManualClock()
+    budget = _budget(store, clock)
+    assert await _admitted(budget, "chat.postMessage", Priority.SIGN, 2, channel="C1") == 2
+    third = asyncio.create_task(budget.admit(TEAM, "chat.postMessage", Priority.SIGN, channel="C1"))
+    await wait_until(lambda: clock.sleeping == 1, what="the third post in C1 to wait")  # about one a second
+    assert await budget.admit(TEAM, "chat.postMessage", Priority.SIGN, channel="C2")  # another channel: its own
+    clock.advance(1.0)
+    assert await asyncio.wait_for(third, 5) is True
+
+
+async def test_workspaces_have_budgets_of_their_own(store: Store) -> None:
+    clock = ManualClock()
+    budget = _budget(store, clock, chat_update=10)
+    assert await _admitted(budget, "chat.update", Priority.RESULT, 9) == 9
+    assert not await budget.admit(TEAM, "chat.update", Priority.COSMETIC)
+    assert await budget.admit("T0002", "chat.update", Priority.COSMETIC)
+    assert await budget.admit(None, "chat.update", Priority.COSMETIC)  # no workspace's work: not counted
+
+
+async def test_two_replicas_share_one_budget(store: Store, database_url: str) -> None:
+    clock = ManualClock()
+    other = await open_store(database_url)
+    try:
+        first, second = _budget(store, clock, chat_update=50), _budget(other, clock, chat_update=50)
+        granted = await asyncio.gather(*(b.admit(TEAM, "chat.update", Priority.COSMETIC)
+                                         for _ in range(40) for b in (first, second)))
+        assert sum(granted) == 27  # the two together take what one would: the bucket is the database's
+        results = await asyncio.gather(*(b.admit(TEAM, "chat.update", Priority.SIGN)
+                                         for _ in range(20) for b in (first, second)))
+        assert sum(results) <= 18 + 2  # the rest of the bucket (a batch's spare tokens may round it up)
+    finally:
+        await other.close()
+
+
+async def test_a_429_pauses_the_method_for_every_replica(store: Store, database_url: str) -> None:
+    clock = ManualClock()
+    other = await open_store(database_url)
+    try:
+        first, second = _budget(store, clock, files_delete=50), _budget(other, clock, files_delete=50)
+        assert await first.admit(TEAM, "files.delete", Priority.COSMETIC)
+        await first.limited(TEAM, "files.delete", 30.0)
+        assert not await second.admit(TEAM, "files.delete", Priority.COSMETIC)
+        assert not await second.admit(TEAM, "files.delete", Priority.SIGN)
+        clock.advance(31.0)
+        assert await second.admit(TEAM, "files.delete", Priority.COSMETIC)
+    finally:
+        await other.close()
+
+
+@pytest.mark.parametrize("method", ["auth.test", "apps.connections.open"])
+async def test_methods_without_a_published_limit_are_not_counted(store: Store, method: str) -> None:
+    budget = _budget(store, ManualClock())
+    assert all([await budget.admit(TEAM, method, Priority.COSMETIC) for _ in range(500)])
