@@ -253,3 +253,13 @@ async def test_partial_faults_apply_to_creates_only(fake: FakeOpenAI, client: op
     await client.responses.retrieve(created.id)  # not taken here: it stays queued for a create
     events = await _events(client, "a kite", tools(2))
     assert [e.type for e in events].count(PARTIAL) == 0
+
+
+async def test_gif_output_takes_no_partial_images(client: openai.AsyncOpenAI) -> None:
+    """The SDK's docstring: GIF output does not support partial image streaming (partial_images > 0)."""
+    gif = {"model": "gpt-image-2.6-sunburst", "output_format": "gif"}
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.responses.create(model=MODEL, input="a kite", tools=tools(1, **gif), stream=True)
+    assert (caught.value.param, caught.value.code) == ("tools[0].partial_images", "invalid_value")
+    events = await _events(client, "a kite", tools(0, **gif))
+    assert events[-1].type == "response.completed" and PARTIAL not in [e.type for e in events]

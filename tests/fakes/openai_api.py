@@ -790,6 +790,9 @@ class FakeOpenAI:
                 400, f"Invalid value: '{fmt}'.", param=f"tools[{index}].output_format", code="invalid_value"
             )
         _parse_size(str(tool.get("size", "auto")), f"tools[{index}].size")
+        if fmt == "gif" and int(tool.get("partial_images") or 0) > 0:  # the SDK's docstring of output_format
+            raise _Reject(400, "GIF output does not support partial image streaming (partial_images greater than 0).",
+                          param=f"tools[{index}].partial_images", code="invalid_value")
         if tool.get("background") == "transparent" and (fmt == "jpeg" or model == "gpt-image-2"):
             raise _Reject(
                 400,

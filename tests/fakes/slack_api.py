@@ -7,6 +7,11 @@ the way Slack does and to let tests assert on what the app did.
 It also plays Slack's Socket Mode server: ``apps.connections.open`` (with an ``xapp-`` token) returns a
 ``ws://`` URL on this fake; a client that connects gets ``{"type": "hello"}``, then whatever envelopes the
 test sends with :meth:`FakeSlack.socket_send`; the client's acks land in ``socket_acks``.
+
+Rate limits are off unless asked for: ``FakeSlack(rate_limits=True)`` (or a mapping of overrides, or
+:meth:`FakeSlack.set_rate_limits` later) applies Slack's published tiers per workspace (tests/fakes/slack_limits.py):
+beyond them a call is answered HTTP 429, ``Retry-After: <s>``, ``{"ok": false, "error": "ratelimited"}``, and
+recorded in ``rate_limited`` (it is in ``calls`` too).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Limit", "RATE_LIMITS", "WORKSPACE_POSTS", "RateLimiter", "TIER_2", "TIER_3", "TIER_4"]
+__all__ = ["Limit", "Overrides", "RATE_LIMITS", "WORKSPACE_POSTS", "RateLimiter", "TIER_2", "TIER_3", "TIER_4",
+           "table"]
 
 
 @dataclass(frozen=True)
