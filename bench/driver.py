@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import shutil
 import sys
@@ -90,6 +91,15 @@ class Bench:
         finally:
             self.slack.set_rate_limits(self.slack_limits)
 
+    def seed(self, reqs: list[Request]) -> None:
+        """Put each request's message in FakeSlack's history before its event is sent, as in Slack, where the
+        message exists before its event arrives (conversations.replies on the thread then finds its root)."""
+        for req in reqs:
+            event = json.loads(req.body)["event"]
+            extra = {"blocks": event["blocks"]} if event.get("blocks") else {}
+            self.slack.add_message(event["channel"], event["text"], user=event["user"], ts=event["ts"],
+                                   thread_ts=event.get("thread_ts"), **extra)
+
     # ---- waiting
 
     async def wait_images(self, reqs: list[Request], deadline: float) -> list[str]:
@@ -127,6 +137,7 @@ class Bench:
                 f"{name[0]}{i}", name, f"C{name[0].upper()}{i:05d}", "ULOW0001", f"a quiet harbour at dawn number {i}"
             )
             ph.requests.append(req)
+            self.seed([req])
             ph.sender_lag += await sender.send([req])
             missing = await self.wait_images([req], now() + self.args.latency + 60)
             if missing:
@@ -144,6 +155,7 @@ class Bench:
         ph.t0, ph.cpu0, b0, m0 = now(), app.cpu_seconds(), time.process_time(), machine_busy()
         ph.roles0, ph.ticks0 = app.cpu_by_role(), app.ticks_by_role()
         start = now() + 0.1
+        self.seed(reqs)
         ph.sender_lag = await sender.send(reqs, start, spread)
         ph.missing = await self.wait_images(reqs, start + self.args.latency + 120)
         ph.timed_out = bool(ph.missing)

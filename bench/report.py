@@ -215,10 +215,10 @@ def rate_limits(bench: Bench, ph: Phase | None) -> dict[str, Any]:
     if ph is None:
         return out
     keys = {r.key for r in ph.requests}
-    threads = {(r.channel, r.thread_ts) for r in ph.requests}
     per_request = [s.shared_tags[r.key] for r in ph.requests]
     posted = sorted(x["t"] for x in s.shares if x["tag"] in keys)
-    previews = [x for x in s.preview_shares if (x["channel"], x["thread_ts"]) in threads and ph.t0 <= x["t"] <= ph.t1]
+    # previews may be uploaded unshared (shown in a message by file id): all of those the phase saw
+    previews = [x for x in s.preview_shares if ph.t0 <= x["t"] <= ph.t1]
     allowed = tier_allows_s(len(ph.requests))
     span = posted[-1] - posted[0] if posted else None
     out.update(

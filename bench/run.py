@@ -51,9 +51,9 @@ twice, limits off then on, and prints the two side by side. For the burst the re
 method, whether every image was posted exactly once, and the time from its first image posted to its last against
 the least that files.completeUploadExternal's tier (Tier 4, 100 a minute) allows: N images need
 max(0, N - 100) / 100 minutes after the first 100 (with the limits on, a target: at most 1.2 times that).
-`--previews N` starts the app with PREVIEW_IMAGES=N (partial images; the fake sends what the request asks for).
-A shared file that is not the fake's final image (its size differs) is a preview: counted apart, never as the
-request's image.
+`--previews N` starts the app with PREVIEW_IMAGES=N (partial images; the fake sends what the request asks for);
+without it the app has its own default. A completed upload that is not the fake's final image (its size differs)
+is a preview, shared or not: counted apart, never as the request's image.
 
 Results: a table on stdout, and the same as JSON in `bench/results/<timestamp>-<database>[-limits|-both][-xN].json`
 (with `both`: `{"modes": {"off": ..., "on": ...}}`, each what one mode alone writes).
@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         choices=range(0, 4),
         metavar="N",
-        help="start the app with PREVIEW_IMAGES=N (0-3 partial images per image; default: not set)",
+        help="start the app with PREVIEW_IMAGES=N (0-3 partial images per image; default: not set, the app's own)",
     )
     return p.parse_args(argv)
 
