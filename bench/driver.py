@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import shutil
 import sys
@@ -57,13 +58,18 @@ class Phase:
 
 
 class Bench:
-    """One run of the load benchmark with `args` (as `bench.run` parses them): `await Bench(args).run()`."""
+    """One run of the load benchmark with `args` (as `bench.run` parses them): `await Bench(args).run()`.
+    `slack_limits`: FakeSlack applies Slack's published rate-limit tiers (default: as `args.slack_limits` says,
+    "on"); `args.previews` (if set) starts the app with PREVIEW_IMAGES=N."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, *, slack_limits: bool | None = None):
         self.args = args
+        self.slack_limits = getattr(args, "slack_limits", "off") == "on" if slack_limits is None else slack_limits
+        self.previews: int | None = getattr(args, "previews", None)
         self.image, self.width, self.height = noise_image(args.image_mb)
-        self.slack_times, self.openai_times = SlackTimes(), OpenAITimes()
-        self.slack = FakeSlack(observer=self.slack_times)
+        # the fake's partial images are small flat-colour ones: a shared file of the final image's size is the image
+        self.slack_times, self.openai_times = SlackTimes(final_size=len(self.image)), OpenAITimes()
+        self.slack = FakeSlack(observer=self.slack_times, rate_limits=self.slack_limits)
         self.openai = FakeOpenAI(
             api_key=API_KEY, latency=args.latency, image_factory=self._factory, observer=self.openai_times
         )
@@ -74,6 +80,25 @@ class Bench:
 
     def _factory(self, width: int, height: int, fmt: str, prompt: str) -> bytes:
         return self.image
+
+    async def measure_floor(self, image_file: Path) -> dict[str, Any]:
+        """The floor, with FakeSlack's rate limits off while it is measured: it is the yardstick of one upload,
+        not a tenant of the workspace, so it neither meets 429s nor uses up the app's buckets (which start full
+        again afterwards)."""
+        self.slack.set_rate_limits(False)
+        try:
+            return await measure_floor(self.slack.api_url, self.slack.bot_token, image_file, 10)
+        finally:
+            self.slack.set_rate_limits(self.slack_limits)
+
+    def seed(self, reqs: list[Request]) -> None:
+        """Put each request's message in FakeSlack's history before its event is sent, as in Slack, where the
+        message exists before its event arrives (conversations.replies on the thread then finds its root)."""
+        for req in reqs:
+            event = json.loads(req.body)["event"]
+            extra = {"blocks": event["blocks"]} if event.get("blocks") else {}
+            self.slack.add_message(event["channel"], event["text"], user=event["user"], ts=event["ts"],
+                                   thread_ts=event.get("thread_ts"), **extra)
 
     # ---- waiting
 
@@ -112,6 +137,7 @@ class Bench:
                 f"{name[0]}{i}", name, f"C{name[0].upper()}{i:05d}", "ULOW0001", f"a quiet harbour at dawn number {i}"
             )
             ph.requests.append(req)
+            self.seed([req])
             ph.sender_lag += await sender.send([req])
             missing = await self.wait_images([req], now() + self.args.latency + 60)
             if missing:
@@ -129,6 +155,7 @@ class Bench:
         ph.t0, ph.cpu0, b0, m0 = now(), app.cpu_seconds(), time.process_time(), machine_busy()
         ph.roles0, ph.ticks0 = app.cpu_by_role(), app.ticks_by_role()
         start = now() + 0.1
+        self.seed(reqs)
         ph.sender_lag = await sender.send(reqs, start, spread)
         ph.missing = await self.wait_images(reqs, start + self.args.latency + 120)
         ph.timed_out = bool(ph.missing)
@@ -159,7 +186,7 @@ class Bench:
             )
             image_file = tmp / "image.png"
             image_file.write_bytes(self.image)
-            floor = await measure_floor(self.slack.api_url, self.slack.bot_token, image_file, 10)
+            floor = await self.measure_floor(image_file)
             database_url, drop = await make_database(args.database, tmp)
             port = free_port()
             env = app_env(
@@ -173,10 +200,13 @@ class Bench:
                 MAX_QUEUED_PER_USER=str(args.low + args.burst + args.replies + 10),
                 SHUTDOWN_GRACE_SECONDS="5",
                 LOG_LEVEL="WARNING",
+                **({} if self.previews is None else {"PREVIEW_IMAGES": str(self.previews)}),
             )
             self.git_at_start = git_state(args.app_dir)  # the code the app is about to import
             app = self.app = App(env, tmp / "bot.log", args.app_dir)
-            print(f"starting python -m bot on :{port} ({args.database}) ...", flush=True)
+            print(f"starting python -m bot on :{port} ({args.database}; Slack rate limits "
+                  f"{'on' if self.slack_limits else 'off'}"
+                  + ("" if self.previews is None else f"; PREVIEW_IMAGES={self.previews}") + ") ...", flush=True)
             await app.start()
             sampler = Sampler(app)
             sampler.start()
@@ -242,7 +272,7 @@ class Bench:
             print("measuring the floor again ...", flush=True)
             floor = combine_floors(
                 floor,
-                await measure_floor(self.slack.api_url, self.slack.bot_token, image_file, 10),
+                await self.measure_floor(image_file),
             )
             if profiler is not None:
                 result["profile"] = await profiling.stop(args, profiler, tmp)

@@ -9,6 +9,34 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
 
 
+def _ratio(name: str) -> bool:
+    """Whether a target's value is a ratio (shown as "1.23x")."""
+    return "/ floor" in name or name.endswith("/ upload tier")
+
+
+def _per_method(counts: dict[str, int]) -> str:
+    return ", ".join(f"{m} {n}" for m, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
+
+
+def render_limits(lim: dict[str, Any]) -> list[str]:
+    """The lines about Slack's rate limits: the burst's 429s, its images posted once, its posting time."""
+    head = (f"  Slack rate limits {'ON (published tiers)' if lim['on'] else 'off'}"
+            + ("" if lim.get("previews") is None else f", PREVIEW_IMAGES={lim['previews']}"))
+    if "requests" not in lim:
+        return [head + f"; 429s in the run: {_per_method(lim['run_429s_per_method'])}"]
+    ratio = lim["posting_vs_tier"]
+    return [
+        head + f"; burst 429s per method: {_per_method(lim['phase_429s_per_method'])} "
+        f"(whole run: {sum(lim['run_429s_per_method'].values())})",
+        f"    burst images posted exactly once: {'yes' if lim['posted_exactly_once'] else 'NO'} "
+        f"(lost {lim['lost']}, duplicated {lim['duplicated']}; previews posted {lim['previews_posted']})",
+        f"    burst posting: first {_ms(lim['first_posted_s'])}, last {_ms(lim['last_posted_s'])} after the burst "
+        f"began; first -> last {_ms(lim['posting_span_s'])}, {lim['tier_method']}'s tier allows "
+        f"{_ms(lim['tier_allows_s'])} for {lim['requests']} images"
+        + ("" if ratio is None else f": {ratio:.2f}x"),
+    ]
+
+
 def _s3(d: dict[str, Any]) -> str:
     return f"{_ms(d.get('p50')):>9} {_ms(d.get('p99')):>9} {_ms(d.get('max')):>9}"
 
@@ -25,7 +53,9 @@ def render(r: dict[str, Any]) -> str:
         f"  burst {c['burst']}, replies {c['replies']}, low {c['low']}, "
         f"fake latency {c['latency_s']} s/image, "
         f"image {c['image_px']} PNG {c['image_bytes'] / 2**20:.2f} MiB, MAX_CONCURRENT_GENERATIONS "
-        f"{c['max_concurrent_generations']}, {r['machine']['cpus']} CPUs",
+        f"{c['max_concurrent_generations']}, {r['machine']['cpus']} CPUs, Slack rate limits "
+        f"{'on' if c.get('slack_limits') else 'off'}"
+        + ("" if c.get("previews") is None else f", PREVIEW_IMAGES={c['previews']}"),
         f"  floor (decode + upload, median of {f['tries']}, before and after the run): {_ms(f['wall_s'])} wall, "
         f"{f['cpu_s'] * 1000:.1f} ms CPU (before {f['before']['cpu_s'] * 1000:.1f}, after "
         f"{f['after']['cpu_s'] * 1000:.1f}; a process of its own); standard-library decode alone "
@@ -77,8 +107,10 @@ def render(r: dict[str, Any]) -> str:
         f"  delivery: {d['requests']} requests, {d['images']} images, lost {d['lost']}, duplicated "
         f"{d['duplicated']} (threads over expected {d['threads_over_expected']}), stray {d['stray_images']}, "
         f"generations created {d['generations_created']}, signs of work left {d['signs_of_work_left']}, "
-        f"failed marks {d['failed_marks']}",
+        f"failed marks {d['failed_marks']}, previews posted {d.get('previews_posted', 0)}",
     ]
+    if r.get("slack_rate_limits"):
+        out += render_limits(r["slack_rate_limits"])
     for note in r["notes"]:
         out.append(f"  note: {note}")
     out += ["", f"  {'target':<44}{'value':>12}  {'rule':<12} result"]
@@ -86,7 +118,7 @@ def render(r: dict[str, Any]) -> str:
         v = t["value"]
         if v is None:
             shown = "-"
-        elif "/ floor" in t["target"]:
+        elif _ratio(t["target"]):
             shown = f"{v:.2f}x"
         elif "RSS" in t["target"]:
             shown = f"{v:.0f} MB"
@@ -109,7 +141,7 @@ def render_summary(summary: dict[str, Any]) -> str:
     def shown(name: str, v: float | None) -> str:
         if v is None:
             return "-"
-        if "/ floor" in name:
+        if _ratio(name):
             return f"{v:.2f}x"
         if "RSS" in name:
             return f"{v:.0f} MB"
@@ -123,4 +155,26 @@ def render_summary(summary: dict[str, Any]) -> str:
             f"  {'':<12}{t['target']:<44}{shown(t['target'], t['median']):>10}{shown(t['target'], t['worst']):>10}  "
             f"{t['rule']:<12}{t['passed_runs']}/{t['runs']}     {'PASS' if t['pass'] else 'FAIL'}"
         )
+    return "\n".join(out)
+
+
+def render_modes(by_mode: dict[str, list[dict[str, Any]]]) -> str:
+    """Side by side, the runs with Slack's rate limits off and on: per run, the burst's 429s, its images posted
+    once, its posting time against the upload tier, and the targets met."""
+    out = ["", "  Slack rate limits off vs on (per run):",
+           f"    {'mode':<6}{'run':>4}  {'burst 429s':>10}  {'posted once':<12}{'posting':>10}{'tier allows':>13}"
+           f"{'ratio':>8}  targets met   429s per method"]
+    for mode, runs in by_mode.items():
+        for n, r in enumerate(runs, 1):
+            lim = r.get("slack_rate_limits") or {}
+            met = sum(1 for t in r["targets"] if t["pass"])
+            ratio = lim.get("posting_vs_tier")
+            counts = lim.get("phase_429s_per_method") or {}
+            once = lim.get("posted_exactly_once")
+            out.append(
+                f"    {mode:<6}{n:>4}  {sum(counts.values()):>10}  "
+                f"{'-' if once is None else 'yes' if once else 'NO':<12}{_ms(lim.get('posting_span_s')):>10}"
+                f"{_ms(lim.get('tier_allows_s')):>13}{'-' if ratio is None else f'{ratio:.2f}x':>8}  "
+                f"{met}/{len(r['targets']):<10}  {_per_method(counts)}"
+            )
     return "\n".join(out)

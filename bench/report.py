@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from bench.processes import App, git_state
 from bench.timing import Sampler
+from tests.fakes.slack_api import RATE_LIMITS
 
 if TYPE_CHECKING:
     from bench.driver import Bench, Phase
     from bench.events import Request
 
 FLOOR_CHANNEL = "CFLOOR0000"  # where bench.floor shares its uploads: no request's thread
+UPLOAD_METHOD = "files.completeUploadExternal"  # the upload method whose tier bounds a burst's posting time
+POSTING_TARGET = 1.2  # the burst's posting time at most this many times what that tier allows
 
 
 # --------------------------------------------------------------------------- statistics
@@ -188,14 +191,58 @@ def delivery(bench: Bench) -> dict[str, Any]:
         "generations_created": sum(len(v) for k, v in bench.openai_times.creates.items() if k in keys),
         "signs_of_work_left": sum(1 for names in reactions if "hourglass_flowing_sand" in names),
         "failed_marks": sum(1 for names in reactions if "warning" in names),
+        "previews_posted": len(bench.slack_times.preview_shares),
     }
+
+
+# --------------------------------------------------------------------------- Slack's rate limits
+
+
+def tier_allows_s(images: int, method: str = UPLOAD_METHOD) -> float:
+    """The least time from a burst's first image posted to its last that `method`'s tier allows: its bucket
+    (full at the start) posts the first `burst` at once, then one every 60/per_minute s (Tier 4: N images need
+    max(0, N - 100) / 100 minutes after the first 100)."""
+    limit = RATE_LIMITS[method]
+    return max(0.0, images - limit.capacity) * 60.0 / limit.per_minute
+
+
+def rate_limits(bench: Bench, ph: Phase | None) -> dict[str, Any]:
+    """For a phase (the burst): the 429s it met per method, whether each request's image was posted exactly
+    once (and how many previews were), and its posting time against what the upload tier allows."""
+    s = bench.slack_times
+    every = dict(collections.Counter(method for _, method, _ in s.limited))
+    out: dict[str, Any] = {"on": bench.slack_limits, "previews": bench.previews, "run_429s_per_method": every}
+    if ph is None:
+        return out
+    keys = {r.key for r in ph.requests}
+    per_request = [s.shared_tags[r.key] for r in ph.requests]
+    posted = sorted(x["t"] for x in s.shares if x["tag"] in keys)
+    # previews may be uploaded unshared (shown in a message by file id): all of those the phase saw
+    previews = [x for x in s.preview_shares if ph.t0 <= x["t"] <= ph.t1]
+    allowed = tier_allows_s(len(ph.requests))
+    span = posted[-1] - posted[0] if posted else None
+    out.update(
+        requests=len(ph.requests),
+        phase_429s_per_method=dict(collections.Counter(m for t, m, _ in s.limited if ph.t0 <= t <= ph.t1)),
+        posted_exactly_once=all(n == 1 for n in per_request),
+        lost=sum(1 for n in per_request if n == 0),
+        duplicated=sum(n - 1 for n in per_request if n > 1),
+        previews_posted=len(previews),
+        first_posted_s=posted[0] - ph.t0 if posted else None,
+        last_posted_s=posted[-1] - ph.t0 if posted else None,
+        posting_span_s=span,
+        tier_method=UPLOAD_METHOD,
+        tier_allows_s=allowed,
+        posting_vs_tier=None if span is None or allowed <= 0 else span / allowed,
+    )
+    return out
 
 
 # --------------------------------------------------------------------------- targets
 
 
 def judge(phases: dict[str, Any], pooled: dict[str, Any], floor: dict[str, Any], peak_rss_mb: float,
-          lost: int, duplicated: int) -> list[dict[str, Any]]:
+          lost: int, duplicated: int, limits: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Each target with its value and whether it is met."""
     low, burst = phases.get("low", {}), phases.get("burst", {})
     targets: list[dict[str, Any]] = []
@@ -225,6 +272,9 @@ def judge(phases: dict[str, Any], pooled: dict[str, Any], floor: dict[str, Any],
         10.0,
         "<= 10 s",
     )
+    if limits and limits["on"] and limits.get("tier_allows_s"):  # Slack's tiers on, and they bound the burst
+        target("burst posting / upload tier", limits["posting_vs_tier"], POSTING_TARGET,
+               f"<= {POSTING_TARGET}x")
     target("peak RSS (MB)", peak_rss_mb, 300.0, "<= 300 MB")
     target("lost", float(lost), 0.0, "0")
     target("duplicated", float(duplicated), 0.0, "0")
@@ -269,8 +319,9 @@ def report(
         "ack_s": summary(line.get("ack") for line in everyone),
         "first_sign_s": summary(line.get("sign") for line in everyone),
     }
+    limits = rate_limits(bench, next((ph for ph in bench.phases if ph.name == "burst"), None))
     targets = judge(phases, pooled, floor, max(rss_peak_sampled, hwm), sent["lost"],
-                    sent["duplicated"] + sent["threads_over_expected"])
+                    sent["duplicated"] + sent["threads_over_expected"], limits)
     bench.notes += ended_threads_notes(phases)
     if app.leftovers:
         bench.notes.append(f"processes still alive 10 s after the app exited (killed): {app.leftovers}")
@@ -288,6 +339,8 @@ def report(
             "database": args.database,
             "low": args.low,
             "max_concurrent_generations": max(1, args.burst),
+            "slack_limits": bench.slack_limits,
+            "previews": bench.previews,
         },
         "git": bench.git_at_start,
         "code_changed_during_run": bench.git_at_start != git_state(args.app_dir),
@@ -310,6 +363,7 @@ def report(
             "log_tail": log[-20:],
         },
         "delivery": sent,
+        "slack_rate_limits": limits,
         "notes": bench.notes,
         "targets": targets,
     }

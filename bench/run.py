@@ -3,6 +3,7 @@
 
     .venv/bin/python -m bench.run [--burst 200] [--replies 50] [--latency 5] [--image-mb 1.5]
                                   [--database sqlite|postgresql] [--low 5] [--repeat N] [--profile [low|burst]]
+                                  [--slack-limits [on|off|both]] [--previews N]
 
 Run it from the repository root. Phases:
 
@@ -44,7 +45,18 @@ Modules: `bench.driver` runs the phases, `bench.timing` holds the clocks (what t
 event-loop lag), `bench.report` turns them into figures and `bench.render` into the table; `bench.processes`
 starts and reads the app, its database and the floor, `bench.events` builds the Slack requests.
 
-Results: a table on stdout, and the same as JSON in `bench/results/<timestamp>-<database>[-xN].json`.
+Slack's rate limits: `--slack-limits` makes FakeSlack apply Slack's published tiers per workspace (429
+`ratelimited` with Retry-After beyond them; tests/fakes/slack_limits.py); `--slack-limits both` runs everything
+twice, limits off then on, and prints the two side by side. For the burst the report gives the 429s met per
+method, whether every image was posted exactly once, and the time from its first image posted to its last against
+the least that files.completeUploadExternal's tier (Tier 4, 100 a minute) allows: N images need
+max(0, N - 100) / 100 minutes after the first 100 (with the limits on, a target: at most 1.2 times that).
+`--previews N` starts the app with PREVIEW_IMAGES=N (partial images; the fake sends what the request asks for);
+without it the app has its own default. A completed upload that is not the fake's final image (its size differs)
+is a preview, shared or not: counted apart, never as the request's image.
+
+Results: a table on stdout, and the same as JSON in `bench/results/<timestamp>-<database>[-limits|-both][-xN].json`
+(with `both`: `{"modes": {"off": ..., "on": ...}}`, each what one mode alone writes).
 """
 
 from __future__ import annotations
@@ -55,10 +67,11 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench.driver import Bench
 from bench.processes import RESULTS, ROOT
-from bench.render import render, render_summary
+from bench.render import render, render_modes, render_summary
 from bench.report import summarize
 
 
@@ -93,6 +106,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-rate", type=int, default=100, help="with --profile: samples per second")
     p.add_argument("--profile-seconds", type=int, default=0, help="with --profile: stop recording after N s")
     p.add_argument("--profile-out", help="with --profile: also keep py-spy's raw (collapsed) output here")
+    p.add_argument(
+        "--slack-limits",
+        nargs="?",
+        const="on",
+        default="off",
+        choices=("off", "on", "both"),
+        help="FakeSlack applies Slack's published rate-limit tiers (on); `both` runs with them off, then on, "
+        "and compares (default off)",
+    )
+    p.add_argument(
+        "--previews",
+        type=int,
+        choices=range(0, 4),
+        metavar="N",
+        help="start the app with PREVIEW_IMAGES=N (0-3 partial images per image; default: not set, the app's own)",
+    )
     return p.parse_args(argv)
 
 
@@ -102,27 +131,42 @@ def main(argv: list[str] | None = None) -> int:
         print("run from the repository root: .venv/bin/python -m bench.run", file=sys.stderr)
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = []
-    for run in range(args.repeat):
-        if args.repeat > 1:
-            print(f"\n=== run {run + 1} of {args.repeat} ===", flush=True)
-        result = asyncio.run(Bench(args).run())
-        text = render(result)
+    modes = {"off": ("off",), "on": ("on",), "both": ("off", "on")}[args.slack_limits]
+    by_mode: dict[str, list[dict[str, Any]]] = {}
+    documents: dict[str, dict[str, Any]] = {}
+    ok = True
+    for mode in modes:
+        if len(modes) > 1:
+            print(f"\n##### Slack rate limits {mode} #####", flush=True)
+        results = by_mode[mode] = []
+        for run in range(args.repeat):
+            if args.repeat > 1:
+                print(f"\n=== run {run + 1} of {args.repeat} ===", flush=True)
+            result = asyncio.run(Bench(args, slack_limits=mode == "on").run())
+            text = render(result)
+            print(text)
+            results.append({**result, "table": text.splitlines()})
+        if args.repeat == 1:
+            documents[mode] = results[0]
+            ok = ok and all(t["pass"] for t in results[0]["targets"])
+            continue
+        summary = summarize(results)
+        text = render_summary(summary)
         print(text)
-        results.append({**result, "table": text.splitlines()})
-    if args.repeat == 1:
-        out = RESULTS / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{args.database}.json"
-        out.write_text(json.dumps(results[0], indent=2, default=str))
-        print(f"\n  written: {out.relative_to(ROOT)}")
-        return 0 if all(t["pass"] for t in results[0]["targets"]) else 1
-    summary = summarize(results)
-    text = render_summary(summary)
-    print(text)
-    out = RESULTS / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{args.database}-x{args.repeat}.json"
-    out.write_text(json.dumps({"summary": summary, "summary_table": text.splitlines(), "runs": results},
-                              indent=2, default=str))
+        documents[mode] = {"summary": summary, "summary_table": text.splitlines(), "runs": results}
+        ok = ok and all(t["pass"] for t in summary["targets"])
+    suffix = {"off": "", "on": "-limits", "both": "-both"}[args.slack_limits]
+    suffix += f"-x{args.repeat}" if args.repeat > 1 else ""
+    out = RESULTS / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{args.database}{suffix}.json"
+    if len(modes) == 1:
+        document = documents[modes[0]]
+    else:
+        text = render_modes(by_mode)
+        print(text)
+        document = {"modes": documents, "comparison_table": text.splitlines()}
+    out.write_text(json.dumps(document, indent=2, default=str))
     print(f"\n  written: {out.relative_to(ROOT)}")
-    return 0 if all(t["pass"] for t in summary["targets"]) else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -40,9 +40,14 @@ def tag_of(text: Any) -> str | None:
 
 
 class SlackTimes(SlackObserver):
-    """Stamps the calls the benchmark cares about when FakeSlack handles them."""
+    """Stamps the calls the benchmark cares about when FakeSlack handles them. Given `final_size` (the bytes of
+    the image the fake OpenAI makes), a shared file of another size is a preview (a partial image the app
+    posted): it goes to `preview_shares`, not `shares`, and does not count as the request's image."""
 
-    def __init__(self) -> None:
+    def __init__(self, final_size: int | None = None) -> None:
+        self.final_size = final_size
+        self.preview_shares: list[dict[str, Any]] = []  # as `shares`, for the files that are not the final image
+        self.limited: list[tuple[float, str, int]] = []  # (t, method, Retry-After) of each 429 ratelimited
         self.reacted: dict[tuple[str, str], float] = {}  # (channel, message ts) -> first reactions.add
         self.posted_in: dict[tuple[str, str], float] = {}  # (channel, thread_ts) -> first chat.postMessage
         self.shares: list[dict[str, Any]] = []  # one per shared file: t, channel, thread_ts, tag, file_id
@@ -72,17 +77,22 @@ class SlackTimes(SlackObserver):
     def _shared(self, t: float, args: Mapping[str, Any], answer: Mapping[str, Any]) -> None:
         tag = tag_of(args.get("initial_comment"))
         for f in answer["files"]:
-            self.shares.append(
-                {
-                    "t": t,
-                    "channel": str(args["channel_id"]) if args.get("channel_id") else None,
-                    "thread_ts": str(args["thread_ts"]) if args.get("thread_ts") else None,
-                    "tag": tag,
-                    "file_id": f["id"],
-                }
-            )
+            share = {
+                "t": t,
+                "channel": str(args["channel_id"]) if args.get("channel_id") else None,
+                "thread_ts": str(args["thread_ts"]) if args.get("thread_ts") else None,
+                "tag": tag,
+                "file_id": f["id"],
+            }
+            if self.final_size is not None and f.get("size") != self.final_size:
+                self.preview_shares.append(share)
+                continue
+            self.shares.append(share)
             if tag:
                 self.shared_tags[tag] += 1
+
+    def rate_limited(self, method: str, args: Mapping[str, Any], retry_after: int) -> None:
+        self.limited.append((now(), method, retry_after))
 
     def upload_arrived(self, file_id: str) -> None:
         self.bytes_started.setdefault(file_id, now())

@@ -3,6 +3,16 @@
 It is an aiohttp application on ``127.0.0.1:<ephemeral port>`` that the real ``openai.AsyncOpenAI`` client
 talks to through ``base_url``. Behaviour is chosen by the request itself (prompt markers such as
 ``[[text]]``, ``[[two]]``, ``[[moderation]]``) or by queued :class:`Fault` objects.
+
+Partial images: an image turn whose events can be streamed (``stream: true``, or ``background: true``, which a
+later retrieve can stream) and whose image_generation tool asks for ``partial_images`` (1-3) carries that many
+``response.image_generation_call.partial_image`` events per image, spread over the generation, between
+``image_generation_call.generating`` and ``.completed``: each a real image of the requested size and
+output_format (from ``partial_factory``: a flat colour by default, different from the final image), with
+``partial_image_index`` 0, 1, ... Each adds ``PARTIAL_IMAGE_OUTPUT_TOKENS`` to ``tool_usage.image_gen``'s
+output tokens. Faults: ``[[late_partials]]`` in the prompt (or ``Fault(late_partials=True)``) sends them right
+after the image's ``output_item.done`` instead; ``[[fewer_partials]]`` sends one fewer than asked
+(``Fault(partials_sent=N)``: at most N).
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ DEFAULT_IMAGE_MODELS = frozenset(openai_models.IMAGE_MODELS)
 IMAGE_FORMATS = frozenset({"png", "jpeg", "webp", "gif", "svg"})
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
 IMAGE_OUTPUT_TOKENS = 1056
+PARTIAL_IMAGE_OUTPUT_TOKENS = 100  # each partial image, in the image tool's output tokens (OpenAI's figure, about)
 TEXT_CHUNK = 500
 ASK_STYLE = "What style would you like?"
 HERE_IS_IMAGE = "Here is your image."
@@ -152,6 +163,9 @@ class Fault:
     abruptly after that many events; ``fail_response`` ends the response with ``response.failed``;
     ``error_event`` ends the stream with a top-level ``error`` event; ``omit_events`` leaves events of these
     types out of the stream (they stay in the response's log, for later streams).
+    Partial images (create only): ``late_partials`` sends each image's partial images after its
+    ``output_item.done`` rather than before its ``image_generation_call.completed``; ``partials_sent`` sends at
+    most that many per image (fewer than the tool asked for).
     """
 
     status: int | None = None
@@ -169,6 +183,8 @@ class Fault:
     error_event: bool = False
     nested_error: bool = False  # the error event carries {"error": {...}} instead of top-level code/message
     omit_events: tuple[str, ...] = ()
+    late_partials: bool = False
+    partials_sent: int | None = None
     times: int = 1
     match: str | None = None
     route: Route = "create"
@@ -181,7 +197,8 @@ class Fault:
             return False
         if self.cut_after is not None and not stream:
             return False
-        return not ((self.fail_response or self.error_event) and route != "create")
+        shapes = self.fail_response or self.error_event or self.late_partials or self.partials_sent is not None
+        return not (shapes and route != "create")
 
 
 @dataclass(eq=False)
@@ -196,6 +213,8 @@ class FakeResponse:
     background: bool
     stored: bool
     fault: Fault | None = None
+    partials_asked: int = 0  # partial images per image the request asked for (0 if its events cannot be streamed)
+    partials_made: int = 0  # partial images sent so far, all images together
     events: list[Json] = field(default_factory=list)
     encoded: dict[int, bytes] = field(default_factory=dict)  # sequence number -> the event as SSE bytes
     finished: bool = False
@@ -412,6 +431,7 @@ class FakeOpenAI:
         today: Callable[[], datetime.date] | None = None,
         limits: AccountLimits | None = None,
         observer: OpenAIObserver | None = None,
+        partial_factory: ImageFactory | None = None,
     ) -> None:
         self.api_key = api_key
         # GET /v1/models: id -> shutdown date (a test may change it at any time); models are refused from
@@ -421,6 +441,7 @@ class FakeOpenAI:
         self.limits = limits  # the account's rate limits (tests/fakes/openai_limits.py); None: unlimited
         self.latency = latency
         self.image_factory: ImageFactory = image_factory or default_image_factory
+        self.partial_factory: ImageFactory = partial_factory or default_image_factory  # (w, h, format, prompt)
         self.known_image_models: set[str] = set(DEFAULT_IMAGE_MODELS)
         self.requests: list[Recorded] = []
         self.responses: dict[str, FakeResponse] = {}
@@ -738,6 +759,7 @@ class FakeOpenAI:
                 part["annotations"].append({"type": "url_citation", "start_index": begin, "end_index": begin + 3,
                                             "url": url, "title": title})
         response_id = _new_id("resp_")
+        streamable = background or body.get("stream") is True
         return FakeResponse(
             id=response_id,
             request=body,
@@ -746,6 +768,7 @@ class FakeOpenAI:
             items=items,
             background=background,
             stored=stored,
+            partials_asked=int(tool.get("partial_images") or 0) if found and streamable else 0,
         )
 
     def _check_tool(self, index: int, tool: Json) -> None:
@@ -767,6 +790,9 @@ class FakeOpenAI:
                 400, f"Invalid value: '{fmt}'.", param=f"tools[{index}].output_format", code="invalid_value"
             )
         _parse_size(str(tool.get("size", "auto")), f"tools[{index}].size")
+        if fmt == "gif" and int(tool.get("partial_images") or 0) > 0:  # the SDK's docstring of output_format
+            raise _Reject(400, "GIF output does not support partial image streaming (partial_images greater than 0).",
+                          param=f"tools[{index}].partial_images", code="invalid_value")
         if tool.get("background") == "transparent" and (fmt == "jpeg" or model == "gpt-image-2"):
             raise _Reject(
                 400,
@@ -902,7 +928,12 @@ class FakeOpenAI:
                 self._emit(
                     resp, "response.image_generation_call.generating", output_index=index, item_id=final["id"]
                 )
-                await asyncio.sleep(self.latency)
+                partials, late = self._partials_planned(resp, final)
+                step = self.latency / (partials + 1)
+                for n in range(0 if late else partials):
+                    await asyncio.sleep(step)
+                    self._emit_partial(resp, index, final, n)
+                await asyncio.sleep(step if partials and not late else self.latency)
                 await self.gate.wait()
                 if self._fail_if_faulted(resp):
                     return
@@ -915,10 +946,40 @@ class FakeOpenAI:
                     )
                 output[index] = final
                 self._emit(resp, "response.output_item.done", output_index=index, item=final)
+                for n in range(partials if late else 0):
+                    self._emit_partial(resp, index, final, n)
             else:
                 self._emit_message(resp, index, final)
         resp.body.update(status="completed", completed_at=int(time.time()), **self._usage(resp))
         self._emit(resp, "response.completed", response=resp.body)
+
+    def _partials_planned(self, resp: FakeResponse, final: Json) -> tuple[int, bool]:
+        """How many partial images this image gets, and whether they come late (after its output_item.done)."""
+        if final["status"] != "completed":
+            return 0, False
+        count, fault = resp.partials_asked, resp.fault
+        if "[[fewer_partials]]" in resp.text:
+            count = max(0, count - 1)
+        if fault is not None and fault.partials_sent is not None:
+            count = min(count, max(0, fault.partials_sent))
+        return count, "[[late_partials]]" in resp.text or (fault is not None and fault.late_partials)
+
+    def _emit_partial(self, resp: FakeResponse, index: int, final: Json, n: int) -> None:
+        width, height = (int(side) for side in final["size"].split("x"))
+        image = self.partial_factory(width, height, final["output_format"], f"{final['revised_prompt']} [partial {n}]")
+        resp.partials_made += 1
+        self._emit(
+            resp,
+            "response.image_generation_call.partial_image",
+            output_index=index,
+            item_id=final["id"],
+            partial_image_index=n,
+            partial_image_b64=self._base64(image),
+            size=final["size"],
+            quality=final["quality"],
+            background=final["background"],
+            output_format=final["output_format"],
+        )
 
     def _emit_search(self, resp: FakeResponse, index: int, final: Json) -> None:
         pending = {**final, "status": "in_progress"}
@@ -990,11 +1051,12 @@ class FakeOpenAI:
         if not images:
             return {"usage": usage, "tool_usage": None}
         image_in = text_tokens * len(images)
+        image_out = IMAGE_OUTPUT_TOKENS * made + PARTIAL_IMAGE_OUTPUT_TOKENS * resp.partials_made
         image_gen = {
             "input_tokens": image_in,
             "input_tokens_details": {"image_tokens": 0, "text_tokens": image_in},
-            "output_tokens": IMAGE_OUTPUT_TOKENS * made,
-            "total_tokens": image_in + IMAGE_OUTPUT_TOKENS * made,
+            "output_tokens": image_out,
+            "total_tokens": image_in + image_out,
         }
         searches = sum(1 for item in resp.items if item["type"] == "web_search_call")
         return {"usage": usage, "tool_usage": {"image_gen": image_gen, "web_search": {"num_requests": searches}}}

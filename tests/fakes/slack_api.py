@@ -7,6 +7,11 @@ the way Slack does and to let tests assert on what the app did.
 It also plays Slack's Socket Mode server: ``apps.connections.open`` (with an ``xapp-`` token) returns a
 ``ws://`` URL on this fake; a client that connects gets ``{"type": "hello"}``, then whatever envelopes the
 test sends with :meth:`FakeSlack.socket_send`; the client's acks land in ``socket_acks``.
+
+Rate limits are off unless asked for: ``FakeSlack(rate_limits=True)`` (or a mapping of overrides, or
+:meth:`FakeSlack.set_rate_limits` later) applies Slack's published tiers per workspace (tests/fakes/slack_limits.py):
+beyond them a call is answered HTTP 429, ``Retry-After: <s>``, ``{"ok": false, "error": "ratelimited"}``, and
+recorded in ``rate_limited`` (it is in ``calls`` too).
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from PIL import Image
 
 from . import slack_blocks
+from .slack_limits import RATE_LIMITS, WORKSPACE_POSTS, Limit, Overrides, RateLimiter, table
 
-__all__ = ["Call", "FakeSlack", "DEFAULT_SCOPES", "next_ts"]
+__all__ = ["Call", "FakeSlack", "DEFAULT_SCOPES", "Limit", "RATE_LIMITS", "WORKSPACE_POSTS", "next_ts"]
 
 _MANIFEST = Path(__file__).resolve().parents[2] / "slack-manifest.yml"
 # The bot scopes Easel's manifest asks for: what an installed Easel's token carries.
@@ -164,6 +170,10 @@ class SlackObserver:
     def upload_handled(self, file_id: str) -> None:
         """That POST was answered (its bytes stored, or refused)."""
 
+    def rate_limited(self, method: str, args: Mapping[str, Any], retry_after: int) -> None:
+        """A call was refused by the rate limits (``FakeSlack(rate_limits=...)``): HTTP 429 with that
+        Retry-After; the method did not run."""
+
 
 class FakeSlack:
     """Fake Slack Web API; use as ``async with FakeSlack() as fake:``."""
@@ -178,7 +188,13 @@ class FakeSlack:
         team: str = "Easel Test",
         scopes: Sequence[str] = DEFAULT_SCOPES,
         observer: SlackObserver | None = None,
+        rate_limits: bool | Overrides = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``rate_limits``: False (the default) limits nothing; True applies Slack's published tiers
+        (``RATE_LIMITS``, tests/fakes/slack_limits.py) per workspace; a mapping applies them with these
+        overrides (method -> calls a minute, a ``Limit``, or None for no limit). ``clock`` (seconds) times the
+        buckets. See :meth:`set_rate_limits`."""
         self.bot_token = bot_token
         self.team_id = team_id
         self.bot_user_id = bot_user_id
@@ -197,6 +213,10 @@ class FakeSlack:
 
         self.calls: list[Call] = []
         self.refused: list[Call] = []  # requests turned away before reaching a method (URL too long)
+        self.rate_limited: list[Call] = []  # calls answered 429 ratelimited by the rate limits (also in calls)
+        self.clock = clock
+        self.limiter: RateLimiter | None = None
+        self.set_rate_limits(rate_limits)
         self._held_answers: defaultdict[str, list[asyncio.Event]] = defaultdict(list)
         self.unknown_arguments: list[tuple[str, str]] = []  # (method, argument) Slack would silently ignore
         self.messages: list[dict[str, Any]] = []
@@ -261,6 +281,28 @@ class FakeSlack:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    # ------------------------------------------------------------------ rate limits
+
+    def set_rate_limits(self, rate_limits: bool | Overrides = True) -> None:
+        """Switch the rate limits on (True: Slack's published tiers; a mapping: those with overrides, method ->
+        calls a minute, a ``Limit`` or None) or off (False). Every bucket starts full again."""
+        if rate_limits is False:
+            self.limiter = None
+        else:
+            self.limiter = RateLimiter(table(None if rate_limits is True else rate_limits), self.clock)
+
+    def rate_limited_counts(self) -> dict[str, int]:
+        """How many calls of each method were refused by the rate limits so far."""
+        counts: dict[str, int] = defaultdict(int)
+        for call in self.rate_limited:
+            counts[call.method] += 1
+        return dict(counts)
+
+    def workspace_of(self, token: str) -> str:
+        """The team id of the workspace a bot token belongs to (the fake's own team for its own token)."""
+        w = self.workspaces.get(token)
+        return w["team_id"] if w else self.team_id
 
     # ------------------------------------------------------------------ inspection
 
@@ -722,7 +764,8 @@ class FakeSlack:
             self.refused.append(Call(method, args, _CIDict(request.headers.items()), raw, request.path))
             await self._notify()
             return web.Response(status=414, text="414 Request-URI Too Large", content_type="text/plain")
-        await self._record(Call(method, args, _CIDict(request.headers.items()), raw, request.path))
+        call = Call(method, args, _CIDict(request.headers.items()), raw, request.path)
+        await self._record(call)
         gate = self._gates.get(method)
         if gate is not None:
             await gate.wait()
@@ -734,6 +777,15 @@ class FakeSlack:
         spec = _SPEC.get(method) or _LATER_METHODS.get(method)
         if spec is None:
             return self._error("unknown_method")
+        if self.limiter is not None:
+            retry_after = self.limiter.admit(self.workspace_of(self._token), method, str(args.get("channel") or ""))
+            if retry_after is not None:
+                self.rate_limited.append(call)
+                if self._observer is not None:
+                    self._observer.rate_limited(method, args, retry_after)
+                await self._notify()
+                return self._json({"ok": False, "error": "ratelimited"}, status=429,
+                                  headers={"Retry-After": str(retry_after)})
         args = self._as_slack_reads(spec, method, request, args)
         needed = self._needed_scopes(spec, method, args)
         if needed and not set(needed) & set(self.scopes):
