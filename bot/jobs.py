@@ -45,6 +45,7 @@ from bot.slack import (
     SlackUnavailable,
 )
 from bot.spending import Spending
+from bot.usergroups import UserGroups
 from storage import LeaseLost, Store
 from storage.models import Job, JobStatus, Thread
 
@@ -74,6 +75,7 @@ class JobRunner:
         pacing: Pacing | None = None,
         budgets: Budgets | None = None,
         buttons: bool = True,
+        usergroups: UserGroups | None = None,
     ):
         self._store = store
         self._images = images
@@ -92,7 +94,7 @@ class JobRunner:
         self.queue = QueueStatus(store=store, slack=slack, capacity=capacity, pacing=pacing or Unpaced(),
                                  slots=slots, posts=self._posts)
         self._noticer = Noticer(store=store, slack=slack, attachments=attachments, admins=self._admins,
-                                queue=self.queue, posts=self._posts, lease=lease)
+                                queue=self.queue, posts=self._posts, lease=lease, usergroups=usergroups)
         self._publisher = Publisher(slack=slack, posts=self._posts, prices=self._prices, metrics=metrics,
                                     chat_model=images.model, buttons=buttons)
         self._spending = Spending(budgets=budgets, slack=slack) if budgets else None  # None: nothing counted
