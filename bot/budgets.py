@@ -5,7 +5,8 @@ unset: no limit), under those admins set from Slack (the workspace's settings: e
 workspace's monthly limit, every channel's daily limit; a channel's own settings: its daily limit), which are
 read again for every reservation. Days and months are the workspace's (UTC unless an admin set a time zone with
 `/imagine settings tz Europe/Paris`). Before a request reaches OpenAI its worst case (`Prices.worst_case`) is
-reserved against every limit at once (`storage.spend`); after the answer it is settled to what OpenAI
+reserved against every limit at once (`storage.spend`); a turn tried once more another way raises the
+reservation to its own worst case first, if that is dearer. After the answer it is settled to what OpenAI
 reported, or released when the request failed. Above CONFIRM_ABOVE_USD the requester is asked first, with a
 button.
 """
@@ -100,11 +101,15 @@ def _when(ts: float, zone: str) -> str:
     return f"<!date^{int(ts)}^{{date_short_pretty}} at {{time}}|{fallback:%Y-%m-%d %H:%M} {zone}>"
 
 
-def refusal_text(refused: Refused, *, worst: int, p: Periods) -> str:
+def refusal_text(refused: Refused, *, worst: int, p: Periods, held: int = 0) -> str:
+    """`held`: what was set aside for the request's first try, when it is a retry that may cost more."""
     kind = refused.counter.scope.split(":", 1)[0]
     resets = p.month_ends if kind == "team" else p.day_ends
     assert refused.counter.limit_micros is not None
-    return (f":no_entry: Not drawn: this request may cost up to {usd(worst, up=True)}, more than is left of "
+    retry = (f"tried once more another way, this request may cost up to {usd(worst, up=True)} "
+             f"({usd(worst - held, up=True)} more than was set aside for it)" if held else
+             f"this request may cost up to {usd(worst, up=True)}")
+    return (f":no_entry: Not drawn: {retry}, more than is left of "
             f"{_NAMES[kind]} ({usd(refused.left_micros)} left of {usd(refused.counter.limit_micros)}). "
             f"It resets {_when(resets, p.zone)}.")
 
@@ -171,11 +176,21 @@ class Budgets:
     async def before_send(self, job: Job, *, tool: Mapping[str, Any], chat_model: str | None, input_images: int,
                           confirmed: bool) -> Reservation:
         """Reserve the request's worst case, or raise NotSent (over a limit; or it needs the requester's click
-        first). A job that reserved before (a run taken again) gets its reservation back."""
+        first). A job that reserved before (a run taken again, a turn tried once more another way) keeps its
+        reservation, raised first to this turn's worst case if that is dearer: OverBudget if the difference
+        does not fit (the reservation stays as it was, to be released with the job)."""
+        worst = self.worst_case(tool, chat_model=chat_model, input_images=input_images)
         held = await self._spend.reservation(job.id)
         if held is not None and held.state != "released":
-            return held
-        worst = self.worst_case(tool, chat_model=chat_model, input_images=input_images)
+            if held.state != "reserved" or worst <= held.reserved_micros:
+                return held
+            raised = await self._spend.raise_to(job.id, amount_micros=worst,
+                                                limits=await self._counters(job, held.day, held.month))
+            if isinstance(raised, Refused):
+                p = await self.periods(job.team_id)
+                raise OverBudget(refusal_text(raised, worst=worst, p=p, held=held.reserved_micros), raised)
+            if raised is not None:
+                return raised
         if self.limits.confirm_above is not None and worst > self.limits.confirm_above and not confirmed:
             text, blocks = confirm_blocks(job.id, worst)
             raise AwaitsConfirmation(text, blocks=blocks)

@@ -311,4 +311,6 @@ class JobRunner:
                     run.tool, run.chat_model = turn.tool, turn.model
                 else:
                     raise
+                if self._spending is not None:  # the retry may cost more: its reservation is raised first
+                    await self._spending.before_send(run, turn)
                 resume_id = None

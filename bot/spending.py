@@ -19,7 +19,8 @@ class Spending:
 
     async def before_send(self, run: Run, turn: Turn) -> None:
         """Reserve the turn's worst case (a thread's chain may bring its last image back: counted as an input),
-        or raise NotSent. A job that reserved in an earlier run finds its reservation."""
+        or raise NotSent. A job that reserved in an earlier run finds its reservation; a turn tried once more
+        (on another model, say) raises it to its own worst case first, if that is dearer."""
         job = run.job
         await run.hold.persist(lambda: self._budgets.before_send(
             job, tool=turn.tool, chat_model=turn.model, confirmed=job.options.confirmed_from is not None,
