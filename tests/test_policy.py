@@ -214,6 +214,25 @@ async def test_a_group_gone_or_unseen_refuses_and_a_button_is_refused_privately(
     assert len(easel.openai.create_requests()) == 1  # only the first image
 
 
+async def test_an_edit_by_someone_outside_the_group_is_refused_to_them_alone(easel_factory) -> None:
+    from tests.test_buttons import _image, _open_edit, _submission
+
+    easel = await easel_factory()
+    ts, message = await _image(easel, "a lighthouse --quality low")
+    [shared] = easel.slack.shared_files
+    view = await _open_edit(easel, shared["file_id"], message)
+    group = easel.slack.add_usergroup("designers", ["U0002"])
+    await _set(easel, who="usergroup", usergroup=group, usergroup_handle="designers")
+    result = await easel.sender.action(_submission(easel, view, "make the sky stormy"))
+    assert result.status == 200 and not result.body_text  # the modal closes; the worker asks Slack
+    jobs = await easel.jobs_settled(2)
+    assert sorted(j.status for j in jobs) == ["done", "failed"]
+    [told] = easel.slack.ephemerals
+    assert (told["ephemeral_user"], told.get("thread_ts")) == ("U0001", ts) and "you are not in it" in told["text"]
+    assert not any("you are not in it" in t for t in _texts(easel, ts))  # nothing in the thread for others
+    assert len(easel.openai.create_requests()) == 1
+
+
 async def test_a_channel_saying_everyone_opens_what_the_workspace_keeps_to_a_group(easel_factory) -> None:
     easel = await easel_factory()
     group = easel.slack.add_usergroup("designers", ["U0002"])
