@@ -312,5 +312,5 @@ class JobRunner:
                 else:
                     raise
                 if self._spending is not None:  # the retry may cost more: its reservation is raised first
-                    await self._spending.before_send(run, turn)
+                    await self._spending.before_send(run, turn, retry=True)
                 resume_id = None
