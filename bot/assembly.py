@@ -35,12 +35,14 @@ from bot.metrics import Metrics
 from bot.openai_client import openai_client
 from bot.settings_desk import SettingsDesk
 from bot.slack import SlackAdapter, retry_handlers
+from bot.slack_budget import Budget, SlackBudget, Unlimited
 from bot.usergroups import UserGroups
 from bot.web import WellFormed
 from handlers import register_handlers
 from handlers.payloads import Context
 from storage import Store, open_store
 from storage.home import Recent
+from storage.limits import Limits
 from storage.retention import Retention
 from storage.settings import Settings as SettingsStore
 from storage.spend import Spend
@@ -123,10 +125,15 @@ async def build_intake(
     lifecycle = Lifecycle(table=settings.model_table(today=today), store=store.lifecycle, now=now)
     # One connection pool for every Slack call (slack_sdk otherwise opens a new session per call).
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120, sock_connect=10))
+    metrics = Metrics()
+    # Slack's rate limits per workspace and method, kept by every replica through the database.
+    budget: Budget = Unlimited()
+    if settings.slack_rate_limits == "on":
+        budget = SlackBudget(Limits(store.db), on_limited=lambda m: metrics.slack_rate_limited.labels(m).inc())
     web_client = AsyncWebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
-        retry_handlers=retry_handlers(),
+        retry_handlers=retry_handlers(budget=budget),
         session=http,
     )
     installs = _installations(settings, store)
@@ -140,13 +147,12 @@ async def build_intake(
         before_authorize=WellFormed(admit=installs.admit if installs else None),
         **_oauth(settings, installs),
     )
-    metrics = Metrics()
     place_settings = SettingsStore(store.db)
     intake = Intake(store=store, wake=wake, max_pending_per_user=settings.max_queued_per_user, metrics=metrics,
                     lifecycle=lifecycle,
                     forget_workspace=(lambda team: installs.remove(team_id=team)) if installs else None,
                     purge_on_uninstall=settings.purge_on_uninstall, settings=place_settings)
-    slack = SlackAdapter(web_client, session=http, tokens=installs.token if installs else None)
+    slack = SlackAdapter(web_client, session=http, tokens=installs.token if installs else None, budget=budget)
     budgets = Budgets(spend=Spend(store.db), limits=settings.budget_limits(), prices=settings.price_table(),
                       chat_model=settings.openai_model, settings=place_settings)
     desk = BudgetDesk(store=store, budgets=budgets, slack=slack, wake=wake, max_pending=settings.max_queued_per_user,
@@ -206,7 +212,6 @@ async def build(
     from bot.pacing import Pacer
     from bot.queue_status import Slots
     from bot.worker import Worker
-    from storage.limits import Limits
 
     built: list[Worker] = []
 
@@ -230,7 +235,8 @@ async def build(
                        safety_key=settings.safety_secret(), attachments=attachments,
                        prices=settings.price_table(),
                        admins=Admins(listed=settings.easel_admins, is_workspace_admin=easel.slack.is_workspace_admin),
-                       budgets=easel.budgets, usergroups=UserGroups(easel.slack))
+                       budgets=easel.budgets, previews=settings.preview_images,
+                       usergroups=UserGroups(easel.slack))
     timing = {k: v for k, v in (("every", refresh_every), ("retry", retry_every)) if v is not None}
     easel.refresher = Refresher(lifecycle=easel.lifecycle, list_models=lambda: list_models(client), now=now,
                                 **timing)

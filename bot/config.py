@@ -151,6 +151,9 @@ class Settings(pydantic.BaseModel):
     max_concurrent_generations: int = Field(50, alias="MAX_CONCURRENT_GENERATIONS", ge=1, le=10_000)
     max_queued_per_user: int = Field(5, alias="MAX_QUEUED_PER_USER", ge=1)
     max_images_in_memory: int = Field(4, alias="MAX_IMAGES_IN_MEMORY", ge=1, le=1000)
+    preview_images: int = Field(1, alias="PREVIEW_IMAGES", ge=0, le=3)  # partial images shown while drawing
+    # "off": Slack calls are not budgeted by Slack's published tiers (a Slack of one's own, with other limits)
+    slack_rate_limits: Literal["on", "off"] = Field("on", alias="SLACK_RATE_LIMITS")
     database_url: str = Field(default_factory=_default_database_url, alias="DATABASE_URL", repr=False)
     shutdown_grace_seconds: float = Field(30.0, alias="SHUTDOWN_GRACE_SECONDS", ge=0)
     job_lease_seconds: float = Field(60.0, alias="JOB_LEASE_SECONDS", gt=0)

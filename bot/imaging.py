@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 import openai
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL = ("completed", "failed", "incomplete", "cancelled")
 ITEM_DONE = "response.output_item.done"
+PARTIAL = "response.image_generation_call.partial_image"  # a preview of an image being drawn (partial_images)
 # The conversational model's instructions: what Easel is, and when to draw rather than answer in words.
 INSTRUCTIONS = (
     "You are Easel, an image assistant inside Slack. People ask you for images in a Slack thread; each "
@@ -56,6 +57,18 @@ class Turn:
     safety_identifier: str | None = None
     web_search: bool = False  # offer the model the web_search tool too
     mask: tuple[str, bytes] | None = None  # the tool's input_image_mask, for the first input image
+
+
+class Previews(Protocol):
+    """Who hears of a turn's partial images (the tool's `partial_images`)."""
+
+    def wanted(self) -> bool:
+        """Is there room to take one now? (If not, it is skipped unread.)"""
+        ...
+
+    def arrived(self, index: int, data: bytes) -> None:
+        """The `index`-th partial image, decoded (called only after `wanted()` said yes)."""
+        ...
 
 
 class PayloadSlots:
@@ -120,15 +133,17 @@ class OpenAIImages:
         resume_id: str | None = None,
         on_started: Callable[[str], Awaitable[None]],
         on_image: Callable[[Image], None] | None = None,
+        previews: Previews | None = None,
     ) -> Outcome:
         """Run (or, given `resume_id`, pick up) one turn. Raises GenerationError.
 
         `on_image` hears of each image as soon as its own event arrives, before the response is over (the
         response's final event repeats it, with the usage): the caller can start uploading it meanwhile.
+        `previews` hears of each partial image the stream brings (when it has room for one).
         The returned Outcome holds a payload slot until `outcome.release()` is called."""
         started: list[str] = [resume_id] if resume_id else []
         hold = _Hold(self._slots)
-        arrivals = _Arrivals(on_image) if on_image is not None else None
+        arrivals = _Arrivals(on_image, previews) if on_image is not None else None
 
         async def remember(response_id: str) -> None:
             if not started:
@@ -272,8 +287,13 @@ class OpenAIImages:
         response_id: str | None = None
         last_seq: int | None = None
         wanted, lean = (sse.FINAL | {ITEM_DONE}, sse.FINAL) if arrivals is not None else (sse.FINAL, frozenset())
+        previews = arrivals.previews if arrivals is not None else None
+        optional = {PARTIAL: previews.wanted} if previews is not None else None
+        if previews is not None:
+            wanted = wanted | {PARTIAL}
         try:
-            async for event in sse.events(raw.iter_bytes(), admit=hold.take, wanted=wanted, lean=lean):
+            async for event in sse.events(raw.iter_bytes(), admit=hold.take, wanted=wanted, lean=lean,
+                                          optional=optional):
                 if event.sequence_number is not None:
                     last_seq = event.sequence_number
                 data = event.data or {}
@@ -288,6 +308,9 @@ class OpenAIImages:
                     log.info("response %s: an image left out of its final event never came; looking it up",
                              response_id)
                     break
+                if event.type == PARTIAL and previews is not None and event.data is not None:
+                    _preview(previews, event.data)
+                    continue
                 if event.type == ITEM_DONE and arrivals is not None:
                     image = finished_image(data.get("item"))
                     if image is not None:
@@ -336,8 +359,9 @@ class _Hold:
 class _Arrivals:
     """A turn's images as their own events bring them, before the final event repeats them (leanly)."""
 
-    def __init__(self, on_image: Callable[[Image], None]):
+    def __init__(self, on_image: Callable[[Image], None], previews: Previews | None = None):
         self._on_image = on_image
+        self.previews = previews
         self._images: dict[str, Image] = {}
 
     def add(self, image: Image) -> None:
@@ -355,6 +379,18 @@ class _Arrivals:
                     return False
                 item["result"] = image.data
         return True
+
+
+def _preview(previews: Previews, data: dict[str, Any]) -> None:
+    encoded, index = data.get("partial_image_b64"), data.get("partial_image_index")
+    if not isinstance(encoded, str) or not encoded:
+        return
+    try:
+        image = pybase64.b64decode(encoded, validate=True)
+    except ValueError:
+        log.warning("a partial image that is not base64; skipped")
+        return
+    previews.arrived(index if isinstance(index, int) else 0, image)
 
 
 async def list_models(client: openai.AsyncOpenAI, *, seconds: float = 30.0) -> dict[str, str | None]:

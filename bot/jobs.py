@@ -23,7 +23,7 @@ from collections.abc import Awaitable
 
 from bot import buttons, messages
 from bot.admins import Admins
-from bot.answers import GenerationError, Outcome
+from bot.answers import GenerationError, Image, Outcome
 from bot.budgets import Budgets, NotSent
 from bot.holding import Hold
 from bot.identity import safety_identifier
@@ -35,6 +35,7 @@ from bot.noticing import Noticer
 from bot.pacing import Paced, Pacing, Unpaced
 from bot.posts import Posts, ran_before
 from bot.prices import Prices
+from bot.progress import Estimates, Progress
 from bot.publication import Publisher, Run, elapsed_ms
 from bot.queue_status import QueueStatus, Slots
 from bot.slack import (
@@ -75,6 +76,7 @@ class JobRunner:
         pacing: Pacing | None = None,
         budgets: Budgets | None = None,
         buttons: bool = True,
+        previews: int = 0,
         usergroups: UserGroups | None = None,
     ):
         self._store = store
@@ -89,10 +91,13 @@ class JobRunner:
         self._prices = prices or Prices()
         self._admins = admins or Admins(listed=frozenset(), is_workspace_admin=slack.is_workspace_admin)
         self._posts = Posts(slack)  # the posts that are not images, each made once across crashes
+        self._previews = previews  # partial images asked for on each turn (PREVIEW_IMAGES), shown as they come
         # What a waiting request's thread shows: its place in the queue (given the deployment's generation slots,
         # and the OpenAI account's rate limit: how many may start now), then its turn.
+        # Then, while it draws, the time so far and the time left (going by the recent generations), and previews.
         self.queue = QueueStatus(store=store, slack=slack, capacity=capacity, pacing=pacing or Unpaced(),
-                                 slots=slots, posts=self._posts)
+                                 slots=slots, posts=self._posts,
+                                 progress=Progress(slack=slack, estimates=Estimates(store.generations)))
         self._noticer = Noticer(store=store, slack=slack, attachments=attachments, admins=self._admins,
                                 queue=self.queue, posts=self._posts, lease=lease, usergroups=usergroups)
         self._publisher = Publisher(slack=slack, posts=self._posts, prices=self._prices, metrics=metrics,
@@ -120,7 +125,8 @@ class JobRunner:
     async def _wait_again(self, run: Run) -> None:
         """OpenAI answered 429: the job waits for its turn again (the worker hands it back to the queue, where
         its id keeps its place), and its place is told."""
-        await self.queue.waits_again(run.job, run.hold, run.saved(paced=run.progress.paced + 1))
+        await self.queue.waits_again(run.job, run.hold, run.saved(paced=run.progress.paced + 1),
+                                     ts=run.drawing.ts if run.drawing else None)
 
     # -- stage 2: the generation itself -----------------------------------------------------------------------
 
@@ -144,13 +150,13 @@ class JobRunner:
         status, error = JobStatus.DONE, None
         try:
             await self._slack.use_team(job.team_id)
-            await self.queue.drawing(job)
             await self._generate(run)
         except LeaseLost:
             raise
         except NotInstalled:
             status, error = JobStatus.FAILED, "the workspace uninstalled Easel"
         except Paced as e:  # nothing was generated: the job waits for its turn again (or, often refused, ends)
+            await self.queue.progress.finished(job.id)
             if run.progress.paced < MAX_PACED:
                 await self._wait_again(run)
                 raise
@@ -187,8 +193,10 @@ class JobRunner:
             await self._spending.settle(run, status)
         if sign is not None:
             await sign
+        if run.previews is not None:
+            await run.previews.settle()
+        await self.queue.ended(job, run.drawing, run.progress.previews)
         await self._slack.unreact(job.channel_id, sign_ts)
-        await self.queue.ended(job)
         if status is JobStatus.FAILED:
             await run.hold.confirm()
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
@@ -210,6 +218,11 @@ class JobRunner:
         except Exception as e:  # noqa: BLE001 - nothing more can be done for this job
             log.warning("could not tell job %s's thread about its failure: %s", job.id, type(e).__name__)
 
+    def _image_arrived(self, run: Run, image: Image) -> None:
+        """The final image is in: no preview follows it, and its upload starts."""
+        self.queue.progress.final(run.job.id)
+        self._publisher.image_arrived(run, image)
+
     async def _inputs(self, job: Job) -> tuple[tuple[str, bytes], ...]:
         """The attachments fetched at the notice (or now, if that happened elsewhere), as the turn sends them."""
         return await self._attachments.load(job)
@@ -230,6 +243,7 @@ class JobRunner:
         assert job.thread_ts is not None, "a generate job runs only once its thread is known"
         began = time.time()
         outcome = await self._ask(run)
+        await self.queue.progress.finished(job.id)  # no status rewrite or preview under way as the answer goes up
         try:
             await self._publish_patiently(run, outcome, queued_ms=elapsed_ms(began - job.created_at),
                                           generation_ms=elapsed_ms(time.time() - began))
@@ -267,6 +281,11 @@ class JobRunner:
         tool, chat = dict(job.options.tool), None
         if job.response_id is None and self._lineup is not None:  # (a started response is collected as it is)
             tool, chat = await self._lineup.current(job, tool, notices, starts_thread=starts_thread)
+        run.drawing = await self.queue.drawing(job, run.hold, tool)
+        if self._previews and run.drawing is not None and job.response_id is None:
+            tool = {**tool, "partial_images": self._previews}
+            run.previews = self.queue.progress.previews(run.drawing, lambda file_id: self._publisher.save(
+                run, previews=(*run.progress.previews, file_id)))
         run.tool, run.chat_model = tool, chat
         images, mask = buttons.split_mask(job, await self._inputs(job))
         turn = Turn(
@@ -293,7 +312,8 @@ class JobRunner:
         while True:
             try:
                 answer = await self._images.run(turn, resume_id=resume_id, on_started=started,
-                                                on_image=lambda image: self._publisher.image_arrived(run, image))
+                                                on_image=lambda image: self._image_arrived(run, image),
+                                                previews=run.previews)
                 run.parent = turn.previous_response_id
                 return answer
             except GenerationError as e:

@@ -93,6 +93,25 @@ def paced(position: int) -> str:
 QUEUE_DONE_WAITING = ":art: Your turn: drawing now."
 
 
+def _seconds(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def drawing(*, model: str, quality: str, size: str, elapsed: float, typical: float | None,
+            preview: bool = False) -> str:
+    """A generation's status message while it draws: the time so far, and what is left going by how long the
+    recent ones like it took (`typical`, None when there were none)."""
+    line = f":art: Drawing with {model} ({quality} quality, {size}): {_seconds(elapsed)} so far"
+    if typical is None:
+        line += "."
+    elif typical - elapsed >= 1:
+        line += f", about {_seconds(typical - elapsed)} left (recent ones took {_seconds(typical)})."
+    else:
+        line += f"; recent ones took about {_seconds(typical)}, so it should be nearly done."
+    return line + (" A preview:" if preview else "")
+
+
 CAPTION_LIMIT = 3000  # the model's words go in the first image's message up to this length; longer, on their own
 COMMENT_LIMIT = 4000  # an image's whole message: Slack's advice for a message's text (it truncates far later)
 

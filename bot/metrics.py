@@ -44,6 +44,8 @@ class Metrics:
                                     registry=r)
         self.openai_errors = Counter("easel_openai_errors", "Turns OpenAI did not answer with an image or text, "
                                      "by kind (rate_limit is a 429)", ["kind"], registry=r)
+        self.slack_rate_limited = Counter("easel_slack_rate_limited", "429s Slack answered despite the budgets, "
+                                          "by method", ["method"], registry=r)
 
 
 def render(metrics: Metrics, database: Mapping[str, object] | None = None) -> bytes:

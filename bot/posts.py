@@ -6,6 +6,7 @@ before posting again. A first run looks for nothing: it costs no call."""
 from __future__ import annotations
 
 from bot.slack import PostTag, SlackAdapter
+from bot.slack_budget import Priority
 from storage.models import Job
 
 
@@ -13,12 +14,14 @@ class Posts:
     def __init__(self, slack: SlackAdapter):
         self._slack = slack
 
-    async def once(self, job: Job, thread_ts: str | None, text: str, *, what: str, resumed: bool) -> list[str]:
+    async def once(self, job: Job, thread_ts: str | None, text: str, *, what: str, resumed: bool,
+                   priority: Priority = Priority.RESULT) -> list[str]:
         """Post `text` for `job` into `thread_ts` (None: a new message in the channel), unless a run before
-        this one (`resumed`) posted it already. Returns the message timestamps, found or new."""
+        this one (`resumed`) posted it already. Returns the message timestamps, found or new (none when a post
+        below RESULT `priority` found no budget left for it)."""
         tag = PostTag(job.id, what)
         posted = await self._slack.tagged(job.channel_id, thread_ts, tag, since=job.created_at) if resumed else {}
-        return await self._slack.post(job.channel_id, thread_ts, text, tag=tag, posted=posted)
+        return await self._slack.post(job.channel_id, thread_ts, text, tag=tag, posted=posted, priority=priority)
 
 
 def noticed_before(job: Job) -> bool:

@@ -17,6 +17,7 @@ from bot.holding import Hold
 from bot.metrics import Metrics
 from bot.posts import Posts, ran_before
 from bot.prices import Prices
+from bot.progress import Drawing, JobPreviews
 from bot.slack import EXTENSIONS, SlackAdapter, sniff
 from storage.models import ChainStep, Generation, Job, JobProgress
 
@@ -43,6 +44,8 @@ class Run:
     publications: int = 0  # tries at publishing the answer so far (Slack may be down for a while)
     parent: str | None = None  # the response the turn chained on
     cost_micros: int | None = None  # what the turn cost, once OpenAI has said (for the job's budget)
+    drawing: Drawing | None = None  # its status message while it draws (None: it has none)
+    previews: JobPreviews | None = None  # what shows the turn's partial images in it
 
     def saved(self, **changes: Any) -> JobProgress:
         """The progress with `changes` (and the notices as they are now), as it is to be recorded."""

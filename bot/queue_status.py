@@ -1,6 +1,9 @@
-"""A generate job's status as its thread shows it while it waits: its place in the queue ("you're next", "number
-3 in the queue"), which moves as the queue does, then "drawing now" when its turn comes; the message goes once
-the answer is in.
+"""A generate job's status message, the one its thread shows while it waits and draws: its place in the queue
+("you're next", "number 3 in the queue"), which moves as the queue does, then, when its turn comes, "drawing"
+with the time so far, the time left and previews (`bot.progress`); the message goes once the answer is in.
+A job that starts at once gets its status message when it starts. Posting it is a sign of work (it goes
+without when the workspace's Slack budget has none to spare: the reaction is the sign then); moving it is
+cosmetic (skipped without a token, and tried again when the places move next).
 
 The place is worked out here only: a waiting job starts with a free generation slot and a token from the
 pacer (the OpenAI account's rate limit), so the jobs ahead of it that start now do not count. The slots and
@@ -17,8 +20,10 @@ import logging
 from bot import messages
 from bot.holding import Hold
 from bot.pacing import Pacing
-from bot.posts import Posts, noticed_before
+from bot.posts import Posts, noticed_before, ran_before
+from bot.progress import Drawing, Progress
 from bot.slack import SlackAdapter
+from bot.slack_budget import CURRENT_TEAM, Priority
 from storage import Store
 from storage.models import Job, JobProgress
 
@@ -47,8 +52,9 @@ class Slots:
 
 class QueueStatus:
     def __init__(self, *, store: Store, slack: SlackAdapter, capacity: int, pacing: Pacing, slots: Slots,
-                 posts: Posts):
+                 posts: Posts, progress: Progress):
         self._store = store
+        self.progress = progress
         self._slack = slack
         self._posts = posts
         self._capacity = capacity
@@ -89,46 +95,71 @@ class QueueStatus:
         position = place(ahead, starting)
         if position > 0:
             await hold.confirm()
-            [ts, *_] = await self._posts.once(job, thread_ts, self._text(position, paced), what="queue",
-                                              resumed=noticed_before(job))
+            stamps = await self._posts.once(job, thread_ts, self._text(position, paced), what="queue",
+                                            resumed=noticed_before(job), priority=Priority.SIGN)
+            if not stamps:
+                return  # no budget left for it in the workspace: the reaction says it is in hand
             self._shown = True
             self.moved.set()
-            await hold.update(queue_ts=ts, queue_pos=position)
+            await hold.update(queue_ts=stamps[0], queue_pos=position)
 
-    async def waits_again(self, job: Job, hold: Hold, progress: JobProgress) -> None:
+    async def waits_again(self, job: Job, hold: Hold, progress: JobProgress, *, ts: str | None = None) -> None:
         """The job met OpenAI's rate limit and waits for its turn again: its place is told, in the message that
         said it was its turn, or a new one, and recorded with the job's `progress`."""
         running, ahead = await hold.persist(lambda: self._store.queue.place(job.id))
         position = max(1, place(ahead, self._starting(running - 1)[0]))  # `running` counts this job
-        text, ts = self._text(position, True), job.queue_ts
+        text, ts = self._text(position, True), job.queue_ts or ts
         await hold.confirm()
         try:
             if ts:
                 await self._slack.update(job.channel_id, ts, text)
             else:
-                [ts, *_] = await self._slack.post(job.channel_id, job.thread_ts, text)
-            self._shown = True
+                ts = next(iter(await self._slack.post(job.channel_id, job.thread_ts, text, priority=Priority.SIGN)),
+                          None)
+            self._shown = self._shown or ts is not None
         except Exception as e:  # noqa: BLE001 - the job waits all the same; its place is told when it moves
             log.warning("job %s: could not tell its place in the queue: %s", job.id, type(e).__name__)
         await hold.update(progress=progress, queue_ts=ts, queue_pos=position)
 
-    async def drawing(self, job: Job) -> None:
-        """Its turn came: a queue message up says so."""
-        if job.queue_ts:
-            await self._slack.update(job.channel_id, job.queue_ts, messages.QUEUE_DONE_WAITING)
+    async def drawing(self, job: Job, hold: Hold, tool: dict[str, object]) -> Drawing | None:
+        """Its turn came: the status message says so (posted now if the job had none), and shows the progress
+        from now on. None if there is no status message (no budget was left for one)."""
+        ts = job.queue_ts
+        if not ts:
+            await hold.confirm()
+            stamps = await self._posts.once(job, job.thread_ts, messages.QUEUE_DONE_WAITING, what="queue",
+                                            resumed=ran_before(job) or noticed_before(job), priority=Priority.SIGN)
+            if not stamps:
+                return None
+            ts = stamps[0]
+            await hold.update(queue_ts=ts)
+        return await self.progress.begin(job_id=job.id, team_id=job.team_id, channel=job.channel_id, ts=ts,
+                                         tool=tool)
 
-    async def ended(self, job: Job) -> None:
-        """The answer is in (or the job failed): a queue message up goes."""
-        if job.queue_ts:
-            await self._slack.delete(job.channel_id, job.queue_ts)
+    async def ended(self, job: Job, drawing: Drawing | None = None, previews: tuple[str, ...] = ()) -> None:
+        """The answer is in (or the job failed): the status message goes, then the previews it showed."""
+        await self.progress.finished(job.id)
+        ts = drawing.ts if drawing is not None else job.queue_ts
+        if ts:
+            await self._slack.delete(job.channel_id, ts)
+        for file_id in dict.fromkeys((*previews, *(drawing.previews if drawing else ()))):
+            await self._slack.delete_file(file_id)
 
     async def refresh(self) -> None:
         """Move the queue messages along: each waiting request shows its current place."""
         running, waiting_ids, shown = await self._store.queue.messages()
         self._shown = bool(shown)
         starting, paced = self._starting(running)
-        for job_id, channel, ts, shown_pos in shown:
+        for job_id, channel, ts, shown_pos, team in shown:
             ahead = waiting_ids.index(job_id) if job_id in waiting_ids else None
             position = 1 if ahead is None else max(1, place(ahead, starting))
-            if position != shown_pos and await self._store.queue.move_message(job_id, position):
-                await self._slack.update(channel, ts, self._text(position, paced))
+            if position == shown_pos:
+                continue
+            # Recorded only once shown (a move that found no budget is tried again when the places next move).
+            token = CURRENT_TEAM.set(team)
+            try:
+                moved = await self._slack.update(channel, ts, self._text(position, paced))
+            finally:
+                CURRENT_TEAM.reset(token)
+            if moved:
+                await self._store.queue.move_message(job_id, position)

@@ -26,10 +26,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import limits, messages
+from bot.slack_budget import CURRENT_TEAM, Budget, Priority, Unlimited
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +106,41 @@ def slack_error(e: SlackApiError) -> str:
     return f"http_{status}" if status else "unreadable_answer"
 
 
-def retry_handlers(*, rate_limit_retries: int = 3) -> list[Any]:
-    """What the Web API client retries on its own: connection errors, 429 (after Retry-After), 5xx."""
+class TellingRateLimitHandler(AsyncRateLimitErrorRetryHandler):
+    """slack_sdk's retry of a 429 (after its Retry-After), which first tells the budget (`limited`), so that
+    the other calls to that method wait too."""
+
+    def __init__(self, budget: Budget, *, max_retry_count: int = 3):
+        super().__init__(max_retry_count=max_retry_count)
+        self._budget = budget
+
+    async def prepare_for_next_attempt_async(self, *, state: RetryState, request: HttpRequest,
+                                             response: HttpResponse | None = None,
+                                             error: Exception | None = None) -> None:
+        if response is not None and response.status_code == 429:
+            method = request.url.rsplit("/", 1)[-1].split("?", 1)[0]
+            headers = {k.lower(): v for k, v in (response.headers or {}).items()}
+            value = headers.get("retry-after")
+            value = value[0] if isinstance(value, list) and value else value
+            try:
+                seconds = float(value) if value is not None else 1.0
+            except (TypeError, ValueError):
+                seconds = 1.0
+            try:
+                await self._budget.limited(CURRENT_TEAM.get(), method, seconds)
+            except Exception as e:  # noqa: BLE001 - the retry goes ahead all the same
+                log.warning("could not record Slack's rate limit on %s: %s", method, type(e).__name__)
+        await super().prepare_for_next_attempt_async(state=state, request=request, response=response, error=error)
+
+
+def retry_handlers(*, rate_limit_retries: int = 3, budget: Budget | None = None) -> list[Any]:
+    """What the Web API client retries on its own: connection errors, 429 (after Retry-After, telling
+    `budget` first), 5xx."""
+    limited = TellingRateLimitHandler(budget, max_retry_count=rate_limit_retries) if budget is not None \
+        else AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)
     return [
         AsyncConnectionErrorRetryHandler(max_retry_count=2),
-        AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries),
+        limited,
         AsyncServerErrorRetryHandler(max_retry_count=2),
     ]
 
@@ -126,7 +160,9 @@ EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "im
 
 class SlackAdapter:
     """Posts into threads through the given `AsyncWebClient`, or, with installs in many workspaces (`tokens`),
-    through a client with the token of the workspace whose job is running (`use_team`)."""
+    through a client with the token of the workspace whose job is running (`use_team`). Every call made for a
+    job first takes its tokens from the workspace's `budget` (`bot.slack_budget`), at the call's priority: a
+    result waits for them; a cosmetic call that finds none is not made (the methods say which return False)."""
 
     def __init__(
         self,
@@ -136,8 +172,10 @@ class SlackAdapter:
         attempts: int = 2,
         backoff: float = 0.5,
         tokens: Callable[[str], Awaitable[str | None]] | None = None,
+        budget: Budget | None = None,
     ):
         self._client = client
+        self._budget: Budget = budget or Unlimited()
         self._session = session  # shared with `client`; closed here
         self._tokens = tokens
         # this task's (one job's) clients with its workspace's token: (client, once)
@@ -155,8 +193,9 @@ class SlackAdapter:
         """For the one call that shares an image: only 429s are retried (Slack did nothing then). A 5xx or a
         lost connection may come after Slack committed the share; sent again, it would share it twice."""
         base = self._client
+        limited = [h for h in base.retry_handlers if isinstance(h, AsyncRateLimitErrorRetryHandler)]
         return AsyncWebClient(token=token, base_url=base.base_url, timeout=base.timeout, session=self._session,
-                              retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3)])
+                              retry_handlers=limited or [AsyncRateLimitErrorRetryHandler(max_retry_count=3)])
 
     @property
     def client(self) -> AsyncWebClient:
@@ -170,7 +209,8 @@ class SlackAdapter:
 
     async def use_team(self, team_id: str) -> None:
         """Make the calls of this task (one job's) with `team_id`'s token. Raises NotInstalled if Easel has no
-        token for that workspace (any more). Does nothing with one token."""
+        token for that workspace (any more). With one token, only the budgets are that workspace's."""
+        CURRENT_TEAM.set(team_id)
         if self._tokens is None:
             return
         token = await self._tokens(team_id)
@@ -183,7 +223,14 @@ class SlackAdapter:
     async def close(self) -> None:
         await self._session.close()
 
-    async def _call(self, method: str, **kwargs: Any) -> Any:
+    async def admit(self, method: str, priority: Priority, *, channel: str | None = None) -> bool:
+        """Take the tokens of one call to `method` (dotted, as Slack names it) from this task's workspace's
+        budget; False when the call is to go without (only below RESULT priority)."""
+        return await self._budget.admit(CURRENT_TEAM.get(), method, priority, channel=channel)
+
+    async def _call(self, method: str, *, priority: Priority = Priority.RESULT, **kwargs: Any) -> Any:
+        """A Web API call (the client's method name), a result's: it waits for its tokens."""
+        await self.admit(method.replace("_", "."), priority, channel=kwargs.get("channel"))
         try:
             return await getattr(self.client, method)(**kwargs)
         except SlackApiError as e:
@@ -195,6 +242,7 @@ class SlackAdapter:
     async def is_workspace_admin(self, user_id: str) -> bool:
         """Is this person an admin or owner of the workspace (`users.info`)? False when Slack will not say."""
         try:
+            await self.admit("users.info", Priority.RESULT)
             user = (await self.client.users_info(user=user_id)).get("user") or {}
         except SlackApiError as e:
             log.warning("users.info failed: %s", slack_error(e))
@@ -204,6 +252,7 @@ class SlackAdapter:
     async def usergroups(self) -> list[dict[str, Any]] | str:
         """The workspace's enabled user groups (`usergroups.list`), or Slack's error code."""
         try:
+            await self.admit("usergroups.list", Priority.RESULT)
             found = await self.client.usergroups_list()
         except SlackApiError as e:
             return slack_error(e)
@@ -212,6 +261,7 @@ class SlackAdapter:
     async def usergroup_members(self, usergroup: str) -> frozenset[str] | str:
         """The members of a user group (`usergroups.users.list`), or Slack's error code (`no_such_subteam`)."""
         try:
+            await self.admit("usergroups.users.list", Priority.RESULT)
             found = await self.client.usergroups_users_list(usergroup=usergroup)
         except SlackApiError as e:
             return slack_error(e)
@@ -220,55 +270,111 @@ class SlackAdapter:
     async def ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
         """A message only `user` sees (best effort: a refusal that cannot be said changes nothing)."""
         try:
+            await self.admit("chat.postEphemeral", Priority.RESULT, channel=channel)
             await self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
         except SlackApiError as e:
             log.warning("chat.postEphemeral failed: %s", slack_error(e))
 
-    async def react(self, channel: str, ts: str, name: str = messages.WORKING_REACTION) -> None:
-        """Best effort: a missing reaction must not fail a request."""
+    async def react(self, channel: str, ts: str, name: str = messages.WORKING_REACTION, *,
+                    priority: Priority = Priority.SIGN) -> bool:
+        """Best effort: a missing reaction must not fail a request. False if it was not added (no budget left
+        for it, or Slack refused)."""
+        if not await self.admit("reactions.add", priority):
+            return False
         try:
             await self.client.reactions_add(channel=channel, timestamp=ts, name=name)
         except SlackApiError as e:
             if slack_error(e) != "already_reacted":
                 log.warning("reactions.add failed: %s", slack_error(e))
+                return False
+        return True
 
     async def unreact(self, channel: str, ts: str, name: str = messages.WORKING_REACTION) -> None:
+        if not await self.admit("reactions.remove", Priority.CLEANUP):
+            log.info("reactions.remove skipped: the workspace's budget for it is spent")
+            return
         try:
             await self.client.reactions_remove(channel=channel, timestamp=ts, name=name)
         except SlackApiError as e:
             if slack_error(e) != "no_reaction":
                 log.warning("reactions.remove failed: %s", slack_error(e))
 
-    async def update(self, channel: str, ts: str, text: str) -> None:
-        """Best effort: rewrite one of Easel's messages."""
+    async def update(self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None,
+                     priority: Priority = Priority.COSMETIC) -> bool:
+        """Best effort: rewrite one of Easel's messages (with `blocks`, those). False if it was not (no budget
+        left for a cosmetic update, or Slack refused)."""
+        if not await self.admit("chat.update", priority):
+            return False
+        extra = {"blocks": blocks} if blocks is not None else {}
         try:
-            await self.client.chat_update(channel=channel, ts=ts, text=text)
+            await self.client.chat_update(channel=channel, ts=ts, text=text, **extra)
         except SlackApiError as e:
             log.warning("chat.update failed: %s", slack_error(e))
+            return False
+        return True
 
-    async def delete(self, channel: str, ts: str) -> None:
-        """Best effort: remove one of Easel's messages."""
+    async def delete(self, channel: str, ts: str) -> bool:
+        """Best effort: remove one of Easel's messages. False if it is still there (no budget, or Slack
+        refused; a message already gone counts as removed)."""
+        if not await self.admit("chat.delete", Priority.CLEANUP):
+            log.info("chat.delete skipped: the workspace's budget for it is spent")
+            return False
         try:
             await self.client.chat_delete(channel=channel, ts=ts)
         except SlackApiError as e:
-            log.warning("chat.delete failed: %s", slack_error(e))
+            if slack_error(e) != "message_not_found":
+                log.warning("chat.delete failed: %s", slack_error(e))
+                return False
+        return True
+
+    async def delete_file(self, file_id: str) -> bool:
+        """Best effort: remove a file Easel uploaded (a preview). False if it is still there."""
+        if not await self.admit("files.delete", Priority.CLEANUP):
+            return False
+        try:
+            await self.client.files_delete(file=file_id)
+        except SlackApiError as e:
+            if slack_error(e) not in ("file_not_found", "file_deleted"):
+                log.warning("files.delete failed: %s", slack_error(e))
+                return False
+        return True
 
     async def post(self, channel: str, thread_ts: str | None, text: str, *, tag: PostTag | None = None,
-                   posted: dict[int, str] | None = None) -> list[str]:
+                   posted: dict[int, str] | None = None, priority: Priority = Priority.RESULT,
+                   blocks: list[dict[str, Any]] | None = None) -> list[str]:
         """Post `text` (split where Slack needs it) into the thread; returns the message timestamps. With `tag`,
         each part carries message metadata naming the job, the post and the part (`tagged` finds them again);
-        parts in `posted` (part -> ts, found so) are not posted again."""
+        parts in `posted` (part -> ts, found so) are not posted again. Below RESULT `priority`, a post that
+        finds no budget left is not made: nothing is returned. `blocks` go with a text of one part."""
+        if priority > Priority.RESULT and not posted and \
+                not await self.admit("chat.postMessage", priority, channel=channel):
+            return []
+        admitted = priority > Priority.RESULT
         stamps = []
         for i, part in enumerate(messages.split_for_slack(text)):
             if posted and i in posted:
                 stamps.append(posted[i])
                 continue
-            extra = {"metadata": tag.metadata(i)} if tag is not None else {}
-            response = await self._call(
-                "chat_postMessage", channel=channel, thread_ts=thread_ts, text=part, unfurl_links=False, **extra
-            )
+            extra: dict[str, Any] = {"metadata": tag.metadata(i)} if tag is not None else {}
+            if blocks is not None:
+                extra["blocks"] = blocks
+            if admitted:  # the first part's tokens were taken above
+                admitted = False
+                response = await self._post_admitted(channel=channel, thread_ts=thread_ts, text=part, **extra)
+            else:
+                response = await self._call(
+                    "chat_postMessage", channel=channel, thread_ts=thread_ts, text=part, unfurl_links=False, **extra
+                )
             stamps.append(response["ts"])
         return stamps
+
+    async def _post_admitted(self, **kwargs: Any) -> Any:
+        try:
+            return await self.client.chat_postMessage(unfurl_links=False, **kwargs)
+        except SlackApiError as e:
+            if slack_error(e) in _CANNOT_POST:
+                raise CannotPost(slack_error(e)) from e
+            raise
 
     async def tagged(self, channel: str, thread_ts: str | None, tag: PostTag, *, since: float) -> dict[int, str]:
         """The parts of the post `tag` names that are in Slack already (part -> ts): in the thread
@@ -283,6 +389,7 @@ class SlackAdapter:
             method, args["oldest"] = "conversations_history", f"{max(0.0, since - 60):.6f}"
         try:
             for _ in range(10):  # pages: a thread or an hour of a channel is rarely more than one
+                await self.admit(method.replace("_", "."), Priority.RESULT)
                 page = await getattr(self.client, method)(**args)
                 for message in page.get("messages") or []:
                     part = tag.part_of(message.get("metadata"))
@@ -309,10 +416,12 @@ class SlackAdapter:
         data: bytes,
         filename: str,
         on_stage: Callable[[dict[str, str]], Awaitable[None]] | None = None,
+        priority: Priority = Priority.RESULT,
     ) -> str:
         """Steps 1 and 2 of Slack's upload (a file id, then the bytes), which share nothing yet: they can run
         before it is known what the image's message will say. Returns the file id. Not retried here."""
-        ticket = await self._call("files_getUploadURLExternal", filename=filename, length=len(data))
+        ticket = await self._call("files_getUploadURLExternal", filename=filename, length=len(data),
+                                  priority=priority)
         file_id = str(ticket["file_id"])
         # The file id is recorded while the bytes go up (it must be recorded before the upload is completed,
         # not before the bytes are sent: Slack shows no file that is not completed).
@@ -323,6 +432,25 @@ class SlackAdapter:
         finally:
             if staged is not None:
                 await staged
+        return file_id
+
+    async def upload_preview(self, *, data: bytes, filename: str) -> str | None:
+        """Upload a preview privately (completed, shared nowhere: it shows only in a status message's image
+        block); its file id, or None when the workspace's budget has nothing to spare for it or Slack failed.
+        Never retried: a preview is worth one try."""
+        if not (await self.admit("files.getUploadURLExternal", Priority.COSMETIC)
+                and await self.admit("files.completeUploadExternal", Priority.COSMETIC)):
+            return None
+        try:
+            ticket = await self.client.files_getUploadURLExternal(filename=filename, length=len(data))
+            file_id = str(ticket["file_id"])
+            await self._put_bytes(ticket["upload_url"], data)
+            await self.client.api_call("files.completeUploadExternal", data={
+                "files": json.dumps([{"id": file_id, "title": "Preview"}])})
+        except (SlackApiError, _Transient, aiohttp.ClientError, TimeoutError) as e:
+            log.info("a preview was not uploaded: %s", slack_error(e) if isinstance(e, SlackApiError) else
+                     type(e).__name__)
+            return None
         return file_id
 
     async def upload(
@@ -383,6 +511,7 @@ class SlackAdapter:
         The arguments go in the form body: slack_sdk's `files_completeUploadExternal` puts them in the URL,
         where a long or non-ASCII message (percent-encoded, up to nine characters for one) passes the 8 KB
         Slack accepts in a request line."""
+        await self.admit("files.completeUploadExternal", Priority.RESULT)
         try:
             await self.once.api_call("files.completeUploadExternal", data={
                 "files": json.dumps([{"id": file_id, "title": title}]),
@@ -402,6 +531,7 @@ class SlackAdapter:
         for wait in SHARE_LOOKS:
             await asyncio.sleep(wait)
             try:
+                await self.admit("files.info", Priority.RESULT)
                 info = (await self.client.files_info(file=file_id))["file"]
             except SlackApiError as e:
                 error = e.response.get("error") if e.response is not None else None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +215,7 @@ async def events(
     wanted: frozenset[str] = FINAL,
     lean: frozenset[str] = frozenset(),
     small: int = SMALL,
+    optional: Mapping[str, Callable[[], bool]] | None = None,
 ) -> AsyncIterator[Event]:
     """Split a byte stream into events. Large events whose type is not in `wanted` come out with data=None.
 
@@ -223,7 +224,11 @@ async def events(
     A large event is gathered as the chunks that carry it and joined once, when it is whole.
 
     An event of a type in `lean` that is not whole within its first kilobyte is read lean, with no `admit()`
-    (it holds no image): the value of each of its "result" strings comes out as `SENT_BEFORE`."""
+    (it holds no image): the value of each of its "result" strings comes out as `SENT_BEFORE`.
+
+    A large event of a type in `optional` is read (without `admit()`) only if its callable, asked as the event
+    begins, says the caller has room for it now; otherwise it is skipped as an unwanted one."""
+    optional = optional or {}
     buf = bytearray()  # the start of the current event, while it is small
     parts: list[bytes] = []  # a large wanted event being gathered (mode "collect")
     leaning: _Lean | None = None  # a lean event being gathered (mode "lean")
@@ -282,7 +287,8 @@ async def events(
                 end = _blank_line(buf, searched)
                 if end >= 0:
                     searched = 0
-                    if end > small and (kind := _head_type(bytes(buf[:_HEAD]))) not in wanted:
+                    if end > small and ((kind := _head_type(bytes(buf[:_HEAD]))) not in wanted
+                                        or (kind in optional and not optional[kind]())):
                         seq = _last_seq(bytes(buf[max(0, end - 256):end]))
                         yield Event(kind, seq if seq is not None else _last_seq(bytes(buf[:_HEAD])), None)
                         del buf[: end + 2]
@@ -298,8 +304,13 @@ async def events(
                     kind = _head_type(head)
                     if kind in lean:  # gathered as it comes, without the values it repeats
                         leaning, chunk, buf, searched = _Lean(), bytes(buf), bytearray(), 0
+                    elif kind in optional and not optional[kind]():
+                        skipping, head_seq, tail = kind, _last_seq(head), bytes(buf[-256:])
+                        buf.clear()
+                        searched = 0
                     elif kind in wanted:  # wait for room before reading on; the answer's bytes stay in the socket
-                        await admit()
+                        if kind not in optional:
+                            await admit()
                         parts, buf, searched = [bytes(buf)], bytearray(), 0
                     elif len(buf) > small:
                         skipping, head_seq, tail = kind, _last_seq(head), bytes(buf[-256:])

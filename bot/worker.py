@@ -148,6 +148,7 @@ class Worker:
             asyncio.create_task(self._generations.loop(), name="easel-runner"),
             asyncio.create_task(self._heartbeat(), name="easel-heartbeat"),
             asyncio.create_task(self._queue_messages(), name="easel-queue"),
+            asyncio.create_task(self._queue.progress.run(self._stopping), name="easel-progress"),
             asyncio.create_task(self._look_around(), name="easel-poll"),
         ]
 

@@ -47,6 +47,17 @@ class Generations:
         return models.Generation(**{f: m[f] for f in models.Generation.__dataclass_fields__})
 
     @uncancellable
+    async def recent_durations(self, image_model: str, *, limit: int) -> list[tuple[dict[str, Any], int]]:
+        """The newest `limit` images posted with `image_model`: (the tool as sent, generation_ms), newest
+        first (one per response: the images of one answer share its time)."""
+        g = generations_table.c
+        stmt = (sa.select(g.options, g.generation_ms).where(
+            g.image_model == image_model, g.status == "posted", g.generation_ms.is_not(None),
+            g.cost_micros.is_not(None)).order_by(g.id.desc()).limit(limit))
+        rows = await self._db.read(lambda conn: conn.execute(stmt).all())
+        return [(dict(options or {}), int(ms)) for options, ms in rows]
+
+    @uncancellable
     async def all(self, *, job_id: int | None = None) -> Sequence[dict[str, Any]]:
         stmt = sa.select(generations_table).order_by(generations_table.c.id)
         if job_id is not None:

@@ -20,7 +20,7 @@ NEW_JOB_COLUMNS = ("dedupe_key", "kind", "source", "team_id", "channel_id", "use
                    "thread_key", "text", "response_url", "options", "files", "force_image", "created_at")
 
 QUEUE_SHOWN = (  # waiting generate jobs that show a queue message (looked up now and then, mostly to find none)
-    sa.select(jobs.c.id, jobs.c.channel_id, jobs.c.queue_ts, jobs.c.queue_pos)
+    sa.select(jobs.c.id, jobs.c.channel_id, jobs.c.queue_ts, jobs.c.queue_pos, jobs.c.team_id)
     .where(jobs.c.kind == GENERATE, one_of(jobs.c.status, WAITING), jobs.c.queue_ts.is_not(None))
     .order_by(jobs.c.id)
 )

@@ -77,8 +77,9 @@ class Limits:
         capacity = self._greatest(1.0, rate * p("burst") / 60.0)
         elapsed = self._greatest(0.0, now - self._greatest(b.updated_at, b.paused_until))
         refill = self._least(capacity, b.tokens + elapsed * rate / 60.0)  # the tokens now (none while paused)
-        grant = sa.case((now < b.paused_until, 0), else_=self._least(p("want", sa.Integer),
-                                                                     self._floor(refill + _EPSILON)))
+        # `keep`: tokens left in the bucket for others (a take of lower priority grants only what is above it)
+        above = self._greatest(0, self._floor(refill - p("keep") + _EPSILON))
+        grant = sa.case((now < b.paused_until, 0), else_=self._least(p("want", sa.Integer), above))
         updated_at = self._greatest(b.updated_at, now)  # never backwards (replicas' clocks differ a little)
         returning = [*buckets.c]
         self._take = (
@@ -161,10 +162,11 @@ class Limits:
 
         return await self._db.read(work)
 
-    async def take(self, name: str, *, want: int, now: float, cap: float, burst: float) -> Bucket:
-        """Take up to `want` tokens, as many as the bucket holds now (none while it is paused); `granted` says
-        how many. The bucket comes back as it is after the take, to tell when the next token is due."""
-        found = await self._one(self._take, name=name, want=want, now=now, cap=cap, burst=burst)
+    async def take(self, name: str, *, want: int, now: float, cap: float, burst: float, keep: float = 0.0) -> Bucket:
+        """Take up to `want` tokens, as many as the bucket holds now above `keep` (none while it is paused);
+        `granted` says how many. The bucket comes back as it is after the take, to tell when the next token is
+        due."""
+        found = await self._one(self._take, name=name, want=want, now=now, cap=cap, burst=burst, keep=keep)
         if found is None:
             raise LookupError(f"no rate limit bucket {name!r}")
         return found

@@ -84,12 +84,15 @@ class JobProgress:
     text_posted: bool = False  # the model's words are in the thread, in a message of their own
     buttons_posted: bool = False  # the images' buttons are in the thread
     confirm_ts: str | None = None  # the job ended asking its requester to confirm its cost: that message
+    previews: tuple[str, ...] = ()  # preview files uploaded for the status message (deleted once it is done)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> JobProgress:
         known = _known(cls, data)
         if known.get("notices") is not None:
             known["notices"] = tuple(known["notices"])
+        if known.get("previews") is not None:
+            known["previews"] = tuple(known["previews"])
         return cls(**known)
 
     def to_json(self) -> dict[str, Any]:

@@ -47,12 +47,12 @@ class Queue:
         return int(row[0]), int(row[1])
 
     @uncancellable
-    async def messages(self) -> tuple[int, list[int], list[tuple[int, str, str, int | None]]]:
+    async def messages(self) -> tuple[int, list[int], list[tuple[int, str, str, int | None, str]]]:
         """For moving queue messages along: (running count, ids of all waiting generate jobs in the order they
-        are served, (id, channel, queue_ts, queue_pos) of the waiting jobs that show a queue message)."""
+        are served, (id, channel, queue_ts, queue_pos, team) of the waiting jobs that show a queue message)."""
         params = {"now": time.time()}
 
-        def work(conn: sa.Connection) -> tuple[int, list[int], list[tuple[int, str, str, int | None]]]:
+        def work(conn: sa.Connection) -> tuple[int, list[int], list[tuple[int, str, str, int | None, str]]]:
             shown = conn.execute(QUEUE_SHOWN).all()
             if not shown:
                 return 0, [], []

@@ -74,7 +74,8 @@ async def test_a_text_answer_posted_just_before_a_crash_is_not_posted_again(cras
     bot, slack, openai, sender = crashing
     await bot.start()
     ts, _ = await sender.mention("what styles do you know? [[text]]", channel="C0043")
-    held = slack.hold_answer("chat.postMessage")
+    await wait_until(lambda: len(_tagged(slack, "queue")) == 1, timeout=30, what="the status message")
+    held = slack.hold_answer("chat.postMessage")  # the next post: the text answer
     await wait_until(lambda: len(_tagged(slack, "text")) == 1, timeout=30, what="the text answer posted")
     await bot.kill()
     held.set()
@@ -84,5 +85,5 @@ async def test_a_text_answer_posted_just_before_a_crash_is_not_posted_again(cras
                      timeout=30, what="the job to end")
     assert len(_tagged(slack, "text")) == 1
     answers = [m for m in slack.thread("C0043", ts) if m.get("user") == slack.bot_user_id]
-    assert len(answers) == 1
+    assert len(answers) == 1, [(m.get("text"), m.get("metadata")) for m in answers]
     assert len(openai.create_requests()) == 1  # the same response was collected again, not asked for anew
