@@ -25,8 +25,10 @@ from storage.spend import Counter, Refused, Reservation, Spend, scopes
 from tests.conftest import Running, start_easel, stop_easel, wait_until
 from tests.fakes.openai_api import Fault
 
-# A request with the default options (gpt-image-2, quality and size auto, the unpriced chat model's stand-in).
-WORST = Prices().worst_case(chat_model="gpt-5.4", image_model="gpt-image-2", quality="auto", size="auto")
+# A request with the default options (gpt-image-2, quality and size auto, the unpriced chat model's stand-in, one
+# preview while it draws: PREVIEW_IMAGES=1).
+WORST = Prices().worst_case(chat_model="gpt-5.4", image_model="gpt-image-2", quality="auto", size="auto",
+                            previews=1)
 
 
 def dollars(micros: int) -> str:
@@ -242,8 +244,10 @@ async def test_a_job_taken_again_after_429s_reserves_once(easel_factory) -> None
 TRANSPARENT_TWO = '{"gpt-image-2": {"flexible_sizes": true, "transparent": true}}'
 DEAR_FLARE = {"gpt-image-2.5-flare": {"text_in": 5, "cached_in": 1.25, "text_out": 30, "image_in": 8,
                                       "image_out": 300}}
-FIRST, RETRY = (Prices(DEAR_FLARE).worst_case(chat_model="gpt-5.4", image_model=m, quality="auto", size="auto")
-                for m in ("gpt-image-2", "gpt-image-2.5-flare"))
+FIRST = Prices(DEAR_FLARE).worst_case(chat_model="gpt-5.4", image_model="gpt-image-2", quality="auto", size="auto",
+                                      previews=1)
+RETRY = Prices(DEAR_FLARE).worst_case(chat_model="gpt-5.4", image_model="gpt-image-2.5-flare", quality="auto",
+                                      size="auto")  # at the least: without its preview
 
 
 async def test_a_retry_on_a_dearer_model_reserves_its_own_worst_case_first(easel_factory) -> None:
@@ -252,10 +256,12 @@ async def test_a_retry_on_a_dearer_model_reserves_its_own_worst_case_first(easel
     await easel.sender.mention("a sticker --background transparent")
     [job] = await easel.jobs_settled(1, timeout=30)
     assert job.status == "done"
-    assert [c["tools"][0]["model"] for c in easel.openai.create_requests()] == ["gpt-image-2", "gpt-image-2.5-flare"]
-    assert FIRST < RETRY
+    first, retry = [c["tools"][0] for c in easel.openai.create_requests()]
+    assert (first["model"], retry["model"]) == ("gpt-image-2", "gpt-image-2.5-flare")
+    worst = easel.easel.budgets.worst_case(retry, chat_model=None, input_images=0)
+    assert FIRST < RETRY <= worst
     held = await Spend(easel.store.db).reservation(job.id)
-    assert (held.state, held.reserved_micros) == ("settled", RETRY)
+    assert (held.state, held.reserved_micros) == ("settled", worst)
     assert held.cost_micros <= RETRY
     day, _ = _today()
     assert await _counter(easel, scopes(easel.slack.team_id, "C0001", "U0001")[0], day) == (held.cost_micros, 0)
