@@ -36,6 +36,7 @@ from bot.openai_client import openai_client
 from bot.settings_desk import SettingsDesk
 from bot.slack import SlackAdapter, retry_handlers
 from bot.slack_budget import Budget, SlackBudget, Unlimited
+from bot.usergroups import UserGroups
 from bot.web import WellFormed
 from handlers import register_handlers
 from handlers.payloads import Context
@@ -156,7 +157,7 @@ async def build_intake(
                       chat_model=settings.openai_model, settings=place_settings)
     desk = BudgetDesk(store=store, budgets=budgets, slack=slack, wake=wake, max_pending=settings.max_queued_per_user,
                       admins=Admins(listed=settings.easel_admins, is_workspace_admin=slack.is_workspace_admin))
-    settings_desk = SettingsDesk(settings=place_settings, is_admin=desk.is_admin)
+    settings_desk = SettingsDesk(settings=place_settings, is_admin=desk.is_admin, usergroups=UserGroups(slack))
     home_desk = HomeDesk(recent=Recent(store.db), budgets=budgets, settings=place_settings, is_admin=desk.is_admin)
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table),
                       interactions=Interactions(store=store, slack=slack), desk=desk, settings_desk=settings_desk,
@@ -234,7 +235,8 @@ async def build(
                        safety_key=settings.safety_secret(), attachments=attachments,
                        prices=settings.price_table(),
                        admins=Admins(listed=settings.easel_admins, is_workspace_admin=easel.slack.is_workspace_admin),
-                       budgets=easel.budgets, previews=settings.preview_images)
+                       budgets=easel.budgets, previews=settings.preview_images,
+                       usergroups=UserGroups(easel.slack))
     timing = {k: v for k, v in (("every", refresh_every), ("retry", retry_every)) if v is not None}
     easel.refresher = Refresher(lifecycle=easel.lifecycle, list_models=lambda: list_models(client), now=now,
                                 **timing)

@@ -1,10 +1,14 @@
 """Budgets: what a request may spend before it is sent, and what was spent.
 
 Limits come from the environment (BUDGET_USER_DAILY_USD, BUDGET_CHANNEL_DAILY_USD, BUDGET_WORKSPACE_MONTHLY_USD;
-unset: no limit). Days and months are the workspace's (UTC unless an admin set a time zone with
+unset: no limit), under those admins set from Slack (the workspace's settings: each person's daily limit, the
+workspace's monthly limit, every channel's daily limit; a channel's own settings: its daily limit), which are
+read again for every reservation. Days and months are the workspace's (UTC unless an admin set a time zone with
 `/imagine settings tz Europe/Paris`). Before a request reaches OpenAI its worst case (`Prices.worst_case`) is
-reserved against every limit at once (`storage.spend`); after the answer it is settled to what OpenAI reported,
-or released when the request failed. Above CONFIRM_ABOVE_USD the requester is asked first, with a button.
+reserved against every limit at once (`storage.spend`); a turn tried once more another way raises the
+reservation to its own worst case first, if that is dearer. After the answer it is settled to what OpenAI
+reported, or released when the request failed. Above CONFIRM_ABOVE_USD the requester is asked first, with a
+button.
 """
 
 from __future__ import annotations
@@ -97,11 +101,15 @@ def _when(ts: float, zone: str) -> str:
     return f"<!date^{int(ts)}^{{date_short_pretty}} at {{time}}|{fallback:%Y-%m-%d %H:%M} {zone}>"
 
 
-def refusal_text(refused: Refused, *, worst: int, p: Periods) -> str:
+def refusal_text(refused: Refused, *, worst: int, p: Periods, held: int = 0) -> str:
+    """`held`: what was set aside for the request's first try, when it is a retry that may cost more."""
     kind = refused.counter.scope.split(":", 1)[0]
     resets = p.month_ends if kind == "team" else p.day_ends
     assert refused.counter.limit_micros is not None
-    return (f":no_entry: Not drawn: this request may cost up to {usd(worst, up=True)}, more than is left of "
+    retry = (f"tried once more another way, this request may cost up to {usd(worst, up=True)} "
+             f"({usd(worst - held, up=True)} more than was set aside for it)" if held else
+             f"this request may cost up to {usd(worst, up=True)}")
+    return (f":no_entry: Not drawn: {retry}, more than is left of "
             f"{_NAMES[kind]} ({usd(refused.left_micros)} left of {usd(refused.counter.limit_micros)}). "
             f"It resets {_when(resets, p.zone)}.")
 
@@ -120,7 +128,7 @@ def confirm_blocks(job_id: int, worst: int) -> tuple[str, list[dict[str, Any]]]:
 class Budgets:
     def __init__(self, *, spend: Spend, limits: BudgetLimits, prices: Prices, chat_model: str,
                  clock: Callable[[], float] = time.time, settings: Settings | None = None):
-        """`settings`: the channels' own daily limits (over BUDGET_CHANNEL_DAILY_USD), set by admins."""
+        """`limits`: the environment's. `settings`: the limits admins set in Slack, over those."""
         self._spend = spend
         self._settings = settings
         self.limits = limits
@@ -137,29 +145,52 @@ class Budgets:
             quality=str(tool.get("quality") or "auto"), size=str(tool.get("size") or "auto"),
             previews=int(tool.get("partial_images") or 0), input_images=input_images)
 
+    async def limits_for(self, team_id: str, channel_id: str) -> BudgetLimits:
+        """The limits in force in a channel ("": the workspace's alone), read now: each set in Slack (the
+        channel's daily limit, else the workspace's for every channel; each person's daily limit and the
+        workspace's monthly limit, in the workspace's settings) over the environment's."""
+        if self._settings is None:
+            return self.limits
+        place = await self._settings.place(team_id, channel_id)
+        ws, env = place.workspace, self.limits
+
+        def first(mine: int | None, default: int | None) -> int | None:
+            return mine if mine is not None else default
+
+        return dataclasses.replace(
+            env, user_daily=first(ws.user_daily_limit_micros, env.user_daily),
+            channel_daily=first(place.effective.daily_limit_micros, env.channel_daily),
+            workspace_monthly=first(ws.workspace_monthly_limit_micros, env.workspace_monthly))
+
     async def channel_daily(self, team_id: str, channel_id: str) -> int | None:
         """The channel's daily limit: its own (or its workspace's for every channel), else the environment's."""
-        if self._settings is not None:
-            own = (await self._settings.place(team_id, channel_id)).effective.daily_limit_micros
-            if own is not None:
-                return own
-        return self.limits.channel_daily
+        return (await self.limits_for(team_id, channel_id)).channel_daily
 
-    async def _counters(self, job: Job, p: Periods) -> list[Counter]:
+    async def _counters(self, job: Job, day: str, month: str) -> list[Counter]:
         user, channel, team = scopes(job.team_id, job.channel_id, job.user_id)
-        channel_daily = await self.channel_daily(job.team_id, job.channel_id)
-        found = [(user, p.day, self.limits.user_daily), (channel, p.day, channel_daily),
-                 (team, p.month, self.limits.workspace_monthly)]
+        limits = await self.limits_for(job.team_id, job.channel_id)
+        found = [(user, day, limits.user_daily), (channel, day, limits.channel_daily),
+                 (team, month, limits.workspace_monthly)]
         return [Counter(s, period, limit) for s, period, limit in found if limit is not None]
 
     async def before_send(self, job: Job, *, tool: Mapping[str, Any], chat_model: str | None, input_images: int,
                           confirmed: bool) -> Reservation:
         """Reserve the request's worst case, or raise NotSent (over a limit; or it needs the requester's click
-        first). A job that reserved before (a run taken again) gets its reservation back."""
+        first). A job that reserved before (a run taken again, a turn tried once more another way) keeps its
+        reservation, raised first to this turn's worst case if that is dearer: OverBudget if the difference
+        does not fit (the reservation stays as it was, to be released with the job)."""
+        worst = self.worst_case(tool, chat_model=chat_model, input_images=input_images)
         held = await self._spend.reservation(job.id)
         if held is not None and held.state != "released":
-            return held
-        worst = self.worst_case(tool, chat_model=chat_model, input_images=input_images)
+            if held.state != "reserved" or worst <= held.reserved_micros:
+                return held
+            raised = await self._spend.raise_to(job.id, amount_micros=worst,
+                                                limits=await self._counters(job, held.day, held.month))
+            if isinstance(raised, Refused):
+                p = await self.periods(job.team_id)
+                raise OverBudget(refusal_text(raised, worst=worst, p=p, held=held.reserved_micros), raised)
+            if raised is not None:
+                return raised
         if self.limits.confirm_above is not None and worst > self.limits.confirm_above and not confirmed:
             text, blocks = confirm_blocks(job.id, worst)
             raise AwaitsConfirmation(text, blocks=blocks)
@@ -167,7 +198,7 @@ class Budgets:
         found = await self._spend.reserve(
             job_id=job.id, team_id=job.team_id, channel_id=job.channel_id, user_id=job.user_id,
             model=str(tool.get("model") or "unknown"), day=p.day, month=p.month, amount_micros=worst,
-            limits=await self._counters(job, p), now=self._clock())
+            limits=await self._counters(job, p.day, p.month), now=self._clock())
         if isinstance(found, Refused):
             raise OverBudget(refusal_text(found, worst=worst, p=p), found)
         return found
@@ -180,22 +211,23 @@ class Budgets:
 
     async def usage(self, *, team_id: str, channel_id: str, user_id: str, admin: bool) -> str:
         p = await self.periods(team_id)
+        limits = await self.limits_for(team_id, channel_id)
         user, channel, team = scopes(team_id, channel_id, user_id)
         t = await self._spend.tallies([(user, p.day), (channel, p.day), (team, p.month)])
         lines = [f"*Your spend* (days and months in {p.zone})"]
         lines += await self._lines("Today", await self._spend.by_model(team_id=team_id, user_id=user_id, day=p.day),
-                                   t[(user, p.day)], self.limits.user_daily, p.day_ends, p.zone)
+                                   t[(user, p.day)], limits.user_daily, p.day_ends, p.zone)
         month = await self._spend.by_model(team_id=team_id, user_id=user_id, month=p.month)
         lines += await self._lines("This month", month, None, None, p.month_ends, p.zone)
         if admin:
             lines.append("*This channel*")
             lines += await self._lines(
                 "Today", await self._spend.by_model(team_id=team_id, channel_id=channel_id, day=p.day),
-                t[(channel, p.day)], await self.channel_daily(team_id, channel_id), p.day_ends, p.zone)
+                t[(channel, p.day)], limits.channel_daily, p.day_ends, p.zone)
             lines.append("*The workspace*")
             lines += await self._lines(
                 "This month", await self._spend.by_model(team_id=team_id, month=p.month), t[(team, p.month)],
-                self.limits.workspace_monthly, p.month_ends, p.zone)
+                limits.workspace_monthly, p.month_ends, p.zone)
             for by, label, mention in (("user_id", "Top users", "<@{}>"), ("channel_id", "Top channels", "<#{}>")):
                 top = await self._spend.top(team_id=team_id, month=p.month, by=by, limit=TOP)
                 if top:
@@ -206,17 +238,18 @@ class Budgets:
     async def summary(self, *, team_id: str, user_id: str, admin: bool) -> tuple[list[str], list[str]]:
         """App Home's figures: the person's spend and what is left; for admins, the workspace's month."""
         p = await self.periods(team_id)
+        limits = await self.limits_for(team_id, "")
         user, _, team = scopes(team_id, "", user_id)
         t = await self._spend.tallies([(user, p.day), (team, p.month)])
         mine = await self._lines("Today", await self._spend.by_model(team_id=team_id, user_id=user_id, day=p.day),
-                                 t[(user, p.day)], self.limits.user_daily, p.day_ends, p.zone)
+                                 t[(user, p.day)], limits.user_daily, p.day_ends, p.zone)
         mine += await self._lines("This month", await self._spend.by_model(team_id=team_id, user_id=user_id,
                                                                             month=p.month), None, None,
                                   p.month_ends, p.zone)
         if not admin:
             return mine, []
         workspace = await self._lines("This month", await self._spend.by_model(team_id=team_id, month=p.month),
-                                      t[(team, p.month)], self.limits.workspace_monthly, p.month_ends, p.zone)
+                                      t[(team, p.month)], limits.workspace_monthly, p.month_ends, p.zone)
         for by, label, mention in (("user_id", "Top users", "<@{}>"), ("channel_id", "Top channels", "<#{}>")):
             top = await self._spend.top(team_id=team_id, month=p.month, by=by, limit=TOP)
             if top:

@@ -42,6 +42,7 @@ NEEDED_SCOPES = {
     "files:write": "posting the images",
     "reactions:write": "the hourglass while Easel works",
     "users:read": "workspace admins' rights (forgetting another person's thread)",
+    "usergroups:read": "channels open only to a Slack user group (its members are refused too)",
 }
 # Slack's answers that mean the token itself is no good (not that Slack is having a bad moment).
 REJECTED = frozenset({

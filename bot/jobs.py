@@ -46,6 +46,7 @@ from bot.slack import (
     SlackUnavailable,
 )
 from bot.spending import Spending
+from bot.usergroups import UserGroups
 from storage import LeaseLost, Store
 from storage.models import Job, JobStatus, Thread
 
@@ -76,6 +77,7 @@ class JobRunner:
         budgets: Budgets | None = None,
         buttons: bool = True,
         previews: int = 0,
+        usergroups: UserGroups | None = None,
     ):
         self._store = store
         self._images = images
@@ -97,7 +99,7 @@ class JobRunner:
                                  slots=slots, posts=self._posts,
                                  progress=Progress(slack=slack, estimates=Estimates(store.generations)))
         self._noticer = Noticer(store=store, slack=slack, attachments=attachments, admins=self._admins,
-                                queue=self.queue, posts=self._posts, lease=lease)
+                                queue=self.queue, posts=self._posts, lease=lease, usergroups=usergroups)
         self._publisher = Publisher(slack=slack, posts=self._posts, prices=self._prices, metrics=metrics,
                                     chat_model=images.model, buttons=buttons)
         self._spending = Spending(budgets=budgets, slack=slack) if budgets else None  # None: nothing counted
@@ -329,4 +331,6 @@ class JobRunner:
                     run.tool, run.chat_model = turn.tool, turn.model
                 else:
                     raise
+                if self._spending is not None:  # the retry may cost more: its reservation is raised first
+                    await self._spending.before_send(run, turn, retry=True)
                 resume_id = None

@@ -15,6 +15,7 @@ from bot.inputs import InputRefused, Inputs
 from bot.posts import Posts, noticed_before
 from bot.queue_status import QueueStatus
 from bot.slack import CannotPost, NotInstalled, SlackAdapter
+from bot.usergroups import UserGroups
 from storage import LeaseLost, Store
 from storage.models import Job, JobKind, JobStatus
 from storage.retention import Retention
@@ -24,8 +25,10 @@ log = logging.getLogger(__name__)
 
 class Noticer:
     def __init__(self, *, store: Store, slack: SlackAdapter, attachments: Inputs, admins: Admins,
-                 queue: QueueStatus, posts: Posts, lease: float):
+                 queue: QueueStatus, posts: Posts, lease: float, usergroups: UserGroups | None = None):
+        """`usergroups`: who is in the user group a channel may be open to (None: no channel is)."""
         self._store = store
+        self._usergroups = usergroups
         self._slack = slack
         self._posts = posts
         self._attachments = attachments
@@ -68,6 +71,9 @@ class Noticer:
             await self._slack.react(job.channel_id, job.message_ts or "", job.text)
             await hold.finish(status=JobStatus.DONE)
             return None
+        if self._usergroups is not None and (refusal := await self._usergroups.refusal(job)) is not None:
+            await self._refuse(job, hold, refusal)
+            return None
         if job.source != "command":
             await self._slack.react(job.channel_id, job.message_ts or "")
             if job.files:
@@ -91,6 +97,20 @@ class Noticer:
         await self._queue.say_queued(job, hold, root_ts)
         await hold.noticed(thread_ts=root_ts, thread_options=job.options.sticky or {})
         return None
+
+    async def _refuse(self, job: Job, hold: Hold, text: str) -> None:
+        """The person is not among those the channel's policy admits (its user group's members): told privately
+        for a slash command, a button or the Edit modal, in the thread for a message. Nothing was reserved,
+        downloaded or sent to OpenAI, and nothing is."""
+        await hold.confirm()
+        if job.response_url:
+            await self._slack.respond(job.response_url, text)
+        elif job.source == "edit":
+            await self._slack.ephemeral(job.channel_id, job.user_id, text, thread_ts=job.thread_ts)
+        else:
+            await self._posts.once(job, job.thread_ts, text, what="refusal", resumed=noticed_before(job))
+        log.info("job %s: %s is not admitted by the channel's user group", job.id, job.user_id)
+        await hold.finish(status=JobStatus.FAILED, error="policy: the channel's user group")
 
     async def _fetch_inputs(self, job: Job, hold: Hold) -> None:
         """A message's attachments, downloaded and checked before the job may run, so that a slow or refused

@@ -20,6 +20,7 @@ from bot.assembly import Easel, build, build_intake
 from bot.config import Settings
 from bot.web import EVENTS_PATH, HEALTH_PATH, web_app
 from storage.retention import Retention
+from storage.spend import Spend
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
     await easel.store.warm_up()
     follower = asyncio.create_task(_follow_wakeups(easel.worker.wake, stop)) if wakeups else None
     key_check: asyncio.Task[None] | None = None
-    purging = asyncio.create_task(
-        purge_periodically(Retention(easel.store.db), days=settings.retention_days, stop=stop),
-        name="easel-retention") if settings.retention_days else None
+    purging = asyncio.create_task(  # (with RETENTION_DAYS=0 it only releases budget reservations left over)
+        purge_periodically(Retention(easel.store.db), days=settings.retention_days, stop=stop,
+                           spend=Spend(easel.store.db)), name="easel-retention")
     try:
         listing, key_check = await _check_openai_key(easel, stop)
         # The jobs of a worker whose process is known to be dead (the last run of this one, say) are taken at
@@ -177,15 +178,20 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
 
 
 async def purge_periodically(retention: Retention, *, days: float, stop: asyncio.Event, every: float = 3600.0,
-                             now: Callable[[], float] = time.time) -> None:
-    """Purge what is older than `days`, now and then every `every` seconds, until `stop`. (Each replica's worker
-    does it; the batches are small and a row purged twice is simply not found the second time.)"""
+                             now: Callable[[], float] = time.time, spend: Spend | None = None) -> None:
+    """Purge what is older than `days` (0: nothing), now and then every `every` seconds, until `stop`; and
+    release the budget reservations no run will settle (`spend`). (Each replica's worker does it; the batches
+    are small and a row purged twice is simply not found the second time.)"""
     while not stop.is_set():
         try:
-            purged = await retention.purge(before=now() - days * 86400)
-            if purged:
-                log.info("retention: purged %d job(s), %d prompt(s), %d thread(s) older than %g days",
-                         purged.jobs, purged.generations, purged.threads, days)
+            if days:
+                purged = await retention.purge(before=now() - days * 86400)
+                if purged:
+                    log.info("retention: purged %d job(s), %d prompt(s), %d thread(s) older than %g days",
+                             purged.jobs, purged.generations, purged.threads, days)
+            released = await spend.release_stale(now=now()) if spend is not None else 0
+            if released:
+                log.info("budgets: released %d reservation(s) no job will settle", released)
         except Exception:
             log.exception("retention: the purge failed; trying again later")
         waiting = asyncio.ensure_future(stop.wait())

@@ -7,6 +7,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
+from bot.usergroups import UserGroup, UserGroups
 from storage.models import ChannelSettings
 from storage.settings import WORKSPACE, Change, Settings
 
@@ -27,11 +28,19 @@ class Shown:
 
 class SettingsDesk:
     def __init__(self, *, settings: Settings, is_admin: Callable[[str, str], Awaitable[bool]],
-                 clock: Callable[[], float] = time.time):
-        """`is_admin(team_id, user_id)`: Easel's admins there (Slack's admins and owners, and EASEL_ADMINS)."""
+                 clock: Callable[[], float] = time.time, usergroups: UserGroups | None = None):
+        """`is_admin(team_id, user_id)`: Easel's admins there (Slack's admins and owners, and EASEL_ADMINS).
+        `usergroups`: the workspace's user groups, as Slack lists them (None: no group can be chosen)."""
         self._settings = settings
         self._is_admin = is_admin
         self._clock = clock
+        self._usergroups = usergroups
+
+    async def usergroup(self, *, team_id: str, given: str) -> UserGroup | str:
+        """The user group an admin named in the settings, or what to say on its field."""
+        if self._usergroups is None:
+            return "User groups cannot be chosen here."
+        return await self._usergroups.find(team_id, given)
 
     async def is_admin(self, team_id: str, user_id: str) -> bool:
         return await self._is_admin(team_id, user_id)

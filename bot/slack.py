@@ -249,6 +249,32 @@ class SlackAdapter:
             return False
         return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
+    async def usergroups(self) -> list[dict[str, Any]] | str:
+        """The workspace's enabled user groups (`usergroups.list`), or Slack's error code."""
+        try:
+            await self.admit("usergroups.list", Priority.RESULT)
+            found = await self.client.usergroups_list()
+        except SlackApiError as e:
+            return slack_error(e)
+        return [g for g in found.get("usergroups") or [] if isinstance(g, dict)]
+
+    async def usergroup_members(self, usergroup: str) -> frozenset[str] | str:
+        """The members of a user group (`usergroups.users.list`), or Slack's error code (`no_such_subteam`)."""
+        try:
+            await self.admit("usergroups.users.list", Priority.RESULT)
+            found = await self.client.usergroups_users_list(usergroup=usergroup)
+        except SlackApiError as e:
+            return slack_error(e)
+        return frozenset(u for u in found.get("users") or [] if isinstance(u, str))
+
+    async def ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
+        """A message only `user` sees (best effort: a refusal that cannot be said changes nothing)."""
+        try:
+            await self.admit("chat.postEphemeral", Priority.RESULT, channel=channel)
+            await self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
+        except SlackApiError as e:
+            log.warning("chat.postEphemeral failed: %s", slack_error(e))
+
     async def react(self, channel: str, ts: str, name: str = messages.WORKING_REACTION, *,
                     priority: Priority = Priority.SIGN) -> bool:
         """Best effort: a missing reaction must not fail a request. False if it was not added (no budget left

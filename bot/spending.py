@@ -17,12 +17,14 @@ class Spending:
         self._budgets = budgets
         self._slack = slack
 
-    async def before_send(self, run: Run, turn: Turn) -> None:
+    async def before_send(self, run: Run, turn: Turn, *, retry: bool = False) -> None:
         """Reserve the turn's worst case (a thread's chain may bring its last image back: counted as an input),
-        or raise NotSent. A job that reserved in an earlier run finds its reservation."""
+        or raise NotSent. A job that reserved in an earlier run finds its reservation; a turn tried once more
+        (`retry`: on another model, say) raises it to its own worst case first, if that is dearer; a retry is
+        never held back to be confirmed (the request was let through already)."""
         job = run.job
         await run.hold.persist(lambda: self._budgets.before_send(
-            job, tool=turn.tool, chat_model=turn.model, confirmed=job.options.confirmed_from is not None,
+            job, tool=turn.tool, chat_model=turn.model, confirmed=retry or job.options.confirmed_from is not None,
             input_images=len(turn.images) + (1 if turn.previous_response_id else 0)))
 
     async def not_sent(self, run: Run, e: NotSent,

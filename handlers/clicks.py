@@ -119,6 +119,7 @@ def click_job(c: Click, image: Generation, ctx: Context, policy: Policy | None =
         return f":no_entry_sign: {problem}"
     if policy.settings.max_quality and tool.get("quality") == "auto":
         tool["quality"] = policy.settings.max_quality
+    tool["moderation"] = policy.moderation(ctx.defaults)  # the channel's level now, not the image's then
     base = {
         "dedupe_key": f"{c.claim_key}:{c.action_ts:.6f}",
         "kind": JobKind.GENERATE,
@@ -129,18 +130,19 @@ def click_job(c: Click, image: Generation, ctx: Context, policy: Policy | None =
         "message_ts": c.message_ts,
         "thread_ts": image.thread_ts or c.thread_ts,
         "force_image": True,
+        "response_url": c.response_url,  # a refusal in the worker (not in the user group) is said privately
     }
+    shared = {"branch": True, "show_cost": policy.show_costs, "usergroup": policy.usergroup}
     if c.action_id == buttons.REROLL:
         if not image.request_text:
             return TOO_OLD
         return NewJob(text=image.request_text, options=JobOptions(
-            tool=tool, branch=True, chain_on=image.parent_response_id, show_cost=policy.show_costs), **base)
+            tool=tool, chain_on=image.parent_response_id, **shared), **base)
     if c.action_id == buttons.VARY:
         return NewJob(text=buttons.VARY_PROMPT, options=JobOptions(
-            tool={**tool, "action": "edit"}, branch=True, chain_on=image.response_id, show_cost=policy.show_costs),
-            **base)
-    return NewJob(text=buttons.HD_PROMPT, options=JobOptions(
-        tool=tool, branch=True, chain_on=image.response_id, show_cost=policy.show_costs), **base)
+            tool={**tool, "action": "edit"}, chain_on=image.response_id, **shared), **base)
+    return NewJob(text=buttons.HD_PROMPT, options=JobOptions(tool=tool, chain_on=image.response_id, **shared),
+                  **base)
 
 
 def easel_target(c: Click, image: Generation) -> Target:
@@ -308,7 +310,7 @@ def submission_job(s: Submission, image: Generation | None, ctx: Context,
         thread_ts=t.thread_ts,
         options=JobOptions(tool=resolved.tool(), notices=tuple(resolved.notices), chosen=tuple(resolved.chosen),
                            branch=True, chain_on=image.response_id if image is not None else None,
-                           mask=s.mask is not None, show_cost=policy.show_costs),
+                           mask=s.mask is not None, show_cost=policy.show_costs, usergroup=policy.usergroup),
         files=files,
         force_image=True,
     )

@@ -230,7 +230,7 @@ def route_event(
         kind=JobKind.GENERATE,
         text=prompt or "Use the attached image(s).",
         options=_job_options(resolved, fresh=bool(asked.as_dict()) or resolved.replaced is not None,
-                             show_cost=policy.show_costs),
+                             show_cost=policy.show_costs, usergroup=policy.usergroup),
         files=files,
         force_image=False,
         **base,
@@ -238,13 +238,14 @@ def route_event(
     return Routed(job=job, start_thread=start, thread_options=sticky)
 
 
-def _job_options(resolved: options.Resolved, *, fresh: bool, show_cost: bool = True,
+def _job_options(resolved: options.Resolved, *, fresh: bool, show_cost: bool = True, usergroup: str | None = None,
                  **command: dict[str, Any]) -> JobOptions:
     """`chosen`: the options the person chose (not defaults), for what a refusal may change at run time.
-    `command`: a slash command's `shown` and `sticky` options."""
+    `usergroup`: the channel's, whose membership the worker checks. `command`: a slash command's `shown` and
+    `sticky` options."""
     notices = (*([resolved.replaced] if resolved.replaced else []), *resolved.notices) if fresh else ()
     return JobOptions(tool=resolved.tool(), notices=notices, chosen=tuple(resolved.chosen), web=resolved.web,
-                      show_cost=show_cost, **command)
+                      show_cost=show_cost, usergroup=usergroup, **command)
 
 
 def _help(ctx: Context) -> str:
@@ -285,6 +286,7 @@ def route_command(command: dict[str, Any], *, ctx: Context, policy: Policy | Non
         user_id=user,
         text=prompt,
         options=_job_options(resolved, fresh=True, shown=resolved.as_dict(), show_cost=policy.show_costs,
+                             usergroup=policy.usergroup,
                              sticky={**asked.as_dict(), **({"model": resolved.model} if resolved.replaced else {})}),
         force_image=True,
         response_url=_str(command.get("response_url")),

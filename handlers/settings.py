@@ -1,10 +1,12 @@
 """`/imagine settings` opens the settings modal (views.open with the command's trigger, before the listener
-returns, within Slack's 3 seconds); its submission is checked field by field and saved with its audit entries.
+returns, within Slack's 3 seconds); its submission is checked field by field (a user group named is looked up
+with Slack, `usergroups.list`, before the modal closes) and saved with its audit entries.
 `/imagine settings log` lists the workspace's changes to admins. `/imagine settings tz <zone>` stays with the
 budgets (bot/confirming.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -29,7 +31,7 @@ async def open_modal(client: AsyncWebClient, trigger_id: str, *, desk: SettingsD
     except SlackApiError as e:
         log.warning("views.open failed: %s", e.response.get("error") if e.response is not None else e)
         return "\n".join(["Slack would not open the settings window; here they are:",
-                          *settings_view.describe(shown.own, shown.inherited)])
+                          *settings_view.describe(shown.own, shown.inherited, workspace=not channel_id)])
     return None
 
 
@@ -58,10 +60,19 @@ def register(app: AsyncApp, *, desk: SettingsDesk, ctx: Context) -> None:
                                                                    "open it again."})
             return
         team_id, channel_id, user_id = place
-        parsed = settings_view.parse(body, ctx)
+        parsed = settings_view.parse(body, ctx, workspace=not channel_id)
         if isinstance(parsed, dict):
             await ack(response_action="errors", errors=parsed)
             return
+        if parsed.audience == "usergroup" and parsed.usergroup:  # as typed: Slack says which group it is
+            if not await desk.is_admin(team_id, user_id):
+                await ack(response_action="errors", errors={"enabled": NOT_ADMIN})
+                return
+            group = await desk.usergroup(team_id=team_id, given=parsed.usergroup)
+            if isinstance(group, str):
+                await ack(response_action="errors", errors={"usergroup": group})
+                return
+            parsed = dataclasses.replace(parsed, usergroup=group.id, usergroup_handle=group.handle)
         changes = await desk.save(team_id=team_id, channel_id=channel_id, user_id=user_id, new=parsed)
         if changes is None:
             await ack(response_action="errors", errors={"enabled": NOT_ADMIN})

@@ -79,6 +79,8 @@ class Leases:
             sa.bindparam("start", type_=sa.Boolean), lim <= room, jobs.c.kind == GENERATE,
             jobs.c.source != "command", jobs.c.thread_ts.is_not(None), ~EARLIER_UNFINISHED,
             sa.cast(jobs.c.files, sa.Text) == "[]",  # attachments are fetched first, outside any slot
+            # a channel open to a user group only: the noticer asks Slack whether the person is in it first
+            sa.cast(jobs.c.options, sa.Text).not_like('%"usergroup"%'),
             ~ANY_QUEUED,  # a request that waits for its turn keeps it: a new one does not overtake it
         )
         claim_new = claim(self._takeable_new, (), {

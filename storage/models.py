@@ -57,6 +57,7 @@ class JobOptions:
     mask: bool = False  # the last of the job's files is a mask for the first (the tool's input_image_mask)
     confirmed_from: int | None = None  # a request its requester confirmed (over CONFIRM_ABOVE_USD): that job's id
     show_cost: bool = True  # the cost under the image (a channel's settings may turn it off)
+    usergroup: str | None = None  # the channel is open to this Slack user group only: checked in the worker
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> JobOptions:
@@ -215,10 +216,25 @@ class ChannelSettings:
     size: str | None = None  # the default size
     models: tuple[str, ...] | None = None  # the image models allowed (None: all)
     max_quality: str | None = None  # the highest quality allowed (None: any)
-    users: tuple[str, ...] | None = None  # who may use Easel here (None: everyone)
+    users: tuple[str, ...] | None = None  # the people listed, with who "users"
     daily_limit_micros: int | None = None  # the channel's daily limit (None: BUDGET_CHANNEL_DAILY_USD)
     show_costs: bool | None = None  # the cost under each image (None: shown)
     enabled: bool | None = None  # Easel answers here (None: on)
+    moderation: str | None = None  # the image tool's moderation, "auto" or "low" (None: IMAGE_MODERATION)
+    who: str | None = None
+    """Who may use Easel here: one of WHO ("everyone"; "users": the people in `users`; "usergroup": the members
+    of the Slack user group `usergroup`). None: as the workspace says (or "users" when `users` is set: rows
+    stored before `who` was)."""
+    usergroup: str | None = None  # the user group's id ("S0614TZR7"), with who "usergroup"
+    usergroup_handle: str | None = None  # its handle when an admin chose it ("designers"), for showing
+    user_daily_limit_micros: int | None = None  # the workspace's only: each person's daily limit
+    workspace_monthly_limit_micros: int | None = None  # the workspace's only: its monthly limit
+    """(None, for both: BUDGET_USER_DAILY_USD, BUDGET_WORKSPACE_MONTHLY_USD.)"""
+
+    @property
+    def audience(self) -> str | None:
+        """Who may use Easel here, as set in these settings (None: not set here)."""
+        return self.who or ("users" if self.users is not None else None)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> ChannelSettings:
@@ -233,5 +249,14 @@ class ChannelSettings:
                 if v is not None}
 
     def over(self, base: ChannelSettings) -> ChannelSettings:
-        """These settings where set, `base`'s elsewhere."""
-        return dataclasses.replace(base, **{k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+        """These settings where set, `base`'s elsewhere. Who may use Easel is one setting: when these settings
+        say who, none of `base`'s people or group is kept."""
+        mine = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if self.audience is not None:
+            mine.update({k: getattr(self, k) for k in WHO_FIELDS})
+        return dataclasses.replace(base, **mine)
+
+
+WHO = ("everyone", "users", "usergroup")
+WHO_FIELDS = ("who", "users", "usergroup", "usergroup_handle")  # who may use Easel: set and inherited together
+MODERATIONS = ("auto", "low")  # the image_generation tool's moderation levels

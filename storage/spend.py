@@ -10,6 +10,14 @@ If any counter does not fit, the whole transaction is rolled back: nothing is he
 
 Settling (the actual cost) and releasing (nothing, or what was billed) are one transaction each, and happen at
 most once per reservation: the reservation's state moves from `reserved` only once.
+
+A turn tried once more another way (a refusal that taught Easel something, bot.lineup) may cost more than the
+first try could: its reservation is raised to the larger worst case before it is sent (`raise_to`), in the
+same all-or-nothing way, so no retry can settle above what its limits held for it.
+
+A reservation that no run will settle (its job gone, or finished without settling it, or held for longer than
+`STALE_SECONDS`) is released by the worker's periodic purge (`release_stale`), keeping what OpenAI billed for
+its job as recorded with the job's generations, so that the room it held comes back.
 """
 
 from __future__ import annotations
@@ -23,9 +31,13 @@ import sqlalchemy as sa
 from storage.database import Database
 from storage.schema import budget_counters as counters
 from storage.schema import budget_reservations as reservations
-from storage.schema import workspace_settings
+from storage.schema import generations, jobs, workspace_settings
 
 RESERVED, SETTLED, RELEASED = "reserved", "settled", "released"
+STALE_SECONDS = 86_400.0
+"""A reservation held this long is released whatever its job is doing: no turn runs for a day (a turn is given
+up after twice OPENAI_TIMEOUT; an answer Slack will not take, after PUBLISH_RETRY_SECONDS)."""
+FINISHED = ("done", "failed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +124,22 @@ class Spend:
 
     # -- reserving and settling -------------------------------------------------------------------------------
 
+    def _hold(self, conn: sa.Connection, applying: Sequence[tuple[str, str]], amount: int,
+              limited: dict[tuple[str, str], int | None]) -> None:
+        """Add `amount` to each counter in `applying` (in that order), within its limit where it has one; raise
+        _DoesNotFit at the first that has no room (the caller's transaction is then rolled back)."""
+        for scope, period in applying:
+            params = {"s_scope": scope, "s_period": period, "s_amount": amount}
+            conn.execute(self._ensure, params)
+            limit = limited.get((scope, period))
+            if limit is None:
+                conn.execute(self._add, params)
+                continue
+            if conn.execute(self._add_within, {**params, "s_limit": limit}).first() is None:
+                tally = conn.execute(self._tally, params).one()
+                raise _DoesNotFit(Refused(Counter(scope, period, limit),
+                                          int(tally.spent_micros) + int(tally.reserved_micros)))
+
     async def reserve(self, *, job_id: int, team_id: str, channel_id: str, user_id: str, model: str, day: str,
                       month: str, amount_micros: int, limits: Sequence[Counter], now: float) -> Reservation | Refused:
         """Hold `amount_micros` against the user's and channel's `day` and the workspace's `month` (every one
@@ -133,18 +161,35 @@ class Spend:
                 if held.state != RELEASED:
                     return _reservation(held)
                 conn.execute(sa.update(reservations).where(r.job_id == job_id).values(**row))
-            for scope, period in applying:
-                params = {"s_scope": scope, "s_period": period, "s_amount": amount_micros}
-                conn.execute(self._ensure, params)
-                limit = limited.get((scope, period))
-                if limit is None:
-                    conn.execute(self._add, params)
-                    continue
-                if conn.execute(self._add_within, {**params, "s_limit": limit}).first() is None:
-                    tally = conn.execute(self._tally, params).one()
-                    raise _DoesNotFit(Refused(Counter(scope, period, limit),
-                                              int(tally.spent_micros) + int(tally.reserved_micros)))
+            self._hold(conn, applying, amount_micros, limited)
             return Reservation(**{k: v for k, v in row.items() if k != "created_at"}, fresh=True)
+
+        try:
+            return await self._db.txn(work)
+        except _DoesNotFit as e:
+            return e.refused
+
+    async def raise_to(self, job_id: int, *, amount_micros: int, limits: Sequence[Counter]
+                       ) -> Reservation | Refused | None:
+        """Raise the job's held reservation to `amount_micros` (a dearer retry's worst case), holding the
+        difference against the same counters (the reservation's own day and month) within `limits`, all or
+        nothing. A reservation that holds as much already, or is no longer held, is returned as it is; None:
+        the job has none."""
+        r = reservations.c
+        limited = {(x.scope, x.period): x.limit_micros for x in limits}
+
+        def work(conn: sa.Connection) -> Reservation | None:
+            row = conn.execute(sa.select(reservations).where(r.job_id == job_id).with_for_update()).first()
+            if row is None:
+                return None
+            held = _reservation(row)
+            if held.state != RESERVED or held.reserved_micros >= amount_micros:
+                return held
+            user, channel, team = scopes(held.team_id, held.channel_id, held.user_id)
+            self._hold(conn, sorted([(channel, held.day), (team, held.month), (user, held.day)]),
+                       amount_micros - held.reserved_micros, limited)
+            conn.execute(sa.update(reservations).where(r.job_id == job_id).values(reserved_micros=amount_micros))
+            return dataclasses.replace(held, reserved_micros=amount_micros, fresh=True)
 
         try:
             return await self._db.txn(work)
@@ -154,23 +199,45 @@ class Spend:
     async def settle(self, job_id: int, *, cost_micros: int, released: bool = False) -> Reservation | None:
         """The job's reservation becomes what it cost (`released`: the request failed; the cost is what was
         billed for it, often nothing). Once only: None if there was no reservation held."""
+        return await self._db.txn(lambda conn: self._settle(conn, job_id, cost_micros, released))
+
+    def _settle(self, conn: sa.Connection, job_id: int, cost_micros: int, released: bool) -> Reservation | None:
         r = reservations.c
-        stmt = (sa.update(reservations).where(r.job_id == job_id, r.state == RESERVED)
-                .values(state=RELEASED if released else SETTLED, cost_micros=cost_micros)
-                .returning(*reservations.c))
+        row = conn.execute(sa.update(reservations).where(r.job_id == job_id, r.state == RESERVED)
+                           .values(state=RELEASED if released else SETTLED, cost_micros=cost_micros)
+                           .returning(*reservations.c)).first()
+        if row is None:
+            return None
+        held = _reservation(row)
+        user, channel, team = scopes(held.team_id, held.channel_id, held.user_id)
+        for scope, period in sorted([(channel, held.day), (team, held.month), (user, held.day)]):
+            conn.execute(self._settle_counter, {"s_scope": scope, "s_period": period,
+                                                "s_amount": held.reserved_micros, "s_cost": held.cost_micros})
+        return held
 
-        def work(conn: sa.Connection) -> Reservation | None:
-            row = conn.execute(stmt).first()
-            if row is None:
-                return None
-            held = _reservation(row)
-            user, channel, team = scopes(held.team_id, held.channel_id, held.user_id)
-            for scope, period in sorted([(channel, held.day), (team, held.month), (user, held.day)]):
-                conn.execute(self._settle_counter, {"s_scope": scope, "s_period": period,
-                                                    "s_amount": held.reserved_micros, "s_cost": cost_micros})
-            return held
+    async def release_stale(self, *, now: float, older_than: float = STALE_SECONDS, batch: int = 500) -> int:
+        """Release the reservations no run will settle: those whose job is gone or finished (done or failed)
+        without settling, and those held for longer than `older_than` seconds. Each keeps what OpenAI billed
+        for its job, as recorded with its generations (nothing, when none is). Batch after batch, each
+        reservation in a short transaction of its own; returns how many were released."""
+        r, j, g = reservations.c, jobs.c, generations.c
+        stale = (sa.select(r.job_id).select_from(reservations.outerjoin(jobs, j.id == r.job_id))
+                 .where(r.state == RESERVED,
+                        sa.or_(j.id.is_(None), j.status.in_(FINISHED), r.created_at < now - older_than))
+                 .order_by(r.job_id).limit(batch))
+        billed = sa.select(sa.func.coalesce(sa.func.sum(g.cost_micros), 0)).where(
+            g.job_id == sa.bindparam("b_job", type_=sa.Integer)).scalar_subquery()
+        released = 0
+        while True:
+            found = await self._db.read(lambda conn: list(conn.execute(stale).scalars()))
+            for job_id in found:
+                def work(conn: sa.Connection, job_id: int = job_id) -> bool:
+                    cost = conn.execute(sa.select(billed), {"b_job": job_id}).scalar() or 0
+                    return self._settle(conn, job_id, int(cost), True) is not None
 
-        return await self._db.txn(work)
+                released += bool(await self._db.txn(work))
+            if len(found) < batch:
+                return released
 
     async def reservation(self, job_id: int) -> Reservation | None:
         def work(conn: sa.Connection) -> Reservation | None:

@@ -1,7 +1,8 @@
 """Budgets: reserved at the worst case before a request is sent, all or nothing, once per job; settled to the
 reported cost, released on failure; refusals that say which limit, what is left and when it resets; the
-confirmation button; /imagine usage and the workspace's time zone. On SQLite and PostgreSQL, through signed
-HTTP and the fakes."""
+confirmation button; /imagine usage and the workspace's time zone; a retry on a dearer model reserving its own
+worst case first; reservations no job will settle released by the periodic purge. On SQLite and PostgreSQL,
+through signed HTTP and the fakes."""
 
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ from bench.budgets import hammer
 from bot.budgets import CONFIRM_ACTION, periods
 from bot.config import ConfigError, Settings
 from bot.prices import Prices
+from bot.processes import purge_periodically
 from storage import Store
+from storage.models import Generation, JobStatus
+from storage.retention import Retention
 from storage.spend import Counter, Refused, Reservation, Spend, scopes
-from tests.conftest import Running, start_easel, stop_easel
+from tests.conftest import Running, start_easel, stop_easel, wait_until
 from tests.fakes.openai_api import Fault
 
-# A request with the default options (gpt-image-2, quality and size auto, the unpriced chat model's stand-in).
-WORST = Prices().worst_case(chat_model="gpt-5.4", image_model="gpt-image-2", quality="auto", size="auto")
+# A request with the default options (gpt-image-2, quality and size auto, the unpriced chat model's stand-in, one
+# preview while it draws: PREVIEW_IMAGES=1).
+WORST = Prices().worst_case(chat_model="gpt-5.4", image_model="gpt-image-2", quality="auto", size="auto",
+                            previews=1)
 
 
 def dollars(micros: int) -> str:
@@ -74,6 +80,46 @@ async def test_a_released_reservation_frees_its_room(store: Store) -> None:
     assert isinstance(await _reserve(spend, 2, limits=limits), Refused)
     await spend.settle(1, cost_micros=0, released=True)
     assert isinstance(await _reserve(spend, 2, limits=limits), Reservation)
+
+
+async def test_reservations_no_job_will_settle_are_released_by_the_periodic_purge(store: Store) -> None:
+    """Held by a job that runs now: kept. Held by a job that ended without settling (what its generations say
+    OpenAI billed is kept), by a job that is gone, or for longer than a day: released by the purge, which runs
+    even when RETENTION_DAYS=0 keeps everything else."""
+    from tests.test_store import CHANNEL, TEAM, USER, enqueue, new_job
+
+    spend = Spend(store.db)
+    running, ended, stuck = [await enqueue(store, new_job(thread_ts=f"{i}.0")) for i in (1, 2, 3)]
+    taken = {}
+    for _ in range(3):  # claimed, as a worker would (a job's end is fenced on its claim)
+        job = await store.leases.claim_new(worker_id="w", lease=60)
+        assert job is not None
+        taken[job.id] = job
+    for job_id, age in ((running.id, 0), (ended.id, 0), (stuck.id, 2 * 86400), (999_999, 0)):
+        await spend.reserve(job_id=job_id, team_id=TEAM, channel_id=CHANNEL, user_id=USER, model="gpt-image-2",
+                            day="2026-12-01", month="2026-12", amount_micros=1000, limits=[],
+                            now=time.time() - age)
+    billed = Generation(job_id=ended.id, team_id=TEAM, channel_id=CHANNEL, thread_ts="2.0", user_id=USER,
+                        request_text="a fox", options={}, model="gpt-5.4", status="failed", cost_micros=70)
+    await store.jobs.finish(ended.id, lease_no=taken[ended.id].lease_no, status=JobStatus.FAILED,
+                            error="internal: a crash between its end and its settling", generations=[billed])
+    stop = asyncio.Event()
+    task = asyncio.create_task(purge_periodically(Retention(store.db), days=0, stop=stop, spend=spend))
+
+    async def released() -> bool:
+        states = [(await spend.reservation(j)).state for j in (ended.id, stuck.id, 999_999)]
+        return states == ["released"] * 3
+
+    await wait_until(released, what="the purge to release what no job will settle")
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert (await spend.reservation(running.id)).state == "reserved"
+    assert [(await spend.reservation(j)).cost_micros for j in (ended.id, stuck.id, 999_999)] == [70, 0, 0]
+    user = scopes(TEAM, CHANNEL, USER)[0]
+    tally = (await spend.tallies([(user, "2026-12-01")]))[(user, "2026-12-01")]
+    assert (tally.spent_micros, tally.reserved_micros) == (70, 1000)
+    assert await spend.release_stale(now=time.time()) == 0  # once only
+    assert await spend.settle(stuck.id, cost_micros=5) is None  # a late settle changes nothing
 
 
 def test_days_and_months_follow_the_workspaces_time_zone() -> None:
@@ -191,6 +237,71 @@ async def test_a_job_taken_again_after_429s_reserves_once(easel_factory) -> None
     assert held.state == "settled" and held.reserved_micros == WORST
     day, _ = _today()
     assert await _counter(easel, scopes(easel.slack.team_id, "C0001", "U0001")[0], day) == (held.cost_micros, 0)
+
+
+# A model table that says gpt-image-2 takes a transparent background (OpenAI refuses it: the turn is tried once
+# more on gpt-image-2.5-flare), and a price table where that model's images cost ten times as much.
+TRANSPARENT_TWO = '{"gpt-image-2": {"flexible_sizes": true, "transparent": true}}'
+DEAR_FLARE = {"gpt-image-2.5-flare": {"text_in": 5, "cached_in": 1.25, "text_out": 30, "image_in": 8,
+                                      "image_out": 300}}
+FIRST = Prices(DEAR_FLARE).worst_case(chat_model="gpt-5.4", image_model="gpt-image-2", quality="auto", size="auto",
+                                      previews=1)
+RETRY = Prices(DEAR_FLARE).worst_case(chat_model="gpt-5.4", image_model="gpt-image-2.5-flare", quality="auto",
+                                      size="auto")  # at the least: without its preview
+
+
+async def test_a_retry_on_a_dearer_model_reserves_its_own_worst_case_first(easel_factory) -> None:
+    easel = await easel_factory(EXTRA_IMAGE_MODELS=TRANSPARENT_TWO, PRICES=json.dumps(DEAR_FLARE),
+                                BUDGET_USER_DAILY_USD="50")
+    await easel.sender.mention("a sticker --background transparent")
+    [job] = await easel.jobs_settled(1, timeout=30)
+    assert job.status == "done"
+    first, retry = [c["tools"][0] for c in easel.openai.create_requests()]
+    assert (first["model"], retry["model"]) == ("gpt-image-2", "gpt-image-2.5-flare")
+    worst = easel.easel.budgets.worst_case(retry, chat_model=None, input_images=0)
+    assert FIRST < RETRY <= worst
+    held = await Spend(easel.store.db).reservation(job.id)
+    assert (held.state, held.reserved_micros) == ("settled", worst)
+    assert held.cost_micros <= RETRY
+    day, _ = _today()
+    assert await _counter(easel, scopes(easel.slack.team_id, "C0001", "U0001")[0], day) == (held.cost_micros, 0)
+
+
+async def test_a_retry_that_would_overrun_a_limit_is_not_sent(easel_factory) -> None:
+    """The first try fits the limit, its dearer retry does not: the retry is not sent, the person is told, and
+    the reservation is released (the refused first try was not billed)."""
+    limit = FIRST + (RETRY - FIRST) // 2
+    easel = await easel_factory(EXTRA_IMAGE_MODELS=TRANSPARENT_TWO, PRICES=json.dumps(DEAR_FLARE),
+                                BUDGET_USER_DAILY_USD=dollars(limit))
+    ts, _ = await easel.sender.mention("a sticker --background transparent")
+    [job] = await easel.jobs_settled(1, timeout=30)
+    assert job.status == "failed" and job.error == "budget: user limit"
+    assert [c["tools"][0]["model"] for c in easel.openai.create_requests()] == ["gpt-image-2"]
+    [told] = [m["text"] for m in easel.slack.thread("C0001", ts) if "Not drawn" in m.get("text", "")]
+    assert "tried once more another way" in told and "more than was set aside for it" in told
+    assert "your daily limit" in told
+    held = await Spend(easel.store.db).reservation(job.id)
+    assert (held.state, held.reserved_micros, held.cost_micros) == ("released", FIRST, 0)
+    day, _ = _today()
+    assert await _counter(easel, scopes(easel.slack.team_id, "C0001", "U0001")[0], day) == (0, 0)
+
+
+async def test_a_raise_is_all_or_nothing(store: Store) -> None:
+    spend = Spend(store.db)
+    user, channel, team = scopes("T1", "C1", "U1")
+    limits = [Counter(user, "2026-12-01", 1000), Counter(team, "2026-12", 10_000)]
+    assert isinstance(await _reserve(spend, 1, amount=400, limits=limits), Reservation)
+    assert isinstance(await _reserve(spend, 2, amount=400, limits=limits), Reservation)
+    refused = await spend.raise_to(1, amount_micros=700, limits=limits)  # 300 more: only 200 left
+    assert isinstance(refused, Refused) and refused.counter.scope == user and refused.left_micros == 200
+    raised = await spend.raise_to(1, amount_micros=600, limits=limits)
+    assert isinstance(raised, Reservation) and raised.reserved_micros == 600
+    assert (await spend.raise_to(1, amount_micros=500, limits=limits)).reserved_micros == 600  # never lowered
+    tallies = await spend.tallies([(user, "2026-12-01"), (channel, "2026-12-01"), (team, "2026-12")])
+    assert [t.reserved_micros for t in tallies.values()] == [1000, 1000, 1000]
+    await spend.settle(1, cost_micros=650)
+    tally = (await spend.tallies([(user, "2026-12-01")]))[(user, "2026-12-01")]
+    assert (tally.spent_micros, tally.reserved_micros) == (650, 400)
 
 
 # -- asking first --------------------------------------------------------------------------------------------------

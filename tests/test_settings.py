@@ -192,19 +192,20 @@ async def test_an_admin_opens_the_settings_modal_and_saves_it_with_an_audit_entr
     assert result.status == 200 and not result.body_text.strip()  # nothing said: the modal is open
     assert view["callback_id"] == "easel.settings" and view["submit"]
     fields = [b["block_id"] for b in view["blocks"] if b["type"] == "input"]
-    assert fields == ["enabled", "model", "quality", "size", "models", "max_quality", "users",
-                      "daily_limit_micros", "show_costs"]
+    assert fields == ["enabled", "model", "quality", "size", "models", "max_quality", "moderation", "who", "users",
+                      "usergroup", "daily_limit_micros", "show_costs"]
     values = _values(view, model="gpt-image-2", quality="medium", models=["gpt-image-2"], max_quality="medium",
-                     users=["U0001", "U0009"], daily_limit_micros="2.50", show_costs="no", size="portrait")
+                     users=["U0001", "U0009"], daily_limit_micros="2.50", show_costs="no", size="portrait",
+                     moderation="low", who="users")
     saved = await easel.sender.action(easel.sender.view_submission_payload(view, values, user="U0009"))
     assert saved.status == 200 and not (saved.json or {}).get("errors")
     stored = await Settings(easel.store.db).get(easel.slack.team_id, "C0001")
     assert stored == ChannelSettings(model="gpt-image-2", quality="medium", size="1024x1536",
                                      models=("gpt-image-2",), max_quality="medium", users=("U0001", "U0009"),
-                                     daily_limit_micros=2_500_000, show_costs=False)
+                                     daily_limit_micros=2_500_000, show_costs=False, moderation="low", who="users")
     log = await Settings(easel.store.db).log(easel.slack.team_id)
     assert {c.field for c in log} == {"model", "quality", "size", "models", "max_quality", "users",
-                                      "daily_limit_micros", "show_costs"}
+                                      "daily_limit_micros", "show_costs", "moderation", "who"}
     assert all(c.user_id == "U0009" and c.channel_id == "C0001" and c.before is None for c in log)
     again, _ = await _open(easel)  # the modal shows what was saved, and the changes
     elements = {b["block_id"]: b["element"] for b in again["blocks"] if b["type"] == "input"}
@@ -217,8 +218,8 @@ async def test_an_admin_opens_the_settings_modal_and_saves_it_with_an_audit_entr
     assert "daily_limit_micros" in text and "<#C0001>" in text and "2500000" in text
     await easel.sender.mention("a fox")  # the saved policy is in force
     await easel.jobs_settled(1)
-    assert [(t["model"], t["quality"], t["size"]) for t in _tools(easel)] == [("gpt-image-2", "medium",
-                                                                                "1024x1536")]
+    assert [(t["model"], t["quality"], t["size"], t["moderation"]) for t in _tools(easel)] == [
+        ("gpt-image-2", "medium", "1024x1536", "low")]
 
 
 async def test_others_see_the_settings_read_only_and_cannot_save(easel_factory) -> None:

@@ -208,6 +208,9 @@ class FakeSlack:
         self.client_secret = "oauth-client-secret-0123"
         self.workspaces: dict[str, dict[str, str]] = {}  # bot token -> {team_id, team, bot_user_id, bot_id}
         self.users: dict[str, dict[str, Any]] = {}  # user id -> extra fields of users.info (is_admin, is_owner...)
+        # user group id ("S…") -> {"handle", "name", "users": [user ids], "disabled": bool}; see add_usergroup
+        self.usergroups: dict[str, dict[str, Any]] = {}
+        self.usergroups_on_plan = True  # False: a free workspace, where the usergroups methods are refused
         self._oauth_codes: dict[str, str] = {}  # code -> the bot token its exchange gives
         self._token = ""  # the token of the request being answered
 
@@ -527,6 +530,15 @@ class FakeSlack:
         self._oauth_codes[code] = bot_token
         return code
 
+    def add_usergroup(self, handle: str, users: Sequence[str], *, name: str | None = None,
+                      disabled: bool = False) -> str:
+        """A user group of this workspace (what usergroups.list and usergroups.users.list show); returns its id.
+        Change its members later through ``usergroups[id]["users"]``."""
+        group_id = f"S{next(self._ids):09d}"
+        self.usergroups[group_id] = {"handle": handle, "name": name or handle.title(), "users": list(users),
+                                     "disabled": disabled, "created": int(time.time())}
+        return group_id
+
     def token_of(self, call: Call) -> str:
         header = call.headers.get("Authorization", "")
         return header[len("Bearer "):] if header.startswith("Bearer ") else str(call.args.get("token") or "")
@@ -813,6 +825,8 @@ class FakeSlack:
             "auth.test": self._auth_test,
             "oauth.v2.access": self._oauth_v2_access,
             "users.info": self._users_info,
+            "usergroups.list": self._usergroups_list,
+            "usergroups.users.list": self._usergroups_users_list,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.delete": self._chat_delete,
@@ -842,6 +856,47 @@ class FakeSlack:
         fields = {"is_admin": False, "is_owner": False, "is_primary_owner": False, **self.users.get(user, {})}
         return self._json({"ok": True, "user": {"id": user, "team_id": self.team_id, "name": user.lower(),
                                                 "deleted": False, "is_bot": False, **fields}})
+
+    @staticmethod
+    def _flag(value: Any) -> bool:
+        """A boolean argument as Slack reads it ("true", "1"; slack_sdk sends "1" or "0")."""
+        return value is True or str(value).lower() in ("1", "true")
+
+    def _usergroup(self, group_id: str, g: Mapping[str, Any], *, users: bool, count: bool) -> dict[str, Any]:
+        """A user group object as usergroups.list returns it (the shape of Slack's documented example)."""
+        obj: dict[str, Any] = {
+            "id": group_id, "team_id": self.team_id, "is_usergroup": True, "is_subteam": True,
+            "name": g["name"], "description": "", "handle": g["handle"], "is_external": False,
+            "date_create": g["created"], "date_update": g["created"],
+            "date_delete": g["created"] + 1 if g["disabled"] else 0, "auto_type": None, "auto_provision": False,
+            "enterprise_subteam_id": "", "created_by": "U0ADMIN", "updated_by": "U0ADMIN", "deleted_by": None,
+            "prefs": {"channels": [], "groups": []},
+        }
+        if users:
+            obj["users"] = list(g["users"])
+        if count:
+            obj["user_count"] = len(g["users"])
+        return obj
+
+    def _usergroups_list(self, args: dict[str, Any]) -> web.Response:
+        if not self.usergroups_on_plan:
+            return self._error("plan_upgrade_required")
+        disabled = self._flag(args.get("include_disabled"))
+        return self._json({"ok": True, "usergroups": [
+            self._usergroup(i, g, users=self._flag(args.get("include_users")),
+                            count=self._flag(args.get("include_count")))
+            for i, g in self.usergroups.items() if disabled or not g["disabled"]]})
+
+    def _usergroups_users_list(self, args: dict[str, Any]) -> web.Response:
+        if not self.usergroups_on_plan:
+            return self._error("plan_upgrade_required")
+        group_id = str(args.get("usergroup") or "")
+        if not group_id:
+            return self._error("invalid_arguments")
+        g = self.usergroups.get(group_id)
+        if g is None or (g["disabled"] and not self._flag(args.get("include_disabled"))):
+            return self._error("no_such_subteam")
+        return self._json({"ok": True, "users": list(g["users"])})
 
     def _oauth_v2_access(self, args: dict[str, Any]) -> web.Response:
         token = self._oauth_codes.pop(str(args.get("code") or ""), None)
