@@ -27,6 +27,7 @@ from bot.jobs import JobRunner
 from bot.metrics import Metrics
 from bot.queue_status import Slots
 from bot.slack import EXTENSIONS, sniff
+from bot.slack_budget import Priority
 from bot.worker import Worker
 from handlers import payloads
 from storage import Store, open_store
@@ -82,7 +83,10 @@ class ConsolePublisher:
         return False  # the console's one person started every thread it has
 
     async def post(self, channel: str, thread_ts: str | None, text: str, *, tag: Any = None,
-                   posted: dict[int, str] | None = None) -> list[str]:
+                   posted: dict[int, str] | None = None, priority: Priority = Priority.RESULT,
+                   blocks: Any = None) -> list[str]:
+        if priority > Priority.RESULT:
+            return []  # a status message: the terminal's own progress line says it (see `_tick`)
         self._say(_plain(text))
         return [self.next_ts()]
 
@@ -96,15 +100,25 @@ class ConsolePublisher:
     async def respond(self, response_url: str, text: str) -> None:
         self._say(_plain(text))
 
-    async def update(self, channel: str, ts: str, text: str) -> None:
+    async def update(self, channel: str, ts: str, text: str, *, blocks: Any = None,
+                     priority: Priority = Priority.COSMETIC) -> bool:
         self._say(_plain(text))
+        return True
 
-    async def delete(self, channel: str, ts: str) -> None:
-        return None
+    async def delete(self, channel: str, ts: str) -> bool:
+        return True
 
-    async def react(self, channel: str, ts: str, name: str = messages.WORKING_REACTION) -> None:
+    async def delete_file(self, file_id: str) -> bool:
+        return True
+
+    async def upload_preview(self, *, data: bytes, filename: str) -> str | None:
+        return None  # previews are not asked for in a terminal
+
+    async def react(self, channel: str, ts: str, name: str = messages.WORKING_REACTION, *,
+                    priority: Priority = Priority.SIGN) -> bool:
         if name == messages.WORKING_REACTION and self._ticker is None:
             self._ticker = asyncio.create_task(self._tick())
+        return True
 
     async def unreact(self, channel: str, ts: str, name: str = messages.WORKING_REACTION) -> None:
         self._stop_ticker()

@@ -25,6 +25,7 @@ from bot import buttons, messages
 from bot.admins import Admins
 from bot.answers import GenerationError, Image, Outcome
 from bot.budgets import Budgets, NotSent
+from bot.cleanup import Cleanup
 from bot.holding import Hold
 from bot.identity import safety_identifier
 from bot.imaging import OpenAIImages, Turn
@@ -91,6 +92,7 @@ class JobRunner:
         self._prices = prices or Prices()
         self._admins = admins or Admins(listed=frozenset(), is_workspace_admin=slack.is_workspace_admin)
         self._posts = Posts(slack)  # the posts that are not images, each made once across crashes
+        self.cleanup = Cleanup()  # what a finished job leaves up in Slack comes down after it, at Slack's pace
         self._previews = previews  # partial images asked for on each turn (PREVIEW_IMAGES), shown as they come
         # What a waiting request's thread shows: its place in the queue (given the deployment's generation slots,
         # and the OpenAI account's rate limit: how many may start now), then its turn.
@@ -195,8 +197,14 @@ class JobRunner:
             await sign
         if run.previews is not None:
             await run.previews.settle()
-        await self.queue.ended(job, run.drawing, run.progress.previews)
-        await self._slack.unreact(job.channel_id, sign_ts)
+        await self.queue.progress.finished(job.id)
+        drawing, previews = run.drawing, run.progress.previews
+
+        async def take_down() -> None:  # the status message, its previews, then the sign of work
+            await self.queue.ended(job, drawing, previews)
+            await self._slack.unreact(job.channel_id, sign_ts)
+
+        self.cleanup.later(job.team_id, take_down)
         if status is JobStatus.FAILED:
             await run.hold.confirm()
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)

@@ -61,6 +61,7 @@ class QueueStatus:
         self._pacing = pacing
         self._slots = slots
         self._shown = False  # queue messages may be up (the last look found some, or one was posted here)
+        self._posted = 0  # queue messages posted here so far (a look that began before one was recorded is stale)
         # Set when the places shown may have moved: a request was placed (in fair order a newcomer can go ahead
         # of others waiting), a generation started or ended here. The worker then refreshes the messages.
         self.moved = asyncio.Event()
@@ -99,9 +100,10 @@ class QueueStatus:
                                             resumed=noticed_before(job), priority=Priority.SIGN)
             if not stamps:
                 return  # no budget left for it in the workspace: the reaction says it is in hand
+            await hold.update(queue_ts=stamps[0], queue_pos=position)
+            self._posted += 1
             self._shown = True
             self.moved.set()
-            await hold.update(queue_ts=stamps[0], queue_pos=position)
 
     async def waits_again(self, job: Job, hold: Hold, progress: JobProgress, *, ts: str | None = None) -> None:
         """The job met OpenAI's rate limit and waits for its turn again: its place is told, in the message that
@@ -128,7 +130,7 @@ class QueueStatus:
         if not ts:
             await hold.confirm()
             stamps = await self._posts.once(job, job.thread_ts, messages.QUEUE_DONE_WAITING, what="queue",
-                                            resumed=ran_before(job) or noticed_before(job), priority=Priority.SIGN)
+                                            resumed=ran_before(job), priority=Priority.SIGN)
             if not stamps:
                 return None
             ts = stamps[0]
@@ -147,8 +149,9 @@ class QueueStatus:
 
     async def refresh(self) -> None:
         """Move the queue messages along: each waiting request shows its current place."""
+        posted = self._posted
         running, waiting_ids, shown = await self._store.queue.messages()
-        self._shown = bool(shown)
+        self._shown = bool(shown) or posted != self._posted
         starting, paced = self._starting(running)
         for job_id, channel, ts, shown_pos, team in shown:
             ahead = waiting_ids.index(job_id) if job_id in waiting_ids else None

@@ -11,7 +11,7 @@ What matters most gets the tokens first:
 - `SIGN` (the first sign of work: the reaction, the status message) waits a second at most, then goes
   without (the status message or the reaction is the sign instead);
 - `CLEANUP` (taking a sign or a status message down, deleting previews) takes only what leaves a fifth of the
-  bucket to the above, and waits a little;
+  bucket to the above, and waits as long as it takes (after the job has ended: `bot.cleanup`);
 - `COSMETIC` (moving queue places, elapsed time, previews) takes only what leaves two fifths, and never waits:
   a status update that finds no token is skipped, and the next one shows the news (coalesced, not queued).
 
@@ -86,7 +86,7 @@ class _Rule:
 RULES: Mapping[Priority, _Rule] = {
     Priority.RESULT: _Rule(keep=0.0, wait=None, batch=True),
     Priority.SIGN: _Rule(keep=0.0, wait=1.0, batch=True),
-    Priority.CLEANUP: _Rule(keep=0.2, wait=5.0, batch=False),
+    Priority.CLEANUP: _Rule(keep=0.2, wait=None, batch=False),  # (in the background: `bot.cleanup`)
     Priority.COSMETIC: _Rule(keep=0.4, wait=0.0, batch=False),
 }
 

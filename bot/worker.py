@@ -149,6 +149,7 @@ class Worker:
             asyncio.create_task(self._heartbeat(), name="easel-heartbeat"),
             asyncio.create_task(self._queue_messages(), name="easel-queue"),
             asyncio.create_task(self._queue.progress.run(self._stopping), name="easel-progress"),
+            asyncio.create_task(self._runner.cleanup.run(self._stopping), name="easel-cleanup"),
             asyncio.create_task(self._look_around(), name="easel-poll"),
         ]
 
@@ -172,6 +173,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await self._store.leases.release(job.id, worker_id=self.worker_id, lease_no=job.lease_no)
                 log.info("job %s handed back unfinished", job.id)
+        await self._runner.cleanup.drain(min(grace, 5.0))  # what the jobs that ended left up in Slack
 
     async def _notices_first(self) -> None:
         """Signs of work first: a burst of requests should all see the hourglass before the CPU goes to starting

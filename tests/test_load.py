@@ -30,10 +30,10 @@ async def test_waiting_requests_show_their_place_and_it_moves(easel_factory) -> 
     updates = [c.args for c in easel.slack.calls_to("chat.update")]
     third = [u["text"] for u in updates if u["channel"] == "C3"]
     assert any("you're next" in t for t in third), third  # moved from 2 to 1
-    assert any("drawing now" in t for t in third)
-    # the queue messages are gone once the answers landed
+    assert any("Drawing with" in t for t in third)  # its turn came: the same message shows the drawing
+    # every job's status message is gone once the answers landed (the first one's said it was drawing)
     deleted = {(c.args["channel"]) for c in easel.slack.calls_to("chat.delete")}
-    assert deleted == {"C2", "C3"}
+    assert deleted == {"C1", "C2", "C3"}
     assert not any("queue" in c.args.get("text", "") for c in easel.slack.calls_to("chat.postMessage")
                    if c.args["channel"] == "C1")  # the first one never waited
 

@@ -227,6 +227,7 @@ class FakeSlack:
         self.ephemerals: list[dict[str, Any]] = []
         self.uploads: dict[str, bytes] = {}
         self.shared_files: list[dict[str, Any]] = []
+        self.private_files: list[dict[str, Any]] = []  # uploads completed without a channel (shared nowhere)
         self.reactions: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.views: dict[str, dict[str, Any]] = {}  # view id -> the view as views.open returned it
         self.homes: dict[str, dict[str, Any]] = {}  # user id -> their Home tab as views.publish returned it
@@ -1124,7 +1125,8 @@ class FakeSlack:
                     if thread_ts
                     else {"ts": share_ts, "channel_name": ch, "team_id": self.team_id}
                 )
-            self.shared_files.append(
+            # A file completed with no channel is the uploader's own, shared nowhere (`private_files`).
+            (self.shared_files if channels else self.private_files).append(
                 {
                     "file_id": f.id,
                     "title": f.title,
