@@ -14,8 +14,6 @@ import collections
 import logging
 from collections.abc import Awaitable, Callable
 
-from bot.slack_budget import CURRENT_TEAM
-
 log = logging.getLogger(__name__)
 
 MAX_WAITING = 10_000  # cleanups queued at most; each is a few strings
@@ -23,7 +21,9 @@ AT_ONCE = 8  # cleanups under way at once (each may wait for its workspace's bud
 
 
 class Cleanup:
-    def __init__(self, *, limit: int = MAX_WAITING, at_once: int = AT_ONCE):
+    def __init__(self, *, use_team: Callable[[str], Awaitable[None]], limit: int = MAX_WAITING,
+                 at_once: int = AT_ONCE):
+        self._use_team = use_team  # makes this task's Slack calls with the workspace's token (and budgets)
         self._waiting: collections.deque[tuple[str, Callable[[], Awaitable[None]]]] = collections.deque()
         self._limit = limit
         self._at_once = at_once
@@ -44,8 +44,8 @@ class Cleanup:
         return len(self._waiting)
 
     async def _one(self, team_id: str, work: Callable[[], Awaitable[None]]) -> None:
-        CURRENT_TEAM.set(team_id)  # (each runs in a task of its own: the context is its own)
         try:
+            await self._use_team(team_id)  # (each runs in a task of its own: the context is its own)
             await work()
         except Exception as e:  # noqa: BLE001 - a message left up is not worth more than a line
             log.warning("cleanup in %s failed: %s", team_id, type(e).__name__)

@@ -92,7 +92,8 @@ class JobRunner:
         self._prices = prices or Prices()
         self._admins = admins or Admins(listed=frozenset(), is_workspace_admin=slack.is_workspace_admin)
         self._posts = Posts(slack)  # the posts that are not images, each made once across crashes
-        self.cleanup = Cleanup()  # what a finished job leaves up in Slack comes down after it, at Slack's pace
+        # What a finished job leaves up in Slack comes down after it, at Slack's pace.
+        self.cleanup = Cleanup(use_team=slack.use_team)
         self._previews = previews  # partial images asked for on each turn (PREVIEW_IMAGES), shown as they come
         # What a waiting request's thread shows: its place in the queue (given the deployment's generation slots,
         # and the OpenAI account's rate limit: how many may start now), then its turn.
@@ -210,6 +211,8 @@ class JobRunner:
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
         later = await run.hold.finish(status=status, error=error, generations=run.generations,
                                       chain=run.chain if status is JobStatus.DONE else None)
+        if run.drawing is not None:
+            self.queue.progress.learned(run.drawing.model)
         self._metrics.jobs_finished.labels(job.kind.value, status.value).inc()
         # A key OpenAI refuses fails every request until an operator acts: an error, not news.
         level = logging.ERROR if error and error.startswith("auth:") else logging.INFO
@@ -292,8 +295,9 @@ class JobRunner:
         run.drawing = await self.queue.drawing(job, run.hold, tool)
         if self._previews and run.drawing is not None and job.response_id is None:
             tool = {**tool, "partial_images": self._previews}
-            run.previews = self.queue.progress.previews(run.drawing, lambda file_id: self._publisher.save(
-                run, previews=(*run.progress.previews, file_id)))
+            run.previews = self.queue.progress.previews(
+                run.drawing, before=run.hold.confirm,
+                on_file=lambda file_id: self._publisher.save(run, previews=(*run.progress.previews, file_id)))
         run.tool, run.chat_model = tool, chat
         images, mask = buttons.split_mask(job, await self._inputs(job))
         turn = Turn(

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from bot import messages
@@ -57,6 +57,10 @@ class Estimates:
         same = [ms for options, ms in seen[1]
                 if str(options.get("quality") or "auto") == quality and str(options.get("size") or "auto") == size]
         return statistics.median(same[:RECENT]) / 1000 if same else None
+
+    def learned(self, model: str) -> None:
+        """A generation with `model` was recorded here: the next estimate reads them again."""
+        self._seen.pop(model, None)
 
 
 @dataclasses.dataclass
@@ -134,9 +138,15 @@ class Progress:
                 CURRENT_TEAM.reset(token)
 
     async def tick(self) -> None:
-        """Rewrite the status messages due (the longest unchanged first, so a thin budget goes round)."""
+        """Rewrite the status messages due (the longest unchanged first, so a thin budget goes round), each
+        with its workspace's token."""
         due = [d for d in self._drawing.values() if not d.final and self._clock() - d.rewritten >= self._every]
         for d in sorted(due, key=lambda d: d.rewritten):
+            try:
+                await self._slack.use_team(d.team_id)
+            except Exception as e:  # noqa: BLE001 - (uninstalled meanwhile: its job ends on its own)
+                log.info("job %s: no token for its status message: %s", d.job_id, type(e).__name__)
+                continue
             await self._rewrite(d)
 
     async def preview(self, d: Drawing, index: int, data: bytes) -> str | None:
@@ -162,9 +172,18 @@ class Progress:
         finally:
             CURRENT_TEAM.reset(token)
 
-    def previews(self, d: Drawing, on_file: Callable[[str], Any]) -> JobPreviews:
-        """What hears a turn's partial images for `d`; `on_file(file_id)` records each preview uploaded."""
-        return JobPreviews(self, d, on_file)
+    def previews(self, d: Drawing, *, before: Callable[[], Awaitable[None]],
+                 on_file: Callable[[str], Awaitable[None]]) -> JobPreviews:
+        """What hears a turn's partial images for `d`: `before()` runs before each is uploaded (it raises if the
+        job is no longer this run's), `on_file(file_id)` records each preview uploaded."""
+        return JobPreviews(self, d, before=before, on_file=on_file)
+
+    def learned(self, model: str) -> None:
+        """A generation with `model` was recorded (its time counts in the estimates from now on)."""
+        self._estimates.learned(model)
+
+    async def forget(self, file_id: str) -> None:
+        await self._slack.delete_file(file_id)
 
     def final(self, job_id: int) -> None:
         """The final image is in: no preview or rewrite starts from now on."""
@@ -206,9 +225,11 @@ class JobPreviews:
     """One turn's partial images, shown in its status message: one at a time, a few at once in this process,
     none once the final image is in (`imaging.Previews`)."""
 
-    def __init__(self, progress: Progress, drawing: Drawing, on_file: Callable[[str], Any]):
+    def __init__(self, progress: Progress, drawing: Drawing, *, before: Callable[[], Awaitable[None]],
+                 on_file: Callable[[str], Awaitable[None]]):
         self._progress = progress
         self._drawing = drawing
+        self._before = before
         self._on_file = on_file
         self._task: asyncio.Task[None] | None = None
 
@@ -224,10 +245,15 @@ class JobPreviews:
 
     async def _show(self, index: int, data: bytes) -> None:
         try:
+            await self._before()
             file_id = await self._progress.preview(self._drawing, index, data)
             del data
             if file_id is not None:
-                await self._on_file(file_id)
+                try:
+                    await self._on_file(file_id)
+                except Exception:
+                    await self._progress.forget(file_id)  # not recorded: nothing would delete it later
+                    raise
         except Exception as e:  # noqa: BLE001 - a preview is never worth a job
             log.warning("job %s: a preview failed: %s", self._drawing.job_id, type(e).__name__)
         finally:

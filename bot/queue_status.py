@@ -23,7 +23,7 @@ from bot.pacing import Pacing
 from bot.posts import Posts, noticed_before, ran_before
 from bot.progress import Drawing, Progress
 from bot.slack import SlackAdapter
-from bot.slack_budget import CURRENT_TEAM, Priority
+from bot.slack_budget import Priority
 from storage import Store
 from storage.models import Job, JobProgress
 
@@ -159,10 +159,11 @@ class QueueStatus:
             if position == shown_pos:
                 continue
             # Recorded only once shown (a move that found no budget is tried again when the places next move).
-            token = CURRENT_TEAM.set(team)
             try:
-                moved = await self._slack.update(channel, ts, self._text(position, paced))
-            finally:
-                CURRENT_TEAM.reset(token)
+                await self._slack.use_team(team)  # its workspace's token and budgets
+            except Exception as e:  # noqa: BLE001 - (uninstalled meanwhile: its job ends on its own)
+                log.info("job %s: no token to move its queue message: %s", job_id, type(e).__name__)
+                continue
+            moved = await self._slack.update(channel, ts, self._text(position, paced))
             if moved:
                 await self._store.queue.move_message(job_id, position)

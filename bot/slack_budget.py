@@ -4,7 +4,7 @@ Slack limits each Web API method per workspace per app by tier (Tier 2: 20 calls
 Tier 4: 100) and `chat.postMessage` to about one message a second per channel. A burst of requests would
 meet 429s everywhere (each one a retry after `Retry-After`, and answers late), so every call Easel makes in a
 workspace first takes a token from that method's bucket in the database (`storage.limits`), shared by every
-worker task of every replica, at 90% of the tier.
+worker task of every replica, at 95% of the tier.
 
 What matters most gets the tokens first:
 - `RESULT` (an image, an answer, a failure, the look-ups that keep them exactly once) waits for its token;
@@ -60,7 +60,7 @@ POST_METHOD = "chat.postMessage"
 POST_PER_CHANNEL = 60  # chat.postMessage: about one a second in each channel...
 POST_CHANNEL_BURST = 3.0  # ... with a short burst (seconds' worth)
 POST_PER_WORKSPACE = 600  # ... and a workspace-wide cap (Slack says "several hundred a minute")
-MARGIN = 0.9  # of each published figure
+MARGIN = 0.95  # of each published figure (a burst of uploads at 90% would take 1.2x what the tier allows)
 BURST = 60.0  # a tier's bucket holds a minute's worth
 SPARE_FOR = 2.0  # seconds the spare tokens of a batch are kept in this process
 

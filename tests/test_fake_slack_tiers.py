@@ -107,12 +107,12 @@ async def test_a_tier_3_method_takes_50_then_429s_until_a_token_is_back(
 
 
 async def test_a_call_that_fails_still_counts(fake: FakeSlack, client: AsyncWebClient) -> None:
-    """Slack counts requests, not successes: a T2 method the token has no scope for uses its bucket up."""
-    for _ in range(20):
-        err = await _refused(client.usergroups_list())
-        assert err.response["error"] == "missing_scope"
-    _is_ratelimited(await _refused(client.usergroups_list()), 3)  # a token every 3 s
-    assert fake.rate_limited_counts() == {"usergroups.list": 1}
+    """Slack counts requests, not successes: a T3 method asked for a message that is not there uses its bucket up."""
+    for _ in range(50):
+        err = await _refused(client.chat_delete(channel="C1", ts="1.000001"))
+        assert err.response["error"] == "message_not_found"
+    _is_ratelimited(await _refused(client.chat_delete(channel="C1", ts="1.000001")), 2)  # a token every 1.2 s
+    assert fake.rate_limited_counts() == {"chat.delete": 1}
 
 
 async def test_a_bad_token_or_a_scripted_fault_takes_no_token(fake: FakeSlack, client: AsyncWebClient) -> None:

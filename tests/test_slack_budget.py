@@ -8,17 +8,19 @@ import asyncio
 
 import pytest
 
-from bot.slack_budget import MARGIN, Priority, SlackBudget
+from bot.slack_budget import Priority, SlackBudget
 from storage import Store, open_store
 from storage.limits import Limits
 from tests.clock import ManualClock
 from tests.conftest import wait_until
 
 TEAM = "T0001"
+MARGIN = 0.9  # the figures below are worked out at 90% of each tier
 
 
 def _budget(store: Store, clock: ManualClock, **tiers: int) -> SlackBudget:
-    return SlackBudget(Limits(store.db), tiers={k.replace("_", "."): v for k, v in tiers.items()}, clock=clock)
+    return SlackBudget(Limits(store.db), tiers={k.replace("_", "."): v for k, v in tiers.items()}, clock=clock,
+                       margin=MARGIN)
 
 
 async def _admitted(budget: SlackBudget, method: str, priority: Priority, n: int, **kw: str) -> int:
