@@ -1,10 +1,11 @@
 """Taking down what a finished job left up in Slack (its status message, the previews it showed, the reaction
-that was its sign of work), after the job has ended, at the pace Slack's limits allow.
+that was its sign of work) when the workspace's budget had no token for it as the job ended: after the job's
+end, at the pace Slack's limits allow.
 
 `reactions.remove` is a Tier 2 method (20 calls a minute per workspace): after a burst, the signs of work come
 down over minutes. Waiting for them in the job would hold its generation slot that long, so they wait here
 instead, in a bounded queue (what does not fit is dropped, with a warning), a few at a time. What is still
-queued when the process stops stays up in Slack.
+queued when the process stops (or dies) stays up in Slack.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ class Cleanup:
     def __init__(self, *, use_team: Callable[[str], Awaitable[None]], limit: int = MAX_WAITING,
                  at_once: int = AT_ONCE):
         self._use_team = use_team  # makes this task's Slack calls with the workspace's token (and budgets)
-        self._waiting: collections.deque[tuple[str, Callable[[], Awaitable[None]]]] = collections.deque()
+        self._waiting: collections.deque[tuple[str, Callable[[], Awaitable[object]]]] = collections.deque()
         self._limit = limit
         self._at_once = at_once
         self._more = asyncio.Event()
         self.dropped = 0
 
-    def later(self, team_id: str, work: Callable[[], Awaitable[None]]) -> None:
+    def later(self, team_id: str, work: Callable[[], Awaitable[object]]) -> None:
         """Queue `work` (Slack calls for `team_id`'s workspace, at CLEANUP priority)."""
         if len(self._waiting) >= self._limit:
             self.dropped += 1
@@ -43,7 +44,7 @@ class Cleanup:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    async def _one(self, team_id: str, work: Callable[[], Awaitable[None]]) -> None:
+    async def _one(self, team_id: str, work: Callable[[], Awaitable[object]]) -> None:
         try:
             await self._use_team(team_id)  # (each runs in a task of its own: the context is its own)
             await work()

@@ -105,10 +105,10 @@ class ConsolePublisher:
         self._say(_plain(text))
         return True
 
-    async def delete(self, channel: str, ts: str) -> bool:
+    async def delete(self, channel: str, ts: str, *, wait: bool = True) -> bool:
         return True
 
-    async def delete_file(self, file_id: str) -> bool:
+    async def delete_file(self, file_id: str, *, wait: bool = True) -> bool:
         return True
 
     async def upload_preview(self, *, data: bytes, filename: str) -> str | None:
@@ -120,8 +120,10 @@ class ConsolePublisher:
             self._ticker = asyncio.create_task(self._tick())
         return True
 
-    async def unreact(self, channel: str, ts: str, name: str = messages.WORKING_REACTION) -> None:
+    async def unreact(self, channel: str, ts: str, name: str = messages.WORKING_REACTION, *,
+                      wait: bool = True) -> bool:
         self._stop_ticker()
+        return True
 
     def _stop_ticker(self) -> None:
         if self._ticker is not None:

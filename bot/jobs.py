@@ -38,7 +38,7 @@ from bot.posts import Posts, ran_before
 from bot.prices import Prices
 from bot.progress import Estimates, Progress
 from bot.publication import Publisher, Run, elapsed_ms
-from bot.queue_status import QueueStatus, Slots
+from bot.queue_status import QueueStatus, Slots, Step
 from bot.slack import (
     CannotPost,
     DownloadError,
@@ -198,19 +198,19 @@ class JobRunner:
             await sign
         if run.previews is not None:
             await run.previews.settle()
+        # The status message, its previews, then the sign of work come down now, as far as the workspace's
+        # budget allows at once; the rest after the job's end, in the background, at Slack's pace.
         await self.queue.progress.finished(job.id)
-        drawing, previews = run.drawing, run.progress.previews
-
-        async def take_down() -> None:  # the status message, its previews, then the sign of work
-            await self.queue.ended(job, drawing, previews)
-            await self._slack.unreact(job.channel_id, sign_ts)
-
-        self.cleanup.later(job.team_id, take_down)
+        steps = [*self.queue.take_down(job, run.drawing, run.progress.previews),
+                 lambda wait: self._slack.unreact(job.channel_id, sign_ts, wait=wait)]
+        left = await _take_down(steps, wait=False)
         if status is JobStatus.FAILED:
             await run.hold.confirm()
             await self._slack.react(job.channel_id, sign_ts, messages.FAILED_REACTION)
         later = await run.hold.finish(status=status, error=error, generations=run.generations,
                                       chain=run.chain if status is JobStatus.DONE else None)
+        if left:
+            self.cleanup.later(job.team_id, lambda: _take_down(left, wait=True))
         if run.drawing is not None:
             self.queue.progress.learned(run.drawing.model)
         self._metrics.jobs_finished.labels(job.kind.value, status.value).inc()
@@ -346,3 +346,12 @@ class JobRunner:
                 if self._spending is not None:  # the retry may cost more: its reservation is raised first
                     await self._spending.before_send(run, turn, retry=True)
                 resume_id = None
+
+
+async def _take_down(steps: list[Step], *, wait: bool) -> list[Step]:
+    """Run `steps` in order until one is not done (a preview file goes only after the message showing it);
+    the steps left."""
+    for i, step in enumerate(steps):
+        if not await step(wait):
+            return steps[i:]
+    return []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from bot import messages
 from bot.holding import Hold
@@ -28,6 +29,8 @@ from storage import Store
 from storage.models import Job, JobProgress
 
 log = logging.getLogger(__name__)
+
+Step = Callable[[bool], Awaitable[bool]]  # one thing to take down from Slack (see `QueueStatus.take_down`)
 
 
 def place(ahead: int, starting: int) -> int:
@@ -138,14 +141,17 @@ class QueueStatus:
         return await self.progress.begin(job_id=job.id, team_id=job.team_id, channel=job.channel_id, ts=ts,
                                          tool=tool)
 
-    async def ended(self, job: Job, drawing: Drawing | None = None, previews: tuple[str, ...] = ()) -> None:
-        """The answer is in (or the job failed): the status message goes, then the previews it showed."""
-        await self.progress.finished(job.id)
+    def take_down(self, job: Job, drawing: Drawing | None, previews: tuple[str, ...]) -> list[Step]:
+        """What to take down once the answer is in (or the job failed), in order: the status message, then the
+        previews it showed. Each step is `step(wait)`, False if it was not done (with `wait=False`: no token
+        for it now)."""
         ts = drawing.ts if drawing is not None else job.queue_ts
+        steps: list[Step] = []
         if ts:
-            await self._slack.delete(job.channel_id, ts)
+            steps.append(lambda wait: self._slack.delete(job.channel_id, ts, wait=wait))
         for file_id in dict.fromkeys((*previews, *(drawing.previews if drawing else ()))):
-            await self._slack.delete_file(file_id)
+            steps.append(lambda wait, file_id=file_id: self._slack.delete_file(file_id, wait=wait))
+        return steps
 
     async def refresh(self) -> None:
         """Move the queue messages along: each waiting request shows its current place."""

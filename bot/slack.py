@@ -223,10 +223,10 @@ class SlackAdapter:
     async def close(self) -> None:
         await self._session.close()
 
-    async def admit(self, method: str, priority: Priority, *, channel: str | None = None) -> bool:
+    async def admit(self, method: str, priority: Priority, *, channel: str | None = None, wait: bool = True) -> bool:
         """Take the tokens of one call to `method` (dotted, as Slack names it) from this task's workspace's
-        budget; False when the call is to go without (only below RESULT priority)."""
-        return await self._budget.admit(CURRENT_TEAM.get(), method, priority, channel=channel)
+        budget; False when the call is to go without (only below RESULT priority, or with `wait=False`)."""
+        return await self._budget.admit(CURRENT_TEAM.get(), method, priority, channel=channel, wait=wait)
 
     async def _call(self, method: str, *, priority: Priority = Priority.RESULT, **kwargs: Any) -> Any:
         """A Web API call (the client's method name), a result's: it waits for its tokens."""
@@ -289,15 +289,17 @@ class SlackAdapter:
                 return False
         return True
 
-    async def unreact(self, channel: str, ts: str, name: str = messages.WORKING_REACTION) -> None:
-        if not await self.admit("reactions.remove", Priority.CLEANUP):
-            log.info("reactions.remove skipped: the workspace's budget for it is spent")
-            return
+    async def unreact(self, channel: str, ts: str, name: str = messages.WORKING_REACTION, *,
+                      wait: bool = True) -> bool:
+        """Best effort: take a reaction down. False if it was not (with `wait=False`: no token for it now)."""
+        if not await self.admit("reactions.remove", Priority.CLEANUP, wait=wait):
+            return False
         try:
             await self.client.reactions_remove(channel=channel, timestamp=ts, name=name)
         except SlackApiError as e:
             if slack_error(e) != "no_reaction":
                 log.warning("reactions.remove failed: %s", slack_error(e))
+        return True
 
     async def update(self, channel: str, ts: str, text: str, *, blocks: list[dict[str, Any]] | None = None,
                      priority: Priority = Priority.COSMETIC) -> bool:
@@ -313,30 +315,28 @@ class SlackAdapter:
             return False
         return True
 
-    async def delete(self, channel: str, ts: str) -> bool:
-        """Best effort: remove one of Easel's messages. False if it is still there (no budget, or Slack
-        refused; a message already gone counts as removed)."""
-        if not await self.admit("chat.delete", Priority.CLEANUP):
-            log.info("chat.delete skipped: the workspace's budget for it is spent")
+    async def delete(self, channel: str, ts: str, *, wait: bool = True) -> bool:
+        """Best effort: remove one of Easel's messages. False if it was not (with `wait=False`: no token for it
+        now); a message already gone, or one Slack refused to delete, counts as done."""
+        if not await self.admit("chat.delete", Priority.CLEANUP, wait=wait):
             return False
         try:
             await self.client.chat_delete(channel=channel, ts=ts)
         except SlackApiError as e:
             if slack_error(e) != "message_not_found":
                 log.warning("chat.delete failed: %s", slack_error(e))
-                return False
         return True
 
-    async def delete_file(self, file_id: str) -> bool:
-        """Best effort: remove a file Easel uploaded (a preview). False if it is still there."""
-        if not await self.admit("files.delete", Priority.CLEANUP):
+    async def delete_file(self, file_id: str, *, wait: bool = True) -> bool:
+        """Best effort: remove a file Easel uploaded (a preview). False if it was not (with `wait=False`: no
+        token for it now)."""
+        if not await self.admit("files.delete", Priority.CLEANUP, wait=wait):
             return False
         try:
             await self.client.files_delete(file=file_id)
         except SlackApiError as e:
             if slack_error(e) not in ("file_not_found", "file_deleted"):
                 log.warning("files.delete failed: %s", slack_error(e))
-                return False
         return True
 
     async def post(self, channel: str, thread_ts: str | None, text: str, *, tag: PostTag | None = None,

@@ -129,14 +129,16 @@ class SlackBudget:
         tier = self._tiers.get(method)
         return [] if tier is None else [_Limit(f"slack:{team}:{method}", tier * self._margin, BURST)]
 
-    async def admit(self, team: str | None, method: str, priority: Priority, *, channel: str | None = None) -> bool:
+    async def admit(self, team: str | None, method: str, priority: Priority, *, channel: str | None = None,
+                    wait: bool = True) -> bool:
         """Take the call's tokens (every bucket it counts against); False when it is to go without. A method
-        with no published limit, or a call outside any workspace's work, is admitted as it is."""
+        with no published limit, or a call outside any workspace's work, is admitted as it is. `wait=False`:
+        only if the tokens are there now."""
         if team is None:
             return True
         taken: list[_Limit] = []
         for limit in self._limits_for(team, method, channel):
-            if await self._take(limit, priority):
+            if await self._take(limit, priority, wait=wait):
                 taken.append(limit)
                 continue
             for other in taken:  # the call is not made: what it took from the other buckets goes back
@@ -151,8 +153,10 @@ class SlackBudget:
             await self._limits.ensure(limit.name, rate=limit.rate, tokens=limit.capacity, now=now, probing=False)
             self._ensured.add(limit.name)
 
-    async def _take(self, limit: _Limit, priority: Priority) -> bool:
+    async def _take(self, limit: _Limit, priority: Priority, *, wait: bool = True) -> bool:
         rule = RULES[priority]
+        if not wait:
+            rule = dataclasses.replace(rule, wait=0.0)
         spare = self._spare.get(limit.name)
         now = self._clock.now()
         if spare is not None and spare[0] > 0 and spare[1] > now and rule.batch:
@@ -197,7 +201,8 @@ class Unlimited:
 
     skipped = 0
 
-    async def admit(self, team: str | None, method: str, priority: Priority, *, channel: str | None = None) -> bool:
+    async def admit(self, team: str | None, method: str, priority: Priority, *, channel: str | None = None,
+                    wait: bool = True) -> bool:
         return True
 
     async def limited(self, team: str | None, method: str, retry_after: float) -> None:
