@@ -91,6 +91,7 @@ def paced(position: int) -> str:
 
 
 QUEUE_DONE_WAITING = ":art: Your turn: drawing now."
+STARTING = ":art: On it: drawing starts in a moment."
 
 
 def _seconds(seconds: float) -> str:

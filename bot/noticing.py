@@ -75,10 +75,10 @@ class Noticer:
             await self._refuse(job, hold, refusal)
             return None
         if job.source != "command":
-            await self._slack.react(job.channel_id, job.message_ts or "")
+            reacted = await self._slack.react(job.channel_id, job.message_ts or "")
             if job.files:
                 return self._fetch_inputs(job, hold)
-            await self._queue.say_queued(job, hold, job.thread_ts)
+            await self._queue.say_queued(job, hold, job.thread_ts, reacted=reacted)
             await hold.noticed()
             return None
         root_ts = job.progress.root_ts
@@ -93,8 +93,8 @@ class Noticer:
                 await hold.finish(status=JobStatus.FAILED, error="cannot post in channel")
                 return None
             await hold.update(progress=dataclasses.replace(job.progress, root_ts=root_ts))
-        await self._slack.react(job.channel_id, root_ts)
-        await self._queue.say_queued(job, hold, root_ts)
+        reacted = await self._slack.react(job.channel_id, root_ts)
+        await self._queue.say_queued(job, hold, root_ts, reacted=reacted)
         await hold.noticed(thread_ts=root_ts, thread_options=job.options.sticky or {})
         return None
 

@@ -87,23 +87,26 @@ class QueueStatus:
     def _text(position: int, paced: bool) -> str:
         return messages.paced(position) if paced else messages.queued(position)
 
-    async def say_queued(self, job: Job, hold: Hold, thread_ts: str | None) -> None:
+    async def say_queued(self, job: Job, hold: Hold, thread_ts: str | None, *, reacted: bool = True) -> None:
         """When every generation slot of the deployment is taken, or the OpenAI account's rate limit holds
         requests back, say so, with the request's place in the queue. (The database is asked every time: other
-        replicas' generations count against the cap as this process's do.)"""
+        replicas' generations count against the cap as this process's do.) Without a reaction (the workspace's
+        budget for them was spent: a burst), the status message is the sign of work, so it is posted now in any
+        case."""
         if job.queue_ts:
             return
         running, ahead = await hold.persist(
             lambda: self._store.queue.place(job.id, cap=self._capacity, ready=self._pacing.ready()))
         starting, paced = self._starting(running)
         position = place(ahead, starting)
-        if position > 0:
+        if position > 0 or not reacted:
             await hold.confirm()
-            stamps = await self._posts.once(job, thread_ts, self._text(position, paced), what="queue",
+            text = self._text(position, paced) if position > 0 else messages.STARTING
+            stamps = await self._posts.once(job, thread_ts, text, what="queue",
                                             resumed=noticed_before(job), priority=Priority.SIGN)
             if not stamps:
                 return  # no budget left for it in the workspace: the reaction says it is in hand
-            await hold.update(queue_ts=stamps[0], queue_pos=position)
+            await hold.update(queue_ts=stamps[0], queue_pos=max(position, 1))
             self._posted += 1
             self._shown = True
             self.moved.set()

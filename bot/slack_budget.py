@@ -12,8 +12,9 @@ What matters most gets the tokens first:
   without (the status message or the reaction is the sign instead);
 - `CLEANUP` (taking a sign or a status message down, deleting previews) takes only what leaves a fifth of the
   bucket to the above, and waits as long as it takes (after the job has ended: `bot.cleanup`);
-- `COSMETIC` (moving queue places, elapsed time, previews) takes only what leaves two fifths, and never waits:
-  a status update that finds no token is skipped, and the next one shows the news (coalesced, not queued).
+- `COSMETIC` (moving queue places, elapsed time, previews) takes only what leaves three quarters of the bucket
+  (what a method's budget has to spare: under load it gets nothing), and never waits: a status update that
+  finds no token is skipped, and the next one shows the news (coalesced, not queued).
 
 Results and signs take a few tokens at once and keep the spare ones in this process for a moment, so a
 burst costs the database one statement per few calls. A 429 Slack sends all the same (another app's calls
@@ -87,7 +88,7 @@ RULES: Mapping[Priority, _Rule] = {
     Priority.RESULT: _Rule(keep=0.0, wait=None, batch=True),
     Priority.SIGN: _Rule(keep=0.0, wait=1.0, batch=True),
     Priority.CLEANUP: _Rule(keep=0.2, wait=None, batch=False),  # (in the background: `bot.cleanup`)
-    Priority.COSMETIC: _Rule(keep=0.4, wait=0.0, batch=False),
+    Priority.COSMETIC: _Rule(keep=0.75, wait=0.0, batch=False),
 }
 
 
@@ -157,10 +158,8 @@ class SlackBudget:
         rule = RULES[priority]
         if not wait:
             rule = dataclasses.replace(rule, wait=0.0)
-        spare = self._spare.get(limit.name)
         now = self._clock.now()
-        if spare is not None and spare[0] > 0 and spare[1] > now and rule.batch:
-            self._spare[limit.name] = (spare[0] - 1, spare[1])
+        if rule.batch and self._use_spare(limit.name, now):
             return True
         await self._ensure(limit, now)
         want = max(1, int(limit.capacity // 20)) if rule.batch else 1
@@ -171,7 +170,10 @@ class SlackBudget:
                                              burst=limit.burst, keep=rule.keep * limit.capacity)
             if bucket.granted > 0:
                 if bucket.granted > 1:
-                    self._spare[limit.name] = (bucket.granted - 1, now + SPARE_FOR)
+                    count, _ = self._spare.get(limit.name, (0, 0.0))
+                    self._spare[limit.name] = (count + bucket.granted - 1, now + SPARE_FOR)
+                return True
+            if rule.batch and self._use_spare(limit.name, now):  # another task's batch, taken meanwhile
                 return True
             # When the next token is due: the bucket refills at `rate` a minute (and not while paused).
             due = max(bucket.paused_until - now, 0.0) + \
@@ -179,6 +181,13 @@ class SlackBudget:
             if give_up is not None and now + due > give_up:
                 return False
             await self._clock.sleep(min(max(due, 0.01), 5.0))
+
+    def _use_spare(self, name: str, now: float) -> bool:
+        count, until = self._spare.get(name, (0, 0.0))
+        if count <= 0 or until <= now:
+            return False
+        self._spare[name] = (count - 1, until)
+        return True
 
     async def _give_back(self, limit: _Limit) -> None:
         await self._limits.give_back(limit.name, count=1, now=self._clock.now(), cap=limit.rate, burst=limit.burst)
