@@ -119,8 +119,8 @@ class QueueStatus:
         text, ts = self._text(position, True), job.queue_ts or ts
         await hold.confirm()
         try:
-            if ts:
-                await self._slack.update(job.channel_id, ts, text)
+            if ts:  # (news the person needs, not a cosmetic move: a sign's priority)
+                await self._slack.update(job.channel_id, ts, text, priority=Priority.SIGN)
             else:
                 ts = next(iter(await self._slack.post(job.channel_id, job.thread_ts, text, priority=Priority.SIGN)),
                           None)
