@@ -12,9 +12,10 @@ What matters most gets the tokens first:
   without (the status message or the reaction is the sign instead);
 - `CLEANUP` (taking a sign or a status message down, deleting previews) takes only what leaves a fifth of the
   bucket to the above, and waits as long as it takes (after the job has ended: `bot.cleanup`);
-- `COSMETIC` (moving queue places, elapsed time, previews) takes only what leaves three quarters of the bucket
-  (what a method's budget has to spare: under load it gets nothing), and never waits: a status update that
-  finds no token is skipped, and the next one shows the news (coalesced, not queued).
+- `COSMETIC` (moving queue places, elapsed time, previews) takes only what leaves 85% of the bucket (what a
+  method's budget has to spare: under load it gets nothing, and nothing while a result here waits for that
+  method), and never waits: a status update that finds no token is skipped, and the next one shows the news
+  (coalesced, not queued).
 
 Results and signs take a few tokens at once and keep the spare ones in this process for a moment, so a
 burst costs the database one statement per few calls. A 429 Slack sends all the same (another app's calls
@@ -88,7 +89,7 @@ RULES: Mapping[Priority, _Rule] = {
     Priority.RESULT: _Rule(keep=0.0, wait=None, batch=True),
     Priority.SIGN: _Rule(keep=0.0, wait=1.0, batch=True),
     Priority.CLEANUP: _Rule(keep=0.2, wait=None, batch=False),  # (in the background: `bot.cleanup`)
-    Priority.COSMETIC: _Rule(keep=0.75, wait=0.0, batch=False),
+    Priority.COSMETIC: _Rule(keep=0.85, wait=0.0, batch=False),
 }
 
 
@@ -118,6 +119,7 @@ class SlackBudget:
         self._on_limited = on_limited  # hears of each 429 (method): for the metrics
         self._ensured: set[str] = set()
         self._spare: dict[str, tuple[int, float]] = {}  # bucket -> (tokens, until when they may be used)
+        self._waiting: dict[str, int] = {}  # bucket -> results and signs waiting for a token of it here
         self.skipped = 0  # calls that went without (cosmetic ones, or signs that found no token)
 
     def _limits_for(self, team: str, method: str, channel: str | None) -> list[_Limit]:
@@ -161,6 +163,8 @@ class SlackBudget:
         now = self._clock.now()
         if rule.batch and self._use_spare(limit.name, now):
             return True
+        if priority is Priority.COSMETIC and self._waiting.get(limit.name):
+            return False  # results are waiting for this method: nothing to spare
         await self._ensure(limit, now)
         want = max(1, int(limit.capacity // 20)) if rule.batch else 1
         give_up = None if rule.wait is None else now + rule.wait
@@ -180,7 +184,11 @@ class SlackBudget:
                 max(0.0, rule.keep * limit.capacity + 1.0 - bucket.tokens) * 60.0 / max(limit.rate, 1e-6)
             if give_up is not None and now + due > give_up:
                 return False
-            await self._clock.sleep(min(max(due, 0.01), 5.0))
+            self._waiting[limit.name] = self._waiting.get(limit.name, 0) + 1
+            try:
+                await self._clock.sleep(min(max(due, 0.01), 5.0))
+            finally:
+                self._waiting[limit.name] -= 1
 
     def _use_spare(self, name: str, now: float) -> bool:
         count, until = self._spare.get(name, (0, 0.0))

@@ -31,10 +31,10 @@ async def test_cosmetic_calls_leave_room_for_results_and_never_wait(store: Store
     clock = ManualClock()
     budget = _budget(store, clock, chat_update=50)  # 45 a minute kept: a full bucket holds 45
     cosmetic = await _admitted(budget, "chat.update", Priority.COSMETIC, 60)
-    assert cosmetic == 11  # what leaves three quarters of 45 (33.75) to the others; the rest skipped at once
-    assert budget.skipped == 60 - 11
-    results = await _admitted(budget, "chat.update", Priority.RESULT, 34)
-    assert results == 34  # every token left goes to results
+    assert cosmetic == 6  # what leaves 85% of 45 (38.25) to the others; the rest were skipped at once
+    assert budget.skipped == 60 - 6
+    results = await _admitted(budget, "chat.update", Priority.RESULT, 39)
+    assert results == 39  # every token left goes to results
     assert not await budget.admit(TEAM, "chat.update", Priority.COSMETIC)
 
 
@@ -55,6 +55,17 @@ async def test_a_result_waits_for_its_token_and_gets_it(store: Store) -> None:
         await asyncio.sleep(0.01)
     assert await asyncio.wait_for(waiting, 5) is True
     assert clock.now() - 1_000_000.0 >= 60 / (20 * MARGIN) - 1e-6  # not before the token was due
+
+
+async def test_no_cosmetic_call_while_a_result_waits_for_the_method(store: Store) -> None:
+    clock = ManualClock()
+    budget = _budget(store, clock, files_getUploadURLExternal=20)  # 18 a minute
+    assert await _admitted(budget, "files.getUploadURLExternal", Priority.RESULT, 18) == 18
+    waiting = asyncio.create_task(budget.admit(TEAM, "files.getUploadURLExternal", Priority.RESULT))
+    await wait_until(lambda: clock.sleeping == 1, what="the result to wait")
+    clock.advance(60.0)  # the bucket is full again, but the result has not had its turn yet
+    assert not await budget.admit(TEAM, "files.getUploadURLExternal", Priority.COSMETIC)
+    assert await asyncio.wait_for(waiting, 5) is True
 
 
 async def test_a_sign_waits_a_second_at_most_then_goes_without(store: Store) -> None:
@@ -92,12 +103,12 @@ async def test_two_replicas_share_one_budget(store: Store, database_url: str) ->
         first, second = _budget(store, clock, chat_update=50), _budget(other, clock, chat_update=50)
         granted = await asyncio.gather(*(b.admit(TEAM, "chat.update", Priority.COSMETIC)
                                          for _ in range(40) for b in (first, second)))
-        assert sum(granted) == 11  # the two together take what one would: the bucket is the database's
+        assert sum(granted) == 6  # the two together take what one would: the bucket is the database's
         results = await asyncio.gather(*(b.admit(TEAM, "chat.update", Priority.SIGN)
                                          for _ in range(20) for b in (first, second)))
         # Never more than the rest of the bucket; at least one call for each grant (a spare token a batch left
         # in a process while others there found the bucket empty may go unused).
-        assert 17 <= sum(results) <= 34
+        assert 20 <= sum(results) <= 39
     finally:
         await other.close()
 
