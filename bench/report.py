@@ -59,9 +59,12 @@ def timeline(bench: Bench, req: Request) -> dict[str, Any]:
     posted = shares[0]["t"] if shares else None
     runs = [g for g in o.generations.get(req.key, []) if g["end"] is not None]
     run = next((g for g in reversed(runs) if g["status"] == "completed"), runs[-1] if runs else None)
+    # A reply's sign may be a post in its thread (its status message) after it was sent.
+    in_thread = None if req.thread_ts == req.ts or req.sent is None else next(
+        (t for t in s.posts_in.get((req.channel, req.thread_ts), []) if t >= req.sent), None)
     signs = [
         t
-        for t in (s.reacted.get((req.channel, req.ts)), s.posted_in.get((req.channel, req.ts)), posted)
+        for t in (s.reacted.get((req.channel, req.ts)), s.posted_in.get((req.channel, req.ts)), in_thread, posted)
         if t is not None
     ]
     creates = o.creates.get(req.key, [])

@@ -21,7 +21,8 @@ Where the times come from (all `time.monotonic()` in this process):
 - sent/acked: around the signed POST to /slack/events (body read included), stamped by `bench.sender`, a
   process that does nothing else (the same monotonic clock);
 - first visible sign: when FakeSlack handles the first `reactions.add` on the message (or a
-  `chat.postMessage` in the thread rooted at it, or the image itself, whichever is first);
+  `chat.postMessage` in the thread rooted at it, or, for a reply, one in its thread after it was sent, or the
+  image itself, whichever is first);
 - generation start/finish: when FakeOpenAI's generation task for the response starts and ends (it sleeps
   `--latency` seconds per image); the request is matched by the tag in its input text;
 - posted: when FakeSlack handles the `files.completeUploadExternal` that shares the image.

@@ -50,6 +50,7 @@ class SlackTimes(SlackObserver):
         self.limited: list[tuple[float, str, int]] = []  # (t, method, Retry-After) of each 429 ratelimited
         self.reacted: dict[tuple[str, str], float] = {}  # (channel, message ts) -> first reactions.add
         self.posted_in: dict[tuple[str, str], float] = {}  # (channel, thread_ts) -> first chat.postMessage
+        self.posts_in: collections.defaultdict[tuple[str, str], list[float]] = collections.defaultdict(list)  # all
         self.shares: list[dict[str, Any]] = []  # one per shared file: t, channel, thread_ts, tag, file_id
         self.shared_tags: collections.Counter[str] = collections.Counter()
         self.tickets: dict[str, float] = {}  # file_id -> files.getUploadURLExternal handled
@@ -65,6 +66,7 @@ class SlackTimes(SlackObserver):
             t = self.last_activity = now()
             if args.get("thread_ts"):
                 self.posted_in.setdefault((str(args.get("channel")), str(args["thread_ts"])), t)
+                self.posts_in[(str(args.get("channel")), str(args["thread_ts"]))].append(t)
         elif method == "files.getUploadURLExternal":
             t = self.last_activity = now()
             if answer.get("ok"):
