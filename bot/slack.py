@@ -228,9 +228,11 @@ class SlackAdapter:
         budget; False when the call is to go without (only below RESULT priority, or with `wait=False`)."""
         return await self._budget.admit(CURRENT_TEAM.get(), method, priority, channel=channel, wait=wait)
 
-    async def _call(self, method: str, *, priority: Priority = Priority.RESULT, **kwargs: Any) -> Any:
-        """A Web API call (the client's method name), a result's: it waits for its tokens."""
-        await self.admit(method.replace("_", "."), priority, channel=kwargs.get("channel"))
+    async def _call(self, method: str, *, priority: Priority = Priority.RESULT, admitted: bool = False,
+                    **kwargs: Any) -> Any:
+        """A Web API call (the client's method name), after its tokens (unless `admitted` took them already)."""
+        if not admitted:
+            await self.admit(method.replace("_", "."), priority, channel=kwargs.get("channel"))
         try:
             return await getattr(self.client, method)(**kwargs)
         except SlackApiError as e:
@@ -349,7 +351,7 @@ class SlackAdapter:
         if priority > Priority.RESULT and not posted and \
                 not await self.admit("chat.postMessage", priority, channel=channel):
             return []
-        admitted = priority > Priority.RESULT
+        admitted = priority > Priority.RESULT  # (the first part's tokens were taken above)
         stamps = []
         for i, part in enumerate(messages.split_for_slack(text)):
             if posted and i in posted:
@@ -358,23 +360,11 @@ class SlackAdapter:
             extra: dict[str, Any] = {"metadata": tag.metadata(i)} if tag is not None else {}
             if blocks is not None:
                 extra["blocks"] = blocks
-            if admitted:  # the first part's tokens were taken above
-                admitted = False
-                response = await self._post_admitted(channel=channel, thread_ts=thread_ts, text=part, **extra)
-            else:
-                response = await self._call(
-                    "chat_postMessage", channel=channel, thread_ts=thread_ts, text=part, unfurl_links=False, **extra
-                )
+            response = await self._call("chat_postMessage", admitted=admitted, channel=channel, thread_ts=thread_ts,
+                                        text=part, unfurl_links=False, **extra)
+            admitted = False
             stamps.append(response["ts"])
         return stamps
-
-    async def _post_admitted(self, **kwargs: Any) -> Any:
-        try:
-            return await self.client.chat_postMessage(unfurl_links=False, **kwargs)
-        except SlackApiError as e:
-            if slack_error(e) in _CANNOT_POST:
-                raise CannotPost(slack_error(e)) from e
-            raise
 
     async def tagged(self, channel: str, thread_ts: str | None, tag: PostTag, *, since: float) -> dict[int, str]:
         """The parts of the post `tag` names that are in Slack already (part -> ts): in the thread
