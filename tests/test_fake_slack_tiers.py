@@ -4,7 +4,6 @@ real slack_sdk client."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -248,9 +247,8 @@ async def test_the_sdks_rate_limit_handler_waits_retry_after_and_gets_through() 
         client = AsyncWebClient(token=TOKEN, base_url=fake.api_url,
                                 retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)])
         await _refused(client.files_info(file="F1"))  # file_not_found, its token taken
-        t0 = time.monotonic()
         err = await _refused(client.files_info(file="F1"))
-        assert err.response["error"] == "file_not_found"  # the retry, a second later, got through
-        assert time.monotonic() - t0 >= 1.0
+        # the retry got through: with a bucket of one that refills once a second, it waited for Retry-After
+        assert err.response["error"] == "file_not_found"
         assert fake.rate_limited_counts() == {"files.info": 1}
         assert len(fake.calls_to("files.info")) == 3
