@@ -163,6 +163,7 @@ class SlackBudget:
         now = self._clock.now()
         if rule.batch and self._use_spare(limit.name, now):
             return True
+        await self._return_expired(limit, now)
         if priority is Priority.COSMETIC and self._waiting.get(limit.name):
             return False  # results are waiting for this method: nothing to spare
         await self._ensure(limit, now)
@@ -174,7 +175,8 @@ class SlackBudget:
                                              burst=limit.burst, keep=rule.keep * limit.capacity)
             if bucket.granted > 0:
                 if bucket.granted > 1:
-                    count, _ = self._spare.get(limit.name, (0, 0.0))
+                    count, until = self._spare.get(limit.name, (0, 0.0))
+                    count = count if until > now else 0  # (expired ones were given back above)
                     self._spare[limit.name] = (count + bucket.granted - 1, now + SPARE_FOR)
                 return True
             if rule.batch and self._use_spare(limit.name, now):  # another task's batch, taken meanwhile
@@ -189,6 +191,14 @@ class SlackBudget:
                 await self._clock.sleep(min(max(due, 0.01), 5.0))
             finally:
                 self._waiting[limit.name] -= 1
+
+    async def _return_expired(self, limit: _Limit, now: float) -> None:
+        """Spare tokens kept past their moment go back to the bucket, unused (Slack never saw them spent, so
+        the bucket may have them again; it holds no more than its capacity all the same)."""
+        count, until = self._spare.get(limit.name, (0, 0.0))
+        if count > 0 and until <= now:
+            del self._spare[limit.name]
+            await self._limits.give_back(limit.name, count=count, now=now, cap=limit.rate, burst=limit.burst)
 
     def _use_spare(self, name: str, now: float) -> bool:
         count, until = self._spare.get(name, (0, 0.0))

@@ -13,6 +13,7 @@ from storage import Store, open_store
 from storage.limits import Limits
 from tests.clock import ManualClock
 from tests.conftest import wait_until
+from tests.fakes.slack_limits import Limit, RateLimiter
 
 TEAM = "T0001"
 MARGIN = 0.9  # the figures below are worked out at 90% of each tier
@@ -132,3 +133,31 @@ async def test_a_429_pauses_the_method_for_every_replica(store: Store, database_
 async def test_methods_without_a_published_limit_are_not_counted(store: Store, method: str) -> None:
     budget = _budget(store, ManualClock())
     assert all([await budget.admit(TEAM, method, Priority.COSMETIC) for _ in range(500)])
+
+
+@pytest.mark.parametrize("priority", [Priority.SIGN, Priority.RESULT])
+async def test_what_the_budget_admits_slacks_own_limiter_admits_too(store: Store, priority: Priority) -> None:
+    """A few calls seconds apart (each batch leaves a spare token that expires unused), then a burst: every call
+    admitted must find a token in the fake Slack's bucket for the method (the published tier, on the same
+    clock). Spare tokens that expired may not come back to life and be spent on top of the bucket."""
+    clock = ManualClock()
+    budget = _budget(store, clock, reactions_add=50)  # 45 a minute kept, taken two at a time
+    slack = RateLimiter({"reactions.add": Limit(50)}, clock=clock.now)
+    refused = 0
+
+    async def call() -> bool:
+        nonlocal refused
+        if not await budget.admit(TEAM, "reactions.add", priority, wait=False):
+            return False
+        refused += slack.admit(TEAM, "reactions.add") is not None
+        return True
+
+    for _ in range(8):  # the quiet start: one call every 5 s
+        assert await call()
+        clock.advance(5.0)
+    admitted = sum([await call() for _ in range(100)])  # the burst
+    assert refused == 0
+    assert admitted >= 44  # the bucket's 45 (less what refilled meanwhile is more): the budget is not wasted
+    clock.advance(30.0)
+    admitted = sum([await call() for _ in range(100)])
+    assert refused == 0 and admitted >= 22  # half a minute's worth
