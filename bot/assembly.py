@@ -72,6 +72,7 @@ class Easel:
     refresher: Refresher | None = None  # the worker's reads of OpenAI's model list (started by `run_worker`)
     attachments: Inputs | None = None  # the worker's downloaded input images (on disk)
     budgets: Budgets | None = None  # what requests may spend, and what they spent
+    slack_budget: Budget = dataclasses.field(default_factory=Unlimited)  # Slack's rate limits, as kept here
 
     async def close(self) -> None:
         if self.refresher is not None:
@@ -163,7 +164,7 @@ async def build_intake(
                       interactions=Interactions(store=store, slack=slack), desk=desk, settings_desk=settings_desk,
                       home_desk=home_desk)
     return Easel(settings=settings, store=store, bolt=bolt, slack=slack, metrics=metrics, lifecycle=lifecycle,
-                 budgets=budgets)
+                 budgets=budgets, slack_budget=budget)
 
 
 def _installations(settings: Settings, store: Store) -> Installations | None:

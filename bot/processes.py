@@ -18,6 +18,7 @@ from aiohttp import web
 from bot import checks
 from bot.assembly import Easel, build, build_intake
 from bot.config import Settings
+from bot.slack_budget import Budget
 from bot.web import EVENTS_PATH, HEALTH_PATH, web_app
 from storage.retention import Retention
 from storage.spend import Spend
@@ -152,7 +153,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
     key_check: asyncio.Task[None] | None = None
     purging = asyncio.create_task(  # (with RETENTION_DAYS=0 it only releases budget reservations left over)
         purge_periodically(Retention(easel.store.db), days=settings.retention_days, stop=stop,
-                           spend=Spend(easel.store.db)), name="easel-retention")
+                           spend=Spend(easel.store.db), slack_budget=easel.slack_budget), name="easel-retention")
     try:
         listing, key_check = await _check_openai_key(easel, stop)
         # The jobs of a worker whose process is known to be dead (the last run of this one, say) are taken at
@@ -178,10 +179,12 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, wakeups: bool =
 
 
 async def purge_periodically(retention: Retention, *, days: float, stop: asyncio.Event, every: float = 3600.0,
-                             now: Callable[[], float] = time.time, spend: Spend | None = None) -> None:
-    """Purge what is older than `days` (0: nothing), now and then every `every` seconds, until `stop`; and
-    release the budget reservations no run will settle (`spend`). (Each replica's worker does it; the batches
-    are small and a row purged twice is simply not found the second time.)"""
+                             now: Callable[[], float] = time.time, spend: Spend | None = None,
+                             slack_budget: Budget | None = None) -> None:
+    """Purge what is older than `days` (0: nothing), now and then every `every` seconds, until `stop`; release
+    the budget reservations no run will settle (`spend`); and forget Slack rate-limit buckets idle for an hour
+    (`slack_budget`). (Each replica's worker does it; the batches are small and a row purged twice is simply
+    not found the second time.)"""
     while not stop.is_set():
         try:
             if days:
@@ -192,6 +195,8 @@ async def purge_periodically(retention: Retention, *, days: float, stop: asyncio
             released = await spend.release_stale(now=now()) if spend is not None else 0
             if released:
                 log.info("budgets: released %d reservation(s) no job will settle", released)
+            if slack_budget is not None:
+                await slack_budget.forget_idle(now=now())
         except Exception:
             log.exception("retention: the purge failed; trying again later")
         waiting = asyncio.ensure_future(stop.wait())

@@ -65,6 +65,7 @@ POST_PER_WORKSPACE = 600  # ... and a workspace-wide cap (Slack says "several hu
 MARGIN = 0.95  # of each published figure (a burst of uploads at 90% would take 1.2x what the tier allows)
 BURST = 60.0  # a tier's bucket holds a minute's worth
 SPARE_FOR = 2.0  # seconds the spare tokens of a batch are kept in this process
+IDLE_FOR = 3600.0  # a bucket untouched this long is forgotten (it would be full)
 
 
 # The workspace whose work this task is doing (set for each job): its budgets are the ones calls count against.
@@ -171,8 +172,13 @@ class SlackBudget:
         give_up = None if rule.wait is None else now + rule.wait
         while True:
             now = self._clock.now()
-            bucket = await self._limits.take(limit.name, want=want, now=now, cap=limit.rate,
-                                             burst=limit.burst, keep=rule.keep * limit.capacity)
+            try:
+                bucket = await self._limits.take(limit.name, want=want, now=now, cap=limit.rate,
+                                                 burst=limit.burst, keep=rule.keep * limit.capacity)
+            except LookupError:  # forgotten while idle (`forget_idle`): made again, full
+                self._ensured.discard(limit.name)
+                await self._ensure(limit, now)
+                continue
             if bucket.granted > 0:
                 if bucket.granted > 1:
                     count, until = self._spare.get(limit.name, (0, 0.0))
@@ -210,6 +216,11 @@ class SlackBudget:
     async def _give_back(self, limit: _Limit) -> None:
         await self._limits.give_back(limit.name, count=1, now=self._clock.now(), cap=limit.rate, burst=limit.burst)
 
+    async def forget_idle(self, *, now: float) -> int:
+        """Forget the buckets of every workspace, method and channel idle for an hour (one row per channel
+        Easel ever posted in would otherwise stay for ever)."""
+        return await self._limits.forget_idle(prefix="slack:", before=now - IDLE_FOR, now=now)
+
     async def limited(self, team: str | None, method: str, retry_after: float) -> None:
         """Slack answered 429 all the same: nothing more goes to that method of that workspace before
         `Retry-After` has passed, from any replica."""
@@ -231,6 +242,9 @@ class Unlimited:
     async def admit(self, team: str | None, method: str, priority: Priority, *, channel: str | None = None,
                     wait: bool = True) -> bool:
         return True
+
+    async def forget_idle(self, *, now: float) -> int:
+        return 0
 
     async def limited(self, team: str | None, method: str, retry_after: float) -> None:
         return None

@@ -204,3 +204,11 @@ class Limits:
     async def pause(self, name: str, *, until: float) -> Bucket | None:
         """Grant nothing before `until` (a limit whose remaining count reached 0)."""
         return await self._one(self._pause, name=name, until=until)
+
+    async def forget_idle(self, *, prefix: str, before: float, now: float) -> int:
+        """Delete the buckets named `prefix...` untouched since `before` and not paused at `now` (a bucket idle
+        that long is full: made again when next needed, it starts as it would have been). Returns how many."""
+        stmt = sa.delete(buckets).where(buckets.c.name.startswith(prefix, autoescape=True),
+                                        buckets.c.updated_at < before, buckets.c.paused_until < now)
+        return await self._db.txn(lambda conn: conn.execute(stmt).rowcount)
+

@@ -15,7 +15,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
 from bot.processes import purge_periodically
+from bot.slack_budget import Priority, SlackBudget
 from storage import MIGRATIONS, Store, make_engine, open_store
+from storage.limits import Limits
 from storage.models import ChainStep, Generation, JobKind, JobStatus
 from storage.retention import Retention
 from storage.schema import generations, jobs, metadata, threads
@@ -104,6 +106,25 @@ async def test_the_periodic_purge_runs_until_stopped(store: Store) -> None:
         return (await _rows(store))[0] == []
 
     await wait_until(purged, what="the first purge, at start")
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_the_periodic_purge_forgets_slack_buckets_idle_for_an_hour(store: Store) -> None:
+    limits = Limits(store.db)
+    budget = SlackBudget(limits)  # the system clock, as in the worker
+    for channel in ("C1", "C2"):
+        assert await budget.admit(TEAM, "chat.postMessage", Priority.RESULT, channel=channel)
+    stop = asyncio.Event()
+    later = time.time() + 2 * 3600  # the purge's clock: two hours on
+    task = asyncio.create_task(purge_periodically(Retention(store.db), days=0, stop=stop, slack_budget=budget,
+                                                  now=lambda: later))
+
+    async def forgotten() -> bool:
+        return await limits.bucket(f"slack:{TEAM}:chat.postMessage:C1") is None
+
+    await wait_until(forgotten, what="the idle buckets forgotten")
+    assert await limits.bucket(f"slack:{TEAM}:chat.postMessage") is None
     stop.set()
     await asyncio.wait_for(task, 5)
 

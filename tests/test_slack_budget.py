@@ -161,3 +161,24 @@ async def test_what_the_budget_admits_slacks_own_limiter_admits_too(store: Store
     clock.advance(30.0)
     admitted = sum([await call() for _ in range(100)])
     assert refused == 0 and admitted >= 22  # half a minute's worth
+
+
+async def test_buckets_idle_for_an_hour_are_forgotten_and_made_again_full(store: Store) -> None:
+    clock = ManualClock()
+    budget = _budget(store, clock, chat_update=50)
+    limits = Limits(store.db)
+    assert await _admitted(budget, "chat.postMessage", Priority.RESULT, 2, channel="C1") == 2
+    assert await _admitted(budget, "chat.update", Priority.RESULT, 45) == 45  # the bucket emptied
+    await limits.ensure("openai:images", rate=5.0, tokens=5.0, now=clock.now(), probing=True)  # not Slack's
+    clock.advance(600.0)
+    await budget.limited(TEAM, "chat.update", 7200.0)  # paused for two hours: kept
+    assert await budget.forget_idle(now=clock.now()) == 0  # nothing idle for an hour yet
+    clock.advance(3600.0)
+    assert await budget.forget_idle(now=clock.now()) == 2  # both of chat.postMessage's buckets
+    assert await limits.bucket(f"slack:{TEAM}:chat.postMessage:C1") is None
+    assert await limits.bucket(f"slack:{TEAM}:chat.update") is not None
+    assert await limits.bucket("openai:images") is not None
+    # The same process goes on using the forgotten bucket: it is made again, full.
+    assert await _admitted(budget, "chat.postMessage", Priority.SIGN, 2, channel="C1") == 2
+    clock.advance(3 * 3600.0)
+    assert await budget.forget_idle(now=clock.now()) == 3  # the pause is over too
