@@ -93,10 +93,6 @@ class ConsolePublisher:
     async def tagged(self, channel: str, thread_ts: str | None, tag: Any, *, since: float) -> dict[int, str]:
         return {}  # what a terminal printed cannot be looked up: a resumed request says it again
 
-    async def post_blocks(self, channel: str, thread_ts: str | None, text: str, blocks: list[dict[str, Any]]) -> str:
-        self._say(_plain(text))  # a terminal shows the words; it has nothing to click
-        return self.next_ts()
-
     async def respond(self, response_url: str, text: str) -> None:
         self._say(_plain(text))
 

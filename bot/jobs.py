@@ -105,7 +105,8 @@ class JobRunner:
                                 queue=self.queue, posts=self._posts, lease=lease, usergroups=usergroups)
         self._publisher = Publisher(slack=slack, posts=self._posts, prices=self._prices, metrics=metrics,
                                     chat_model=images.model, buttons=buttons)
-        self._spending = Spending(budgets=budgets, slack=slack) if budgets else None  # None: nothing counted
+        # None: nothing counted
+        self._spending = Spending(budgets=budgets, slack=slack, posts=self._posts) if budgets else None
 
     # -- stage 1: a visible sign of work, within a second of the request (bot/noticing.py) ----------------------
 

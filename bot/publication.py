@@ -128,8 +128,9 @@ class Publisher:
             upload_ms[key] = elapsed_ms(time.time() - t0)
         if self._buttons and outcome.images and not run.progress.buttons_posted:
             await run.hold.confirm()
-            await self._slack.post_blocks(job.channel_id, job.thread_ts, buttons.FALLBACK_TEXT,
-                                          buttons.blocks([files[str(i)] for i in range(len(outcome.images))]))
+            await self._posts.once(job, job.thread_ts, buttons.FALLBACK_TEXT, what="buttons",
+                                   resumed=ran_before(job) or run.publications > 1,
+                                   blocks=buttons.blocks([files[str(i)] for i in range(len(outcome.images))]))
             await self.save(run, buttons_posted=True)
         if outcome.blocked and outcome.images and not run.progress.blocked_posted:
             await run.hold.confirm()

@@ -393,13 +393,6 @@ class SlackAdapter:
             log.warning("could not look for an earlier post (%s): %s", method, slack_error(e))
         return found
 
-    async def post_blocks(self, channel: str, thread_ts: str | None, text: str,
-                          blocks: list[dict[str, Any]]) -> str:
-        """One message with Block Kit blocks (`text` is its notification and fallback); its timestamp."""
-        response = await self._call("chat_postMessage", channel=channel, thread_ts=thread_ts, text=text,
-                                    blocks=blocks, unfurl_links=False)
-        return str(response["ts"])
-
     async def prepare(
         self,
         *,

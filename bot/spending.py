@@ -7,15 +7,17 @@ from collections.abc import Awaitable, Callable
 
 from bot.budgets import AwaitsConfirmation, Budgets, NotSent, OverBudget
 from bot.imaging import Turn
+from bot.posts import Posts, ran_before
 from bot.publication import Run
 from bot.slack import SlackAdapter
 from storage.models import JobStatus
 
 
 class Spending:
-    def __init__(self, *, budgets: Budgets, slack: SlackAdapter):
+    def __init__(self, *, budgets: Budgets, slack: SlackAdapter, posts: Posts):
         self._budgets = budgets
         self._slack = slack
+        self._posts = posts
 
     async def before_send(self, run: Run, turn: Turn, *, retry: bool = False) -> None:
         """Reserve the turn's worst case (a thread's chain may bring its last image back: counted as an input),
@@ -34,7 +36,9 @@ class Spending:
         job = run.job
         if isinstance(e, AwaitsConfirmation):
             await run.hold.confirm()
-            ts = await self._slack.post_blocks(job.channel_id, job.thread_ts, e.text, e.blocks or [])
+            # (a run before this one may have asked already, and died before it said so: found, not asked again)
+            [ts, *_] = await self._posts.once(job, job.thread_ts, e.text, what="confirm", resumed=ran_before(job),
+                                             blocks=e.blocks or [])
             await run.hold.update(progress=run.saved(confirm_ts=ts))
             return JobStatus.DONE, "awaits confirmation"
         assert isinstance(e, OverBudget)

@@ -87,3 +87,31 @@ async def test_a_text_answer_posted_just_before_a_crash_is_not_posted_again(cras
     answers = [m for m in slack.thread("C0043", ts) if m.get("user") == slack.bot_user_id]
     assert len(answers) == 1, [(m.get("text"), m.get("metadata")) for m in answers]
     assert len(openai.create_requests()) == 1  # the same response was collected again, not asked for anew
+
+
+def _with_buttons(slack: FakeSlack) -> list[dict[str, Any]]:
+    return [m for m in slack.messages
+            if any(b.get("type") == "actions" and b["elements"][0]["action_id"] == "easel.reroll"
+                   for b in m.get("blocks") or [])]
+
+
+async def test_an_images_buttons_posted_just_before_a_crash_are_not_posted_again(crashing: Any) -> None:
+    bot, slack, openai, sender = crashing
+    await bot.start()
+    ts, _ = await sender.mention("a kite over the sea", channel="C0044")
+    await wait_until(lambda: len(_tagged(slack, "queue")) == 1, timeout=30, what="the status message")
+    held = slack.hold_answer("chat.postMessage")  # the next post: the buttons under the image
+    await wait_until(lambda: len(_with_buttons(slack)) == 1, timeout=60, what="the buttons posted")
+    assert len(slack.shared_files) == 1
+    await bot.kill()  # Slack posted them; Easel never heard, nor recorded that it had
+    held.set()
+    await bot.start()
+    await wait_until(lambda: not any("hourglass_flowing_sand" in names for names in slack.reactions.values()),
+                     timeout=60, what="the job to end")
+    assert len(_with_buttons(slack)) == 1, "the buttons were posted again"
+    [buttons] = _with_buttons(slack)
+    assert buttons["thread_ts"] == ts and _tagged(slack, "buttons") == [buttons]
+    assert [b["action_id"] for b in buttons["blocks"][-1]["elements"]] == [
+        "easel.reroll", "easel.vary", "easel.hd", "easel.edit"]
+    assert len(slack.shared_files) == 1  # the image was found shared, not uploaded again
+    assert len(openai.create_requests()) == 1
