@@ -159,7 +159,8 @@ async def build_intake(
     desk = BudgetDesk(store=store, budgets=budgets, slack=slack, wake=wake, max_pending=settings.max_queued_per_user,
                       admins=Admins(listed=settings.easel_admins, is_workspace_admin=slack.is_workspace_admin))
     settings_desk = SettingsDesk(settings=place_settings, is_admin=desk.is_admin, usergroups=UserGroups(slack))
-    home_desk = HomeDesk(recent=Recent(store.db), budgets=budgets, settings=place_settings, is_admin=desk.is_admin)
+    home_desk = HomeDesk(recent=Recent(store.db), budgets=budgets, settings=place_settings, is_admin=desk.is_admin,
+                         slack=slack)
     register_handlers(bolt, intake=intake, ctx=Context(defaults=settings.image_defaults(), table=lifecycle.table),
                       interactions=Interactions(store=store, slack=slack), desk=desk, settings_desk=settings_desk,
                       home_desk=home_desk)

@@ -241,6 +241,28 @@ class SlackAdapter:
                 raise CannotPost(error) from e
             raise
 
+    async def permalink(self, channel: str, ts: str) -> str | None:
+        """A link to a message, for a person looking (so it waits a second at most for its budget); None when
+        there is no budget for it now or Slack gives none."""
+        if not await self.admit("chat.getPermalink", Priority.SIGN):
+            return None
+        try:
+            found = await self.client.chat_getPermalink(channel=channel, message_ts=ts)
+        except SlackApiError as e:
+            log.info("no permalink for %s/%s: %s", channel, ts, slack_error(e))
+            return None
+        link = found.get("permalink")
+        return link if isinstance(link, str) else None
+
+    async def publish_home(self, user_id: str, view: dict[str, Any]) -> bool:
+        """Publish a person's Home tab (`views.publish`); False if Slack refused it."""
+        try:
+            await self._call("views_publish", user_id=user_id, view=view)
+        except SlackApiError as e:
+            log.warning("views.publish failed: %s", slack_error(e))
+            return False
+        return True
+
     async def is_workspace_admin(self, user_id: str) -> bool:
         """Is this person an admin or owner of the workspace (`users.info`)? False when Slack will not say."""
         try:

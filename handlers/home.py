@@ -3,13 +3,11 @@ settings" button, for admins, opens the settings modal for the whole workspace (
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import messages
@@ -52,30 +50,14 @@ def view(home: Home, links: list[str | None]) -> dict[str, Any]:
     return {"type": "home", "blocks": blocks}
 
 
-async def _permalink(client: AsyncWebClient, channel: str, ts: str) -> str | None:
-    try:
-        found = await client.chat_getPermalink(channel=channel, message_ts=ts)
-    except SlackApiError as e:
-        log.info("no permalink for %s/%s: %s", channel, ts, e.response.get("error") if e.response else e)
-        return None
-    link = found.get("permalink")
-    return link if isinstance(link, str) else None
-
-
 def register(app: AsyncApp, *, home: HomeDesk, settings_desk: SettingsDesk, ctx: Context) -> None:
-    async def on_home(event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext,
-                      client: AsyncWebClient) -> None:
+    async def on_home(event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext) -> None:
         if not isinstance(event, dict) or event.get("tab") != "home":
             return  # the Messages tab
         team, user = slack_id(context.team_id or body.get("team_id")), slack_id(event.get("user"))
         if team is None or user is None:
             return
-        shown = await home.home(team_id=team, user_id=user)
-        links = await asyncio.gather(*(_permalink(client, i.channel_id, i.thread_ts) for i in shown.images))
-        try:
-            await client.views_publish(user_id=user, view=view(shown, list(links)))
-        except SlackApiError as e:
-            log.warning("views.publish failed: %s", e.response.get("error") if e.response is not None else e)
+        home.open(team_id=team, user_id=user, render=view)  # published after the acknowledgement
 
     async def on_workspace_settings(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()

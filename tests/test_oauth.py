@@ -4,6 +4,7 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -11,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
+from storage.limits import Limits
 from tests.conftest import SIGNING_SECRET, Running, wait_until
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_requests import SlackSender
@@ -136,3 +138,38 @@ async def test_purge_on_uninstall_deletes_the_workspace_data_at_once(easel_facto
 
     await wait_until(gone, what="the uninstalled workspace's data to go")
     assert await easel.store.threads.get(team_id="T0AAA", channel_id="CT0AAA", thread_ts="x") is None
+
+
+async def test_app_home_asks_slack_with_its_own_workspaces_token(oauth_easel: Running, fake_slack: FakeSlack) -> None:
+    """App Home is published from the serving process, outside any job: who is an admin (users.info), the
+    links and the view must still go with the workspace's own token, and be counted in its budgets."""
+    for team in WORKSPACES:
+        assert (await _install(oauth_easel, fake_slack, team)).status == 200
+    fake_slack.users["U0009"] = {"is_admin": True}
+    async with _sender(oauth_easel, "T0BBB") as sender:
+        assert (await sender.app_home_opened("U0009")).status == 200
+    [published] = await fake_slack.wait_for("views.publish")
+    [asked] = fake_slack.calls_to("users.info")
+    assert fake_slack.token_of(asked) == fake_slack.token_of(published) == WORKSPACES["T0BBB"][1]
+    blocks = fake_slack.homes["U0009"]["blocks"]
+    assert any("The workspace this month" in ((b.get("text") or {}).get("text") or "") for b in blocks)
+    bucket = await Limits(oauth_easel.store.db).bucket("slack:T0BBB:views.publish")
+    assert bucket is not None and bucket.taken >= 1  # (a few tokens at once: the spare ones kept a moment)
+
+
+async def test_the_settings_modal_asks_who_is_an_admin_with_its_workspaces_token(
+    oauth_easel: Running, fake_slack: FakeSlack
+) -> None:
+    """`/imagine settings` opens its modal from the listener: the admin check (users.info) must go with the
+    workspace of the command, or an admin of a second workspace would only ever see the settings read-only."""
+    for team in WORKSPACES:
+        assert (await _install(oauth_easel, fake_slack, team)).status == 200
+    fake_slack.users["U0009"] = {"is_admin": True}
+    async with _sender(oauth_easel, "T0BBB") as sender:
+        assert (await sender.command("settings", user="U0009", channel="CT0BBB")).status == 200
+    [opened] = await fake_slack.wait_for("views.open")
+    [asked] = fake_slack.calls_to("users.info")
+    assert fake_slack.token_of(asked) == WORKSPACES["T0BBB"][1]
+    view = opened.args["view"]
+    view = json.loads(view) if isinstance(view, str) else view
+    assert view.get("submit"), "an admin gets the settings to change, not read-only"

@@ -299,6 +299,17 @@ async def test_app_home_shows_a_person_their_images_and_spend(easel_factory) -> 
     assert len(easel.slack.calls_to("views.publish")) == 2  # the Messages tab publishes nothing
 
 
+async def test_app_home_is_acknowledged_at_once_and_published_after(easel_factory) -> None:
+    easel = await easel_factory()
+    held = easel.slack.hold_answer("users.info")  # who is an admin: Slack takes its time
+    assert (await easel.sender.app_home_opened("U0001")).status == 200  # answered while Slack has not
+    await easel.slack.wait_for("users.info")
+    assert not easel.slack.calls_to("views.publish")
+    held.set()
+    await easel.slack.wait_for("views.publish")
+    assert easel.slack.homes["U0001"]["type"] == "home"
+
+
 async def test_app_home_shows_admins_the_workspaces_month_and_the_changes(easel_factory) -> None:
     easel = await easel_factory(BUDGET_WORKSPACE_MONTHLY_USD="100")
     easel.slack.users["U0009"] = {"is_admin": True}
