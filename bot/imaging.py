@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL = ("completed", "failed", "incomplete", "cancelled")
 ITEM_DONE = "response.output_item.done"
+IMAGE_BEGUN = "response.image_generation_call.in_progress"  # the model has started an image
 PARTIAL = "response.image_generation_call.partial_image"  # a preview of an image being drawn (partial_images)
 # The conversational model's instructions: what Easel is, and when to draw rather than answer in words.
 INSTRUCTIONS = (
@@ -134,16 +135,18 @@ class OpenAIImages:
         on_started: Callable[[str], Awaitable[None]],
         on_image: Callable[[Image], None] | None = None,
         previews: Previews | None = None,
+        on_image_begun: Callable[[], None] | None = None,
     ) -> Outcome:
         """Run (or, given `resume_id`, pick up) one turn. Raises GenerationError.
 
         `on_image` hears of each image as soon as its own event arrives, before the response is over (the
         response's final event repeats it, with the usage): the caller can start uploading it meanwhile.
-        `previews` hears of each partial image the stream brings (when it has room for one).
+        `previews` hears of each partial image the stream brings (when it has room for one), and
+        `on_image_begun` of the image tool's start (the model may answer in words instead: then it hears nothing).
         The returned Outcome holds a payload slot until `outcome.release()` is called."""
         started: list[str] = [resume_id] if resume_id else []
         hold = _Hold(self._slots)
-        arrivals = _Arrivals(on_image, previews) if on_image is not None else None
+        arrivals = _Arrivals(on_image, previews, on_image_begun) if on_image is not None else None
 
         async def remember(response_id: str) -> None:
             if not started:
@@ -291,6 +294,9 @@ class OpenAIImages:
         optional = {PARTIAL: previews.wanted} if previews is not None else None
         if previews is not None:
             wanted = wanted | {PARTIAL}
+        begun = arrivals.begun if arrivals is not None else None
+        if begun is not None:
+            wanted = wanted | {IMAGE_BEGUN}
         try:
             async for event in sse.events(raw.iter_bytes(), admit=hold.take, wanted=wanted, lean=lean,
                                           optional=optional):
@@ -308,6 +314,9 @@ class OpenAIImages:
                     log.info("response %s: an image left out of its final event never came; looking it up",
                              response_id)
                     break
+                if event.type == IMAGE_BEGUN and begun is not None:
+                    begun()
+                    continue
                 if event.type == PARTIAL and previews is not None and event.data is not None:
                     _preview(previews, event.data)
                     continue
@@ -359,9 +368,11 @@ class _Hold:
 class _Arrivals:
     """A turn's images as their own events bring them, before the final event repeats them (leanly)."""
 
-    def __init__(self, on_image: Callable[[Image], None], previews: Previews | None = None):
+    def __init__(self, on_image: Callable[[Image], None], previews: Previews | None = None,
+                 begun: Callable[[], None] | None = None):
         self._on_image = on_image
         self.previews = previews
+        self.begun = begun  # hears of each image's start (`response.image_generation_call.in_progress`)
         self._images: dict[str, Image] = {}
 
     def add(self, image: Image) -> None:

@@ -293,7 +293,9 @@ class JobRunner:
         tool, chat = dict(job.options.tool), None
         if job.response_id is None and self._lineup is not None:  # (a started response is collected as it is)
             tool, chat = await self._lineup.current(job, tool, notices, starts_thread=starts_thread)
-        run.drawing = await self.queue.drawing(job, run.hold, tool)
+        # A turn started now says "working on it" until its stream says the image has begun (a text answer
+        # never says "drawing"); one picked up again after a restart cannot know, and says "drawing".
+        run.drawing = await self.queue.drawing(job, run.hold, tool, thinking=job.response_id is None)
         if self._previews and run.drawing is not None and job.response_id is None:
             tool = {**tool, "partial_images": self._previews}
             run.previews = self.queue.progress.previews(
@@ -326,7 +328,8 @@ class JobRunner:
             try:
                 answer = await self._images.run(turn, resume_id=resume_id, on_started=started,
                                                 on_image=lambda image: self._image_arrived(run, image),
-                                                previews=run.previews)
+                                                previews=run.previews,
+                                                on_image_begun=lambda: self.queue.progress.began_image(job.id))
                 run.parent = turn.previous_response_id
                 return answer
             except GenerationError as e:

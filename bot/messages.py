@@ -100,10 +100,15 @@ def _seconds(seconds: float) -> str:
 
 
 def drawing(*, model: str, quality: str, size: str, elapsed: float, typical: float | None,
-            preview: bool = False) -> str:
+            preview: bool = False, thinking: bool = False) -> str:
     """A generation's status message while it draws: the time so far, and what is left going by how long the
-    recent ones like it took (`typical`, None when there were none)."""
-    line = f":art: Drawing with {model} ({quality} quality, {size}): {_seconds(elapsed)} so far"
+    recent ones like it took (`typical`, None when there were none). `thinking`: the model has not started
+    the image yet (it refines the prompt first, or answers in words)."""
+    if thinking:
+        line = f":thought_balloon: Working on it ({model}, {quality} quality, {size} if it draws): " \
+               f"{_seconds(elapsed)} so far"
+    else:
+        line = f":art: Drawing with {model} ({quality} quality, {size}): {_seconds(elapsed)} so far"
     if typical is None:
         line += "."
     elif typical - elapsed >= 1:

@@ -81,6 +81,7 @@ class Drawing:
     preview: str | None = None  # the file id of the preview it shows
     previews: list[str] = dataclasses.field(default_factory=list)  # every preview file uploaded
     final: bool = False  # the final image is in: no preview may follow it
+    thinking: bool = False  # the image has not begun yet (the stream says when it does)
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
 
@@ -93,29 +94,43 @@ class Progress:
         self._clock = clock
         self._drawing: dict[int, Drawing] = {}
         self._previewing = 0  # previews being uploaded now
+        self._soon: set[asyncio.Task[None]] = set()  # rewrites started by news from a stream
         self.changed = asyncio.Event()  # something began drawing here (the ticker has work)
 
     @property
     def active(self) -> bool:
         return bool(self._drawing)
 
-    async def begin(self, *, job_id: int, team_id: str, channel: str, ts: str, tool: Mapping[str, Any]) -> Drawing:
-        """A generation starts drawing, its status message at `ts`: it says so at once (as a cosmetic update:
-        without a token it waits for the next tick)."""
+    async def begin(self, *, job_id: int, team_id: str, channel: str, ts: str, tool: Mapping[str, Any],
+                    thinking: bool = False) -> Drawing:
+        """A generation's turn starts, its status message at `ts`: it says so at once (as a cosmetic update:
+        without a token it waits for the next tick). `thinking`: it says "working on it" until `began_image`
+        (the model may refine the prompt first, or answer in words); else "drawing" from the start."""
         model = str(tool.get("model") or "unknown")
         quality, size = str(tool.get("quality") or "auto"), str(tool.get("size") or "auto")
         drawing = Drawing(job_id=job_id, team_id=team_id, channel=channel, ts=ts, model=model, quality=quality,
                           size=size, typical=await self._estimates.typical(model, quality, size),
-                          started=self._clock())
+                          started=self._clock(), thinking=thinking)
         self._drawing[job_id] = drawing
         self.changed.set()
         await self._rewrite(drawing)
         return drawing
 
+    def began_image(self, job_id: int) -> None:
+        """The stream says the image has begun: the status message says "drawing" now (a cosmetic rewrite,
+        started here: called from the stream's reading, which does not wait for Slack)."""
+        d = self._drawing.get(job_id)
+        if d is None or not d.thinking:
+            return
+        d.thinking = False
+        task = asyncio.ensure_future(self._rewrite(d))  # (this task's context: the job's workspace and token)
+        self._soon.add(task)
+        task.add_done_callback(self._soon.discard)
+
     def _text(self, d: Drawing) -> str:
         return messages.drawing(model=d.model, quality=d.quality, size=d.size,
                                 elapsed=self._clock() - d.started, typical=d.typical,
-                                preview=d.preview is not None)
+                                preview=d.preview is not None, thinking=d.thinking)
 
     def _blocks(self, d: Drawing, text: str) -> list[dict[str, Any]] | None:
         if d.preview is None:

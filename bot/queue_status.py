@@ -129,9 +129,10 @@ class QueueStatus:
             log.warning("job %s: could not tell its place in the queue: %s", job.id, type(e).__name__)
         await hold.update(progress=progress, queue_ts=ts, queue_pos=position)
 
-    async def drawing(self, job: Job, hold: Hold, tool: dict[str, object]) -> Drawing | None:
+    async def drawing(self, job: Job, hold: Hold, tool: dict[str, object], *, thinking: bool = False) -> Drawing | None:
         """Its turn came: the status message says so (posted now if the job had none), and shows the progress
-        from now on. None if there is no status message (no budget was left for one)."""
+        from now on (`thinking`: "working on it" until the image begins). None if there is no status message
+        (no budget was left for one)."""
         ts = job.queue_ts
         if not ts:
             await hold.confirm()
@@ -142,7 +143,7 @@ class QueueStatus:
             ts = stamps[0]
             await hold.update(queue_ts=ts)
         return await self.progress.begin(job_id=job.id, team_id=job.team_id, channel=job.channel_id, ts=ts,
-                                         tool=tool)
+                                         tool=tool, thinking=thinking)
 
     def take_down(self, job: Job, drawing: Drawing | None, previews: tuple[str, ...]) -> list[Step]:
         """What to take down once the answer is in (or the job failed), in order: the status message, then the

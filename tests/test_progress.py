@@ -50,6 +50,23 @@ async def test_the_status_message_shows_the_drawing_then_goes(easel_factory: Any
     assert len(easel.slack.shared_files) == 1
 
 
+async def test_the_status_message_says_drawing_only_once_the_image_has_begun(easel_factory: Any) -> None:
+    easel: Running = await easel_factory(PREVIEW_IMAGES="0")
+    easel.openai.latency = 1.0
+    await easel.sender.mention("a lighthouse --quality low --size 1024x1024", channel="C1")
+    await easel.sender.mention("[[text]] which styles suit a lighthouse?", channel="C2")
+    await easel.jobs_settled(2, timeout=30)
+    [drawn] = _status_posts(easel.slack, "C1")
+    texts = [drawn["text"], *(u["text"] for u in _updates(easel.slack, drawn["ts"]))]
+    working = [i for i, t in enumerate(texts) if t.startswith(":thought_balloon: Working on it")]
+    drawing = [i for i, t in enumerate(texts) if t.startswith(":art: Drawing with gpt-image-2")]
+    assert working and drawing and working[0] < drawing[0] and max(working) < drawing[0], texts
+    [answered] = _status_posts(easel.slack, "C2")
+    said = [answered["text"], *(u["text"] for u in _updates(easel.slack, answered["ts"]))]
+    assert any("Working on it" in t for t in said) and not any("Drawing" in t for t in said), said
+    assert len(easel.slack.shared_files) == 1
+
+
 async def test_the_time_left_is_the_median_of_the_recent_generations_like_it(easel_factory: Any) -> None:
     easel: Running = await easel_factory(PREVIEW_IMAGES="0")
     for i, latency in enumerate((1.0, 3.0, 2.0)):
