@@ -90,8 +90,8 @@ def paced(position: int) -> str:
             "message moves as the queue does.")
 
 
-QUEUE_DONE_WAITING = ":art: Your turn: drawing now."
-STARTING = ":art: On it: drawing starts in a moment."
+QUEUE_DONE_WAITING = ":art: Your turn: working on it now."
+STARTING = ":art: On it: starting in a moment."
 
 
 def _seconds(seconds: float) -> str:

@@ -57,7 +57,7 @@ async def test_the_status_message_says_drawing_only_once_the_image_has_begun(eas
     await easel.sender.mention("[[text]] which styles suit a lighthouse?", channel="C2")
     await easel.jobs_settled(2, timeout=30)
     [drawn] = _status_posts(easel.slack, "C1")
-    texts = [drawn["text"], *(u["text"] for u in _updates(easel.slack, drawn["ts"]))]
+    texts = [u["text"] for u in _updates(easel.slack, drawn["ts"])]  # in order (a message shows its last text)
     working = [i for i, t in enumerate(texts) if t.startswith(":thought_balloon: Working on it")]
     drawing = [i for i, t in enumerate(texts) if t.startswith(":art: Drawing with gpt-image-2")]
     assert working and drawing and working[0] < drawing[0] and max(working) < drawing[0], texts
