@@ -228,6 +228,10 @@ class SlackAdapter:
         budget; False when the call is to go without (only below RESULT priority, or with `wait=False`)."""
         return await self._budget.admit(CURRENT_TEAM.get(), method, priority, channel=channel, wait=wait)
 
+    async def give_back(self, method: str) -> None:
+        """Return one call's tokens to this task's workspace's budget (taken, then not used)."""
+        await self._budget.give_back(CURRENT_TEAM.get(), method)
+
     async def _call(self, method: str, *, priority: Priority = Priority.RESULT, admitted: bool = False,
                     **kwargs: Any) -> Any:
         """A Web API call (the client's method name), after its tokens (unless `admitted` took them already)."""
@@ -443,8 +447,10 @@ class SlackAdapter:
         """Upload a preview privately (completed, shared nowhere: it shows only in a status message's image
         block); its file id, or None when the workspace's budget has nothing to spare for it or Slack failed.
         Never retried: a preview is worth one try."""
-        if not (await self.admit("files.getUploadURLExternal", Priority.COSMETIC)
-                and await self.admit("files.completeUploadExternal", Priority.COSMETIC)):
+        if not await self.admit("files.getUploadURLExternal", Priority.PREVIEW):
+            return None
+        if not await self.admit("files.completeUploadExternal", Priority.PREVIEW):
+            await self.give_back("files.getUploadURLExternal")  # the first step's token, not used
             return None
         try:
             ticket = await self.client.files_getUploadURLExternal(filename=filename, length=len(data))

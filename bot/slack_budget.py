@@ -8,14 +8,16 @@ worker task of every replica, at 95% of the tier.
 
 What matters most gets the tokens first:
 - `RESULT` (an image, an answer, a failure, the look-ups that keep them exactly once) waits for its token;
-- `SIGN` (the first sign of work: the reaction, the status message) waits a second at most, then goes
+- `SIGN` (the first sign of work: the reaction, the status message) waits half a second at most, then goes
   without (the status message or the reaction is the sign instead);
 - `CLEANUP` (taking a sign or a status message down, deleting previews) takes only what leaves a fifth of the
   bucket to the above, and waits as long as it takes (after the job has ended: `bot.cleanup`);
-- `COSMETIC` (moving queue places, elapsed time, previews) takes only what leaves 85% of the bucket (what a
-  method's budget has to spare: under load it gets nothing, and nothing while a result here waits for that
-  method), and never waits: a status update that finds no token is skipped, and the next one shows the news
-  (coalesced, not queued).
+- `COSMETIC` (moving queue places, elapsed time) takes only what leaves 85% of the bucket (what a method's
+  budget has to spare: under load it gets nothing, and nothing while a result here waits for that method),
+  and never waits: a status update that finds no token is skipped, and the next one shows the news
+  (coalesced, not queued);
+- `PREVIEW` (a partial image's upload, which takes the two upload calls a final image needs) likewise, but
+  only from a bucket at least 95% full: a burst's previews do not delay its results.
 
 Results and signs take a few tokens at once and keep the spare ones in this process for a moment, so a
 burst costs the database one statement per few calls. A 429 Slack sends all the same (another app's calls
@@ -77,6 +79,7 @@ class Priority(enum.IntEnum):
     SIGN = 1
     CLEANUP = 2
     COSMETIC = 3
+    PREVIEW = 4  # a partial image's upload: two upload calls a result would need, so only from a full bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +91,10 @@ class _Rule:
 
 RULES: Mapping[Priority, _Rule] = {
     Priority.RESULT: _Rule(keep=0.0, wait=None, batch=True),
-    Priority.SIGN: _Rule(keep=0.0, wait=1.0, batch=True),
+    Priority.SIGN: _Rule(keep=0.0, wait=0.5, batch=True),
     Priority.CLEANUP: _Rule(keep=0.2, wait=None, batch=False),  # (in the background: `bot.cleanup`)
     Priority.COSMETIC: _Rule(keep=0.85, wait=0.0, batch=False),
+    Priority.PREVIEW: _Rule(keep=0.95, wait=0.0, batch=False),
 }
 
 
@@ -165,7 +169,7 @@ class SlackBudget:
         if rule.batch and self._use_spare(limit.name, now):
             return True
         await self._return_expired(limit, now)
-        if priority is Priority.COSMETIC and self._waiting.get(limit.name):
+        if priority >= Priority.COSMETIC and self._waiting.get(limit.name):
             return False  # results are waiting for this method: nothing to spare
         await self._ensure(limit, now)
         want = max(1, int(limit.capacity // 20)) if rule.batch else 1
@@ -221,6 +225,13 @@ class SlackBudget:
         Easel ever posted in would otherwise stay for ever)."""
         return await self._limits.forget_idle(prefix="slack:", before=now - IDLE_FOR, now=now)
 
+    async def give_back(self, team: str | None, method: str) -> None:
+        """One call's tokens, taken and then not used, go back to the workspace's bucket for `method`."""
+        if team is None:
+            return
+        for limit in self._limits_for(team, method, None):
+            await self._give_back(limit)
+
     async def limited(self, team: str | None, method: str, retry_after: float) -> None:
         """Slack answered 429 all the same: nothing more goes to that method of that workspace before
         `Retry-After` has passed, from any replica."""
@@ -245,6 +256,9 @@ class Unlimited:
 
     async def forget_idle(self, *, now: float) -> int:
         return 0
+
+    async def give_back(self, team: str | None, method: str) -> None:
+        return None
 
     async def limited(self, team: str | None, method: str, retry_after: float) -> None:
         return None

@@ -69,12 +69,20 @@ async def test_no_cosmetic_call_while_a_result_waits_for_the_method(store: Store
     assert await asyncio.wait_for(waiting, 5) is True
 
 
-async def test_a_sign_waits_a_second_at_most_then_goes_without(store: Store) -> None:
+async def test_a_sign_waits_half_a_second_at_most_then_goes_without(store: Store) -> None:
     clock = ManualClock()
     budget = _budget(store, clock, reactions_add=10)  # 9 a minute: the next token is 6.7 s away
     assert await _admitted(budget, "reactions.add", Priority.SIGN, 9) == 9
     assert await budget.admit(TEAM, "reactions.add", Priority.SIGN) is False  # no sleep: it knew at once
     assert clock.sleeping == 0
+    other = _budget(store, clock, chat_update=120)  # 108 a minute: a token every 0.56 s
+    assert await _admitted(other, "chat.update", Priority.SIGN, 108) == 108
+    assert await other.admit(TEAM, "chat.update", Priority.SIGN) is False  # 0.56 s away: past its half second
+    clock.advance(0.2)
+    waiting = asyncio.create_task(other.admit(TEAM, "chat.update", Priority.SIGN))  # 0.36 s away: it waits
+    await wait_until(lambda: clock.sleeping == 1, what="the sign to wait for its token")
+    clock.advance(0.4)
+    assert await asyncio.wait_for(waiting, 5) is True
 
 
 async def test_chat_post_message_counts_per_channel_too(store: Store) -> None:
@@ -182,3 +190,18 @@ async def test_buckets_idle_for_an_hour_are_forgotten_and_made_again_full(store:
     assert await _admitted(budget, "chat.postMessage", Priority.SIGN, 2, channel="C1") == 2
     clock.advance(3 * 3600.0)
     assert await budget.forget_idle(now=clock.now()) == 3  # the pause is over too
+
+
+async def test_a_preview_takes_only_from_a_nearly_full_bucket_and_gives_back_what_it_did_not_use(
+    store: Store,
+) -> None:
+    clock = ManualClock()
+    budget = _budget(store, clock, files_getUploadURLExternal=100, files_completeUploadExternal=100)  # 90 kept
+    previews = await _admitted(budget, "files.getUploadURLExternal", Priority.PREVIEW, 20)
+    assert previews == 4  # what leaves 95% of 90 (85.5) to the others: a burst's results keep their uploads
+    assert await _admitted(budget, "files.getUploadURLExternal", Priority.RESULT, 86) == 86
+    limits = Limits(store.db)
+    before = await limits.bucket(f"slack:{TEAM}:files.getUploadURLExternal")
+    await budget.give_back(TEAM, "files.getUploadURLExternal")
+    after = await limits.bucket(f"slack:{TEAM}:files.getUploadURLExternal")
+    assert before is not None and after is not None and after.taken == before.taken - 1
