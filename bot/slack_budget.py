@@ -125,6 +125,7 @@ class SlackBudget:
         self._ensured: set[str] = set()
         self._spare: dict[str, tuple[int, float]] = {}  # bucket -> (tokens, until when they may be used)
         self._waiting: dict[str, int] = {}  # bucket -> results and signs waiting for a token of it here
+        self._dry: dict[str, float] = {}  # bucket -> when its next token is due, as its last empty take said
         self.skipped = 0  # calls that went without (cosmetic ones, or signs that found no token)
 
     def _limits_for(self, team: str, method: str, channel: str | None) -> list[_Limit]:
@@ -171,6 +172,8 @@ class SlackBudget:
         await self._return_expired(limit, now)
         if priority >= Priority.COSMETIC and self._waiting.get(limit.name):
             return False  # results are waiting for this method: nothing to spare
+        if rule.wait is not None and now + rule.wait < self._dry.get(limit.name, 0.0):
+            return False  # the bucket was found empty, and no token comes within this call's wait
         await self._ensure(limit, now)
         want = max(1, int(limit.capacity // 20)) if rule.batch else 1
         give_up = None if rule.wait is None else now + rule.wait
@@ -192,8 +195,10 @@ class SlackBudget:
             if rule.batch and self._use_spare(limit.name, now):  # another task's batch, taken meanwhile
                 return True
             # When the next token is due: the bucket refills at `rate` a minute (and not while paused).
-            due = max(bucket.paused_until - now, 0.0) + \
-                max(0.0, rule.keep * limit.capacity + 1.0 - bucket.tokens) * 60.0 / max(limit.rate, 1e-6)
+            paused = max(bucket.paused_until - now, 0.0)
+            due = paused + max(0.0, rule.keep * limit.capacity + 1.0 - bucket.tokens) * 60.0 / max(limit.rate, 1e-6)
+            # Until the next token of all, a call that may not wait for it need not ask the database again.
+            self._dry[limit.name] = now + paused + max(0.0, 1.0 - bucket.tokens) * 60.0 / max(limit.rate, 1e-6)
             if give_up is not None and now + due > give_up:
                 return False
             self._waiting[limit.name] = self._waiting.get(limit.name, 0) + 1
@@ -208,6 +213,7 @@ class SlackBudget:
         count, until = self._spare.get(limit.name, (0, 0.0))
         if count > 0 and until <= now:
             del self._spare[limit.name]
+            self._dry.pop(limit.name, None)
             await self._limits.give_back(limit.name, count=count, now=now, cap=limit.rate, burst=limit.burst)
 
     def _use_spare(self, name: str, now: float) -> bool:
@@ -218,6 +224,7 @@ class SlackBudget:
         return True
 
     async def _give_back(self, limit: _Limit) -> None:
+        self._dry.pop(limit.name, None)
         await self._limits.give_back(limit.name, count=1, now=self._clock.now(), cap=limit.rate, burst=limit.burst)
 
     async def forget_idle(self, *, now: float) -> int:

@@ -5,6 +5,7 @@ replicas share one budget, and that a 429 Slack sends all the same stops every r
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -205,3 +206,25 @@ async def test_a_preview_takes_only_from_a_nearly_full_bucket_and_gives_back_wha
     await budget.give_back(TEAM, "files.getUploadURLExternal")
     after = await limits.bucket(f"slack:{TEAM}:files.getUploadURLExternal")
     assert before is not None and after is not None and after.taken == before.taken - 1
+
+
+async def test_calls_that_cannot_wait_for_a_dry_bucket_do_not_ask_the_database_again(store: Store) -> None:
+    class Counting(Limits):
+        takes = 0
+
+        async def take(self, *args: Any, **kwargs: Any) -> Any:
+            Counting.takes += 1
+            return await super().take(*args, **kwargs)
+
+    clock = ManualClock()
+    budget = SlackBudget(Counting(store.db), tiers={"reactions.add": 10}, clock=clock, margin=MARGIN)  # 9 a minute
+    assert await _admitted(budget, "reactions.add", Priority.SIGN, 9) == 9
+    asked = Counting.takes
+    assert await _admitted(budget, "reactions.add", Priority.SIGN, 50) == 0  # the next token is 6.7 s away
+    assert Counting.takes == asked + 1  # the first found it dry; the others knew
+    clock.advance(6.0)
+    assert not await budget.admit(TEAM, "reactions.add", Priority.COSMETIC)
+    assert Counting.takes == asked + 1
+    clock.advance(1.0)  # the token is due: asked again, and granted
+    assert await budget.admit(TEAM, "reactions.add", Priority.SIGN)
+    assert Counting.takes == asked + 2
