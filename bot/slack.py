@@ -246,9 +246,9 @@ class SlackAdapter:
             raise
 
     async def permalink(self, channel: str, ts: str) -> str | None:
-        """A link to a message, for a person looking (so it waits a second at most for its budget); None when
-        there is no budget for it now or Slack gives none."""
-        if not await self.admit("chat.getPermalink", Priority.SIGN):
+        """A link to a message, for a person looking (so it does not wait for its budget); None when there is
+        no budget for it now or Slack gives none."""
+        if not await self.admit("chat.getPermalink", Priority.RESULT, wait=False):
             return None
         try:
             found = await self.client.chat_getPermalink(channel=channel, message_ts=ts)

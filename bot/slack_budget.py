@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.pacing import Clock, SystemClock
-from storage.limits import Limits
+from storage.limits import Bucket, Limits
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,12 @@ class _Limit:
     @property
     def capacity(self) -> float:
         return max(1.0, self.rate * self.burst / 60.0)
+
+
+def _due(bucket: Bucket, limit: _Limit, now: float, *, above: float) -> float:
+    """Seconds until the bucket holds a token above `above`: it refills at `rate` a minute, and not while
+    paused."""
+    return max(bucket.paused_until - now, 0.0) + max(0.0, above + 1.0 - bucket.tokens) * 60.0 / max(limit.rate, 1e-6)
 
 
 class SlackBudget:
@@ -194,11 +200,9 @@ class SlackBudget:
                 return True
             if rule.batch and self._use_spare(limit.name, now):  # another task's batch, taken meanwhile
                 return True
-            # When the next token is due: the bucket refills at `rate` a minute (and not while paused).
-            paused = max(bucket.paused_until - now, 0.0)
-            due = paused + max(0.0, rule.keep * limit.capacity + 1.0 - bucket.tokens) * 60.0 / max(limit.rate, 1e-6)
+            due = _due(bucket, limit, now, above=rule.keep * limit.capacity)
             # Until the next token of all, a call that may not wait for it need not ask the database again.
-            self._dry[limit.name] = now + paused + max(0.0, 1.0 - bucket.tokens) * 60.0 / max(limit.rate, 1e-6)
+            self._dry[limit.name] = now + _due(bucket, limit, now, above=0.0)
             if give_up is not None and now + due > give_up:
                 return False
             self._waiting[limit.name] = self._waiting.get(limit.name, 0) + 1
